@@ -1,0 +1,34 @@
+# Build the CO-RE BPF objects shipped in the pwru package, and run checks.
+CLANG ?= clang
+BPF_CFLAGS := -target bpf -O2 -g -Wall -Werror -Ibpf
+BPF_SRC := bpf/pwru.bpf.c
+BPF_DEPS := $(BPF_SRC) bpf/pwru.h
+BPF_OBJS := pwru/bpf/pwru_x86.bpf.o pwru/bpf/pwru_arm64.bpf.o
+PYTHON ?= python3
+
+.PHONY: all bpf test lint bench clean
+
+all: bpf
+
+bpf: $(BPF_OBJS)
+
+pwru/bpf/pwru_x86.bpf.o: $(BPF_DEPS) vmlinux-headers/x86/vmlinux.h
+	$(CLANG) $(BPF_CFLAGS) -D__TARGET_ARCH_x86 -Ivmlinux-headers/x86 -c $< -o $@
+	llvm-strip -g $@ 2>/dev/null || true
+
+pwru/bpf/pwru_arm64.bpf.o: $(BPF_DEPS) vmlinux-headers/arm64/vmlinux.h
+	$(CLANG) $(BPF_CFLAGS) -D__TARGET_ARCH_arm64 -Ivmlinux-headers/arm64 -c $< -o $@
+	llvm-strip -g $@ 2>/dev/null || true
+
+test:
+	$(PYTHON) -m pytest -q
+
+lint:
+	$(PYTHON) -m ruff check pwru tests bench
+	$(PYTHON) -m mypy
+
+bench:
+	$(PYTHON) bench/run.py
+
+clean:
+	rm -f $(BPF_OBJS)

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Layouts shared by the BPF programs and the Python control plane.
+ *
+ * Python declares the same layouts once in pwru/layout.py (ctypes.Structure);
+ * tests/unit/test_layout.py checks both sides agree using the BTF of the built
+ * object, so a change here that is not mirrored there fails the unit tests.
+ *
+ * Every struct is naturally aligned with explicit padding: no __packed, so the
+ * verifier and ctypes see the same offsets without surprises.
+ */
+#ifndef PWRU_H
+#define PWRU_H
+
+#define PWRU_TASK_COMM_LEN 16
+#define PWRU_MAX_SKB_METADATA 4
+
+/* Which kind of probe produced an event. */
+enum pwru_event_type {
+	PWRU_EVENT_KPROBE = 0,
+	PWRU_EVENT_KPROBE_MULTI = 1,
+	PWRU_EVENT_TC = 2,
+	PWRU_EVENT_XDP = 3,
+	PWRU_EVENT_TRACEPOINT = 4,
+};
+
+/* Bits of pwru_event.flags. */
+enum pwru_event_flags {
+	PWRU_EVENT_HAS_REASON = 1 << 0,   /* .reason holds an skb_drop_reason */
+	PWRU_EVENT_HAS_TUPLE = 1 << 1,    /* .tuple was parsed from the packet */
+	PWRU_EVENT_HAS_TUNNEL = 1 << 2,   /* .tunnel_tuple holds the inner packet */
+	PWRU_EVENT_HAS_STACK = 1 << 3,    /* .stack_id is valid */
+};
+
+/* An L3/L4 tuple. Addresses and ports in network byte order, as on the wire. */
+struct pwru_tuple {
+	__u8 saddr[16];      /* IPv4 uses the first 4 bytes */
+	__u8 daddr[16];
+	__u16 sport;         /* network order */
+	__u16 dport;         /* network order */
+	__u16 l3_proto;      /* host order: 0x0800, 0x86dd, or 0 when unknown */
+	__u8 l4_proto;       /* IPPROTO_* */
+	__u8 tcp_flags;      /* TCP header byte 13 */
+};                       /* 40 bytes */
+
+/* One record in the "events" ring buffer. */
+struct pwru_event {
+	__u64 ts;            /* bpf_ktime_get_ns() */
+	__u64 skb_addr;
+	__u64 func_ip;       /* probed function address (kprobe*) or 0 */
+	__u64 caller_ip;     /* return address into the caller, if asked */
+	__u64 reason;        /* drop reason, valid with PWRU_EVENT_HAS_REASON */
+	__u32 probe_id;      /* index in the control plane's probe table */
+	__u32 pid;           /* tgid of the current task */
+	__u32 cpu;
+	__u32 type;          /* enum pwru_event_type */
+	__u32 flags;         /* enum pwru_event_flags */
+	__s32 stack_id;      /* id in the stack map, or < 0 */
+	/* skb metadata */
+	__u32 netns;         /* inode of the skb's network namespace */
+	__u32 mark;
+	__u32 ifindex;
+	__u32 len;
+	__u32 mtu;
+	__u16 protocol;      /* skb->protocol, network order */
+	__u16 _pad0;
+	struct pwru_tuple tuple;
+	struct pwru_tuple tunnel_tuple;
+	__u64 skb_metadata[PWRU_MAX_SKB_METADATA];
+	char comm[PWRU_TASK_COMM_LEN];
+};
+
+/*
+ * Run-time configuration, placed in .rodata (volatile const) so the verifier
+ * sees the values as constants and prunes branches of disabled features.
+ */
+struct pwru_config {
+	__u32 netns;          /* 0 = any */
+	__u32 mark;
+	__u32 mark_mask;      /* 0 = mark filter off */
+	__u32 ifindex;        /* 0 = any */
+	__u8 output_meta;
+	__u8 output_tuple;
+	__u8 output_stack;
+	__u8 output_caller;
+	__u8 output_tunnel;
+	__u8 track_skb;
+	__u8 track_skb_by_stackid;
+	__u8 have_pcap_filter;    /* filter_pcap_l2/l3 were spliced in */
+	__u8 have_tunnel_filter;  /* filter_pcap_tunnel_l2/l3 were spliced in */
+	__u8 _pad[7];
+};
+
+/*
+ * Every probe program loads this 64-bit constant once (see probe_id() in
+ * pwru.bpf.c). The control plane replaces the low 32 bits with the probe's
+ * index before each load, so one compiled program serves many attach points.
+ */
+#define PWRU_PROBE_ID_MARKER 0x7077727500000000ULL
+#define PWRU_PROBE_ID_MARKER_HI 0x70777275U
+
+#endif /* PWRU_H */

@@ -1,0 +1,763 @@
+"""The one place that talks to the system libbpf, through ctypes.
+
+Every libbpf function pwru uses is declared once below with its argument and
+return types. Failures become Python exceptions carrying errno text;
+libbpf's own log goes to the ``pwru.libbpf`` logger (quiet unless --debug).
+No other module imports ctypes to reach libbpf.
+
+libbpf >= 1.0 is required: it reports errors the 1.0 way (negative error
+codes / NULL + errno) and has the custom SEC() handler API that lets pwru
+splice filters into programs just before they are loaded.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import platform
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional
+
+from pwru.errors import EnvironmentProblem, PwruError
+
+log = logging.getLogger("pwru.libbpf")
+
+MIN_VERSION = (1, 0)
+
+# enum bpf_prog_type / bpf_attach_type values (include/uapi/linux/bpf.h)
+BPF_PROG_TYPE_SOCKET_FILTER = 1
+BPF_PROG_TYPE_KPROBE = 2
+BPF_PROG_TYPE_SCHED_CLS = 3
+BPF_PROG_TYPE_XDP = 6
+BPF_PROG_TYPE_RAW_TRACEPOINT = 17
+BPF_PROG_TYPE_TRACING = 26
+BPF_TRACE_RAW_TP = 23
+BPF_TRACE_FENTRY = 24
+BPF_TRACE_FEXIT = 25
+BPF_TRACE_KPROBE_MULTI = 42
+
+# enum libbpf_print_level
+_LIBBPF_WARN, _LIBBPF_INFO, _LIBBPF_DEBUG = 0, 1, 2
+_LEVELS = {_LIBBPF_WARN: logging.WARNING, _LIBBPF_INFO: logging.INFO, _LIBBPF_DEBUG: logging.DEBUG}
+
+
+class LibbpfError(PwruError, OSError):
+    """A libbpf call failed; ``errno`` and the message say which and why."""
+
+    exit_code = 1
+
+    def __init__(self, what: str, err: int) -> None:
+        err = abs(err)
+        OSError.__init__(self, err, f"{what}: {os.strerror(err)}")
+        self.what = what
+
+    def __str__(self) -> str:
+        return f"{self.what}: {os.strerror(self.errno or 0)}"
+
+
+class VerifierError(LibbpfError):
+    """The kernel rejected a program; ``log`` is the verifier's output."""
+
+    def __init__(self, what: str, err: int, verifier_log: str) -> None:
+        super().__init__(what, err)
+        self.log = verifier_log
+
+    def tail(self, lines: int = 12) -> str:
+        """The last lines of the verifier log, which usually name the problem."""
+        kept = [ln for ln in self.log.splitlines() if ln.strip()]
+        return "\n".join(kept[-lines:])
+
+
+class LibbpfMissing(EnvironmentProblem):
+    """libbpf is not installed or too old."""
+
+
+# --------------------------------------------------------------------------
+# C structures (libbpf 1.1 layouts; later versions only append fields, and
+# every struct starts with its own size so libbpf knows which fields we set)
+
+
+class BpfObjectOpenOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("object_name", ctypes.c_char_p),
+        ("relaxed_maps", ctypes.c_bool),
+        ("pin_root_path", ctypes.c_char_p),
+        ("_attach_prog_fd", ctypes.c_uint32),
+        ("kconfig", ctypes.c_char_p),
+        ("btf_custom_path", ctypes.c_char_p),
+        ("kernel_log_buf", ctypes.c_char_p),
+        ("kernel_log_size", ctypes.c_size_t),
+        ("kernel_log_level", ctypes.c_uint32),
+    ]
+
+
+class BpfProgLoadOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("attempts", ctypes.c_int),
+        ("expected_attach_type", ctypes.c_int),
+        ("prog_btf_fd", ctypes.c_uint32),
+        ("prog_flags", ctypes.c_uint32),
+        ("prog_ifindex", ctypes.c_uint32),
+        ("kern_version", ctypes.c_uint32),
+        ("attach_btf_id", ctypes.c_uint32),
+        ("attach_prog_fd", ctypes.c_uint32),
+        ("attach_btf_obj_fd", ctypes.c_uint32),
+        ("fd_array", ctypes.c_void_p),
+        ("func_info", ctypes.c_void_p),
+        ("func_info_cnt", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("line_info", ctypes.c_void_p),
+        ("line_info_cnt", ctypes.c_uint32),
+        ("line_info_rec_size", ctypes.c_uint32),
+        ("log_level", ctypes.c_uint32),
+        ("log_size", ctypes.c_uint32),
+        ("log_buf", ctypes.c_void_p),
+    ]
+
+
+class BpfTestRunOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("data_in", ctypes.c_void_p),
+        ("data_out", ctypes.c_void_p),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_void_p),
+        ("ctx_out", ctypes.c_void_p),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    ]
+
+
+class BpfKprobeMultiOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("syms", ctypes.POINTER(ctypes.c_char_p)),
+        ("addrs", ctypes.POINTER(ctypes.c_ulong)),
+        ("cookies", ctypes.POINTER(ctypes.c_uint64)),
+        ("cnt", ctypes.c_size_t),
+        ("retprobe", ctypes.c_bool),
+    ]
+
+
+class BpfKprobeOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("bpf_cookie", ctypes.c_uint64),
+        ("offset", ctypes.c_size_t),
+        ("retprobe", ctypes.c_bool),
+        ("attach_mode", ctypes.c_int),
+    ]
+
+
+class BtfTypeHeader(ctypes.Structure):
+    """struct btf_type: enough to read a type's name and kind."""
+
+    _fields_ = [("name_off", ctypes.c_uint32), ("info", ctypes.c_uint32), ("size_or_type", ctypes.c_uint32)]
+
+
+_PrintFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+_PrepareLoadFn = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(BpfProgLoadOpts), ctypes.c_long
+)
+_RingBufferSampleFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+
+
+class LibbpfProgHandlerOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("cookie", ctypes.c_long),
+        ("prog_setup_fn", ctypes.c_void_p),
+        ("prog_prepare_load_fn", _PrepareLoadFn),
+        ("prog_attach_fn", ctypes.c_void_p),
+    ]
+
+
+# --------------------------------------------------------------------------
+# Loading the library and declaring its functions
+
+_P = ctypes.c_void_p
+_S = ctypes.c_char_p
+_I = ctypes.c_int
+_U32 = ctypes.c_uint32
+_SZ = ctypes.c_size_t
+
+_SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
+    "libbpf_major_version": (_U32, []),
+    "libbpf_minor_version": (_U32, []),
+    "libbpf_set_print": (_P, [_PrintFn]),
+    "libbpf_num_possible_cpus": (_I, []),
+    "libbpf_register_prog_handler": (_I, [_S, _I, _I, ctypes.POINTER(LibbpfProgHandlerOpts)]),
+    "libbpf_unregister_prog_handler": (_I, [_I]),
+    "bpf_object__open_file": (_P, [_S, ctypes.POINTER(BpfObjectOpenOpts)]),
+    "bpf_object__load": (_I, [_P]),
+    "bpf_object__close": (None, [_P]),
+    "bpf_object__next_program": (_P, [_P, _P]),
+    "bpf_object__find_program_by_name": (_P, [_P, _S]),
+    "bpf_object__find_map_by_name": (_P, [_P, _S]),
+    "bpf_object__btf": (_P, [_P]),
+    "bpf_program__name": (_S, [_P]),
+    "bpf_program__section_name": (_S, [_P]),
+    "bpf_program__fd": (_I, [_P]),
+    "bpf_program__set_autoload": (_I, [_P, ctypes.c_bool]),
+    "bpf_program__autoload": (ctypes.c_bool, [_P]),
+    "bpf_program__insns": (_P, [_P]),
+    "bpf_program__insn_cnt": (_SZ, [_P]),
+    "bpf_program__set_insns": (_I, [_P, _P, _SZ]),
+    "bpf_program__type": (_I, [_P]),
+    "bpf_program__attach_kprobe_multi_opts": (_P, [_P, _S, ctypes.POINTER(BpfKprobeMultiOpts)]),
+    "bpf_program__attach_kprobe_opts": (_P, [_P, _S, ctypes.POINTER(BpfKprobeOpts)]),
+    "bpf_link__destroy": (_I, [_P]),
+    "bpf_link__fd": (_I, [_P]),
+    "bpf_map__fd": (_I, [_P]),
+    "bpf_map__set_max_entries": (_I, [_P, _U32]),
+    "bpf_map__initial_value": (_P, [_P, ctypes.POINTER(_SZ)]),
+    "bpf_map__value_size": (_U32, [_P]),
+    "bpf_map_lookup_elem": (_I, [_I, _P, _P]),
+    "bpf_map_update_elem": (_I, [_I, _P, _P, ctypes.c_uint64]),
+    "bpf_map_delete_elem": (_I, [_I, _P]),
+    "bpf_prog_load": (_I, [_I, _S, _S, _P, _SZ, ctypes.POINTER(BpfProgLoadOpts)]),
+    "bpf_prog_test_run_opts": (_I, [_I, ctypes.POINTER(BpfTestRunOpts)]),
+    "bpf_raw_tracepoint_open": (_I, [_S, _I]),
+    "btf__type_by_id": (ctypes.POINTER(BtfTypeHeader), [_P, _U32]),
+    "btf__name_by_offset": (_S, [_P, _U32]),
+    "ring_buffer__new": (_P, [_I, _RingBufferSampleFn, _P, _P]),
+    "ring_buffer__poll": (_I, [_P, _I]),
+    "ring_buffer__consume": (_I, [_P]),
+    "ring_buffer__free": (None, [_P]),
+}
+
+
+class _Lib:
+    """The loaded shared library with every used function declared."""
+
+    def __init__(self, cdll: ctypes.CDLL) -> None:
+        self.cdll = cdll
+        for name, (restype, argtypes) in _SIGNATURES.items():
+            fn = getattr(cdll, name, None)
+            if fn is None:
+                continue  # newer optional APIs: callers check has()
+            fn.restype = restype
+            fn.argtypes = argtypes
+            setattr(self, name, fn)
+
+    def has(self, name: str) -> bool:
+        return hasattr(self, name)
+
+    def __getattr__(self, name: str) -> Any:  # only reached for missing symbols
+        raise LibbpfMissing(f"the system libbpf lacks {name}(); install libbpf >= 1.0")
+
+
+_lib: Optional[_Lib] = None
+_lib_lock = threading.Lock()
+
+
+def _find_library() -> str:
+    for candidate in ("libbpf.so.1", ctypes.util.find_library("bpf")):
+        if candidate:
+            try:
+                ctypes.CDLL(candidate, use_errno=True)
+                return candidate
+            except OSError:
+                continue
+    raise LibbpfMissing(
+        "libbpf not found: install libbpf >= 1.0 (Debian/Ubuntu: apt-get install libbpf1)"
+    )
+
+
+def lib() -> _Lib:
+    """The loaded libbpf; first call loads it, checks the version, routes its log."""
+    global _lib
+    with _lib_lock:
+        if _lib is None:
+            cdll = ctypes.CDLL(_find_library(), use_errno=True)
+            if not hasattr(cdll, "libbpf_major_version"):
+                raise LibbpfMissing("libbpf is older than 0.6; pwru needs libbpf >= 1.0")
+            loaded = _Lib(cdll)
+            version = (loaded.libbpf_major_version(), loaded.libbpf_minor_version())
+            if version < MIN_VERSION:
+                raise LibbpfMissing(
+                    f"libbpf {version[0]}.{version[1]} is too old; pwru needs libbpf >= 1.0"
+                )
+            loaded.libbpf_set_print(_print_callback)
+            _lib = loaded
+        return _lib
+
+
+def version() -> tuple[int, int]:
+    """The (major, minor) version of the loaded libbpf."""
+    loaded = lib()
+    return (loaded.libbpf_major_version(), loaded.libbpf_minor_version())
+
+
+# --------------------------------------------------------------------------
+# libbpf's log: formatted with libc's vsnprintf, sent to logging, and kept
+# briefly so that a failed load can show the verifier's words.
+
+_libc = ctypes.CDLL(None)
+_recent_warnings: deque[str] = deque(maxlen=4096)
+
+if platform.machine() in ("aarch64", "arm64"):
+
+    class _VaList(ctypes.Structure):  # AAPCS64 va_list is a 32-byte struct
+        _fields_ = [("stack", _P), ("gr_top", _P), ("vr_top", _P), ("gr_offs", _I), ("vr_offs", _I)]
+
+    _PrintFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, _VaList)
+    _SIGNATURES["libbpf_set_print"] = (_P, [_PrintFn])
+    _libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, _VaList]
+else:  # x86_64 va_list decays to a pointer
+    _libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+_libc.vsnprintf.restype = ctypes.c_int
+
+
+def _format_libbpf_message(fmt: bytes, args: Any) -> str:
+    buf = ctypes.create_string_buffer(1024)
+    needed = _libc.vsnprintf(buf, len(buf), fmt, args)
+    if needed >= len(buf):
+        # va_list may be consumed; the truncated text is still useful.
+        return buf.value.decode(errors="replace") + "..."
+    return buf.value.decode(errors="replace")
+
+
+@_PrintFn  # type: ignore[misc]
+def _print_callback(level: int, fmt: bytes, args: Any) -> int:
+    try:
+        text = _format_libbpf_message(fmt, args)
+        if level == _LIBBPF_WARN:
+            _recent_warnings.append(text)
+        log.log(_LEVELS.get(level, logging.DEBUG), "%s", text.rstrip("\n"))
+    except Exception:  # never let an exception cross into C
+        pass
+    return 0
+
+
+def _take_verifier_log() -> Optional[str]:
+    """Extract the last PROG LOAD LOG that libbpf printed, and forget the rest."""
+    text = "".join(_recent_warnings)
+    _recent_warnings.clear()
+    start = text.rfind("-- BEGIN PROG LOAD LOG --")
+    if start < 0:
+        return None
+    end = text.find("-- END PROG LOAD LOG --", start)
+    body = text[start + len("-- BEGIN PROG LOAD LOG --") : end if end >= 0 else None]
+    return body.strip("\n")
+
+
+def _errno() -> int:
+    return ctypes.get_errno() or errno.EINVAL
+
+
+def _check_ptr(ptr: Optional[int], what: str) -> int:
+    if not ptr:
+        raise LibbpfError(what, _errno())
+    return ptr
+
+
+def _check_ret(ret: int, what: str) -> int:
+    if ret < 0:
+        raise LibbpfError(what, ret)
+    return ret
+
+
+# --------------------------------------------------------------------------
+# Objects, programs, maps
+
+
+class BpfProgram:
+    """A program inside an opened BpfObject (a borrowed libbpf pointer)."""
+
+    def __init__(self, ptr: int) -> None:
+        self.ptr = ptr
+
+    @property
+    def name(self) -> str:
+        return (lib().bpf_program__name(self.ptr) or b"").decode()
+
+    @property
+    def section(self) -> str:
+        return (lib().bpf_program__section_name(self.ptr) or b"").decode()
+
+    @property
+    def fd(self) -> int:
+        return int(lib().bpf_program__fd(self.ptr))
+
+    @property
+    def autoload(self) -> bool:
+        return bool(lib().bpf_program__autoload(self.ptr))
+
+    def set_autoload(self, enabled: bool) -> None:
+        _check_ret(lib().bpf_program__set_autoload(self.ptr, enabled), f"set autoload of {self.name}")
+
+    def insns(self) -> bytes:
+        """The program's instructions as libbpf currently holds them (8 bytes each)."""
+        count = lib().bpf_program__insn_cnt(self.ptr)
+        ptr = lib().bpf_program__insns(self.ptr)
+        return ctypes.string_at(ptr, count * 8) if ptr and count else b""
+
+    def set_insns(self, code: bytes) -> None:
+        """Replace the instructions; only valid before or during load preparation."""
+        if len(code) % 8:
+            raise ValueError("BPF instructions are 8 bytes each")
+        buf = ctypes.create_string_buffer(code, len(code))
+        _check_ret(
+            lib().bpf_program__set_insns(self.ptr, ctypes.cast(buf, _P), len(code) // 8),
+            f"set instructions of {self.name}",
+        )
+
+    def attach_kprobe(self, func: str, offset: int = 0, cookie: int = 0) -> BpfLink:
+        opts = BpfKprobeOpts(sz=ctypes.sizeof(BpfKprobeOpts), bpf_cookie=cookie, offset=offset)
+        ptr = lib().bpf_program__attach_kprobe_opts(self.ptr, func.encode(), ctypes.byref(opts))
+        return BpfLink(_check_ptr(ptr, f"attach kprobe to {func}"))
+
+    def attach_kprobe_multi(self, addrs: list[int], cookies: Optional[list[int]] = None) -> BpfLink:
+        addr_arr = (ctypes.c_ulong * len(addrs))(*addrs)
+        opts = BpfKprobeMultiOpts(sz=ctypes.sizeof(BpfKprobeMultiOpts), addrs=addr_arr, cnt=len(addrs))
+        if cookies is not None:
+            opts.cookies = (ctypes.c_uint64 * len(cookies))(*cookies)
+        ptr = lib().bpf_program__attach_kprobe_multi_opts(self.ptr, None, ctypes.byref(opts))
+        return BpfLink(_check_ptr(ptr, f"attach kprobe-multi ({len(addrs)} functions)"))
+
+
+class BpfLink:
+    """An attachment made by libbpf; destroy() detaches it."""
+
+    def __init__(self, ptr: int) -> None:
+        self.ptr: Optional[int] = ptr
+
+    def destroy(self) -> None:
+        if self.ptr:
+            lib().bpf_link__destroy(self.ptr)
+            self.ptr = None
+
+
+class BpfMap:
+    """A map inside an opened BpfObject (a borrowed libbpf pointer)."""
+
+    def __init__(self, ptr: int, name: str) -> None:
+        self.ptr = ptr
+        self.name = name
+
+    @property
+    def fd(self) -> int:
+        return int(lib().bpf_map__fd(self.ptr))
+
+    def set_max_entries(self, entries: int) -> None:
+        _check_ret(lib().bpf_map__set_max_entries(self.ptr, entries), f"resize map {self.name}")
+
+    def initial_value(self) -> ctypes.Array[ctypes.c_char]:
+        """Writable view of a global-data map's contents before load (.rodata, .bss)."""
+        size = ctypes.c_size_t(0)
+        ptr = _check_ptr(lib().bpf_map__initial_value(self.ptr, ctypes.byref(size)), f"map {self.name}")
+        return (ctypes.c_char * size.value).from_address(ptr)
+
+    def lookup_percpu_u64(self, key: int) -> list[int]:
+        """Per-CPU values of a u32-keyed PERCPU_ARRAY of u64."""
+        ncpu = _check_ret(lib().libbpf_num_possible_cpus(), "count possible CPUs")
+        values = (ctypes.c_uint64 * ncpu)()
+        k = ctypes.c_uint32(key)
+        _check_ret(lib().bpf_map_lookup_elem(self.fd, ctypes.byref(k), values), f"look up map {self.name}")
+        return list(values)
+
+
+@dataclass
+class BtfName:
+    """Name and kind of one type in an object's BTF."""
+
+    name: str
+    kind: int
+
+
+class BpfObject:
+    """An opened (and later loaded) BPF ELF object; close() frees everything it holds."""
+
+    def __init__(self, ptr: int, path: str) -> None:
+        self.ptr: Optional[int] = ptr
+        self.path = path
+
+    @classmethod
+    def open_file(cls, path: str, btf_custom_path: Optional[str] = None) -> BpfObject:
+        opts = BpfObjectOpenOpts(sz=ctypes.sizeof(BpfObjectOpenOpts))
+        if btf_custom_path:
+            opts.btf_custom_path = btf_custom_path.encode()
+        ptr = lib().bpf_object__open_file(path.encode(), ctypes.byref(opts))
+        return cls(_check_ptr(ptr, f"open BPF object {path}"), path)
+
+    def _live(self) -> int:
+        if not self.ptr:
+            raise ValueError("BPF object is closed")
+        return self.ptr
+
+    def programs(self) -> Iterator[BpfProgram]:
+        prev: Optional[int] = None
+        while True:
+            prev = lib().bpf_object__next_program(self._live(), prev)
+            if not prev:
+                return
+            yield BpfProgram(prev)
+
+    def program(self, name: str) -> BpfProgram:
+        ptr = lib().bpf_object__find_program_by_name(self._live(), name.encode())
+        return BpfProgram(_check_ptr(ptr, f"find program {name}"))
+
+    def map(self, name: str) -> BpfMap:
+        ptr = lib().bpf_object__find_map_by_name(self._live(), name.encode())
+        return BpfMap(_check_ptr(ptr, f"find map {name}"), name)
+
+    def btf_name(self, type_id: int) -> BtfName:
+        """Name and kind of a type in the object's own BTF (e.g. from func_info)."""
+        btf = _check_ptr(lib().bpf_object__btf(self._live()), "object BTF")
+        header = lib().btf__type_by_id(btf, type_id)
+        if not header:
+            raise LibbpfError(f"BTF type {type_id}", errno.ENOENT)
+        name = lib().btf__name_by_offset(btf, header.contents.name_off) or b""
+        return BtfName(name.decode(), (header.contents.info >> 24) & 0x1F)
+
+    def load(self) -> None:
+        """Load all autoload programs; a verifier rejection raises VerifierError."""
+        _recent_warnings.clear()
+        ret = lib().bpf_object__load(self._live())
+        if ret < 0:
+            verifier_log = _take_verifier_log()
+            if verifier_log is not None:
+                raise VerifierError(f"load {os.path.basename(self.path)}", ret, verifier_log)
+            raise LibbpfError(f"load {os.path.basename(self.path)}", ret)
+
+    def close(self) -> None:
+        if self.ptr:
+            lib().bpf_object__close(self.ptr)
+            self.ptr = None
+
+
+# --------------------------------------------------------------------------
+# Custom SEC() handlers: how pwru edits programs right before they load
+
+
+@dataclass
+class LoadAttrs:
+    """The load attributes libbpf is about to use, as the prepare hook sees them.
+
+    Changing a field here changes what the kernel receives. Buffers assigned
+    through set_func_info()/set_line_info() are kept alive by this object's
+    owner (the hook keeps its LoadAttrs until load returns).
+    """
+
+    opts: Any  # ctypes pointer to BpfProgLoadOpts
+    _keep: list[Any]
+
+    @property
+    def func_info(self) -> tuple[bytes, int]:
+        o = self.opts.contents
+        size = o.func_info_cnt * o.func_info_rec_size
+        return (ctypes.string_at(o.func_info, size) if o.func_info and size else b"", o.func_info_rec_size)
+
+    @property
+    def line_info(self) -> tuple[bytes, int]:
+        o = self.opts.contents
+        size = o.line_info_cnt * o.line_info_rec_size
+        return (ctypes.string_at(o.line_info, size) if o.line_info and size else b"", o.line_info_rec_size)
+
+    def set_func_info(self, data: bytes, rec_size: int) -> None:
+        buf = ctypes.create_string_buffer(data, len(data))
+        self._keep.append(buf)
+        o = self.opts.contents
+        o.func_info, o.func_info_cnt, o.func_info_rec_size = ctypes.addressof(buf), len(data) // rec_size, rec_size
+
+    def set_line_info(self, data: bytes, rec_size: int) -> None:
+        buf = ctypes.create_string_buffer(data, len(data))
+        self._keep.append(buf)
+        o = self.opts.contents
+        o.line_info, o.line_info_cnt, o.line_info_rec_size = ctypes.addressof(buf), len(data) // rec_size, rec_size
+
+    @property
+    def attach_btf_id(self) -> int:
+        return int(self.opts.contents.attach_btf_id)
+
+    @attach_btf_id.setter
+    def attach_btf_id(self, value: int) -> None:
+        self.opts.contents.attach_btf_id = value
+
+    @property
+    def prog_btf_fd(self) -> int:
+        return int(self.opts.contents.prog_btf_fd)
+
+
+PrepareHook = Callable[[BpfProgram, LoadAttrs], None]
+
+
+class ProgHandler:
+    """A registered custom SEC() handler; unregister() removes it.
+
+    libbpf calls ``hook`` for every program of that section just before it
+    loads it, with final (relocated, subprograms appended) instructions.
+    An exception in the hook is kept and re-raised by ``reraise()``: it
+    cannot travel through libbpf's C frames.
+    """
+
+    def __init__(self, section: str, prog_type: int, attach_type: int, hook: PrepareHook) -> None:
+        self.hook = hook
+        self.error: Optional[BaseException] = None
+        self.keep: list[Any] = []
+        self._c_hook = _PrepareLoadFn(self._call)
+        opts = LibbpfProgHandlerOpts(sz=ctypes.sizeof(LibbpfProgHandlerOpts), prog_prepare_load_fn=self._c_hook)
+        self.id = _check_ret(
+            lib().libbpf_register_prog_handler(section.encode(), prog_type, attach_type, ctypes.byref(opts)),
+            f"register handler for SEC(\"{section}\")",
+        )
+
+    def _call(self, prog: int, opts: Any, cookie: int) -> int:
+        try:
+            self.hook(BpfProgram(prog), LoadAttrs(opts, self.keep))
+            return 0
+        except BaseException as exc:  # noqa: BLE001 - re-raised by reraise()
+            self.error = exc
+            return -errno.ECANCELED
+
+    def reraise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def unregister(self) -> None:
+        if self.id > 0:
+            lib().libbpf_unregister_prog_handler(self.id)
+            self.id = 0
+        self.keep.clear()
+
+
+# --------------------------------------------------------------------------
+# Low-level program loading, attaching, testing
+
+
+def prog_load(
+    prog_type: int,
+    name: str,
+    insns: bytes,
+    *,
+    expected_attach_type: int = 0,
+    attach_btf_id: int = 0,
+    prog_btf_fd: int = 0,
+    func_info: tuple[bytes, int] = (b"", 0),
+    line_info: tuple[bytes, int] = (b"", 0),
+    license: str = "GPL",
+    log_size: int = 1 << 20,
+) -> int:
+    """Load raw instructions; returns the program fd. Rejections raise VerifierError."""
+    code = ctypes.create_string_buffer(insns, len(insns))
+    log_buf = ctypes.create_string_buffer(log_size)
+    opts = BpfProgLoadOpts(sz=ctypes.sizeof(BpfProgLoadOpts))
+    opts.expected_attach_type = expected_attach_type
+    opts.attach_btf_id = attach_btf_id
+    keep: list[Any] = []
+    if prog_btf_fd > 0 and func_info[0]:
+        opts.prog_btf_fd = prog_btf_fd
+        for field, (data, rec) in (("func_info", func_info), ("line_info", line_info)):
+            if data:
+                buf = ctypes.create_string_buffer(data, len(data))
+                keep.append(buf)
+                setattr(opts, field, ctypes.addressof(buf))
+                setattr(opts, f"{field}_cnt", len(data) // rec)
+                setattr(opts, f"{field}_rec_size", rec)
+    opts.log_size = log_size
+    opts.log_buf = ctypes.addressof(log_buf)
+    fd = lib().bpf_prog_load(
+        prog_type, name[:15].encode(), license.encode(), code, len(insns) // 8, ctypes.byref(opts)
+    )
+    if fd < 0:
+        err = fd
+        verifier_log = log_buf.value.decode(errors="replace")
+        if verifier_log:
+            raise VerifierError(f"load program {name}", err, verifier_log)
+        raise LibbpfError(f"load program {name}", err)
+    return int(fd)
+
+
+def raw_tracepoint_open(prog_fd: int, name: Optional[str] = None) -> int:
+    """Attach a raw or BTF tracepoint program; returns the link fd (close to detach)."""
+    fd = lib().bpf_raw_tracepoint_open(name.encode() if name else None, prog_fd)
+    return _check_ret(fd, f"attach tracepoint {name or ''}".strip())
+
+
+@dataclass
+class TestRunResult:
+    retval: int
+    duration_ns: int
+
+
+def prog_test_run(prog_fd: int, data: bytes, repeat: int = 1) -> TestRunResult:
+    """Run a program once over ``data`` in the kernel (BPF_PROG_TEST_RUN)."""
+    buf = ctypes.create_string_buffer(data, max(len(data), 1))
+    out = ctypes.create_string_buffer(len(data) + 256)
+    opts = BpfTestRunOpts(sz=ctypes.sizeof(BpfTestRunOpts))
+    opts.data_in, opts.data_size_in = ctypes.addressof(buf), len(data)
+    opts.data_out, opts.data_size_out = ctypes.addressof(out), len(out)
+    opts.repeat = repeat
+    _check_ret(lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "test-run program")
+    return TestRunResult(int(opts.retval), int(opts.duration))
+
+
+# --------------------------------------------------------------------------
+# Ring buffer
+
+
+class RingBuffer:
+    """Reads a BPF_MAP_TYPE_RINGBUF map; each record goes to ``on_sample``.
+
+    The record's memory belongs to the ring: ``on_sample`` must copy what it
+    keeps (decoding does). An exception in ``on_sample`` stops the poll and
+    is re-raised from poll().
+    """
+
+    def __init__(self, map_fd: int, on_sample: Callable[[bytes], None]) -> None:
+        self._on_sample = on_sample
+        self._error: Optional[BaseException] = None
+        self._c_cb = _RingBufferSampleFn(self._sample)
+        self.ptr: Optional[int] = _check_ptr(lib().ring_buffer__new(map_fd, self._c_cb, None, None), "create ring buffer reader")
+
+    def _sample(self, _ctx: Optional[int], data: int, size: int) -> int:
+        try:
+            self._on_sample(ctypes.string_at(data, size))
+            return 0
+        except BaseException as exc:  # noqa: BLE001 - re-raised by poll()
+            self._error = exc
+            return -errno.ECANCELED
+
+    def _reraise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def poll(self, timeout_ms: int) -> int:
+        """Wait up to timeout_ms for records and handle them; returns how many."""
+        if not self.ptr:
+            return 0
+        ret = lib().ring_buffer__poll(self.ptr, timeout_ms)
+        self._reraise()
+        if ret == -errno.EINTR:
+            return 0
+        return _check_ret(ret, "poll ring buffer")
+
+    def consume(self) -> int:
+        """Handle every record already in the ring without waiting."""
+        if not self.ptr:
+            return 0
+        ret = lib().ring_buffer__consume(self.ptr)
+        self._reraise()
+        return _check_ret(ret, "consume ring buffer")
+
+    def close(self) -> None:
+        if self.ptr:
+            lib().ring_buffer__free(self.ptr)
+            self.ptr = None

@@ -1,0 +1,197 @@
+"""Prepare and load pwru's BPF object.
+
+The object ships precompiled (CO-RE) inside the package. Loading it goes:
+open -> write the run-time config into .rodata -> choose which programs load
+-> libbpf relocates -> our prepare-load hook splices the pcap filters into the
+stubs and patches the probe id -> the kernel verifies.
+
+Programs live in pwru's own SEC() names so that libbpf hands them to our hook.
+The hook also keeps each program's final instructions, so further copies for
+more attach points (one per tracepoint, one per tc/XDP program) are loaded
+straight with bpf_prog_load, without reopening the object.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Optional
+
+from pwru import libbpf
+from pwru.errors import EnvironmentProblem
+from pwru.layout import Config
+from pwru.splice import Program, patch_probe_id, replace_functions
+
+OBJECT_DIR = Path(__file__).parent / "bpf"
+
+# SEC() prefix -> (program type, expected attach type)
+SECTIONS: dict[str, tuple[int, int]] = {
+    "pwru_tp": (libbpf.BPF_PROG_TYPE_TRACING, libbpf.BPF_TRACE_RAW_TP),
+    "pwru_kprobe": (libbpf.BPF_PROG_TYPE_KPROBE, 0),
+    "pwru_kprobe_multi": (libbpf.BPF_PROG_TYPE_KPROBE, libbpf.BPF_TRACE_KPROBE_MULTI),
+}
+
+
+def object_path(machine: Optional[str] = None) -> Path:
+    """The packaged BPF object for this CPU architecture."""
+    arch = {"x86_64": "x86", "amd64": "x86", "aarch64": "arm64", "arm64": "arm64"}.get(
+        (machine or platform.machine()).lower()
+    )
+    if arch is None:
+        raise EnvironmentProblem(f"unsupported CPU architecture {platform.machine()} (x86_64 and arm64 only)")
+    path = OBJECT_DIR / f"pwru_{arch}.bpf.o"
+    if not path.is_file():
+        raise EnvironmentProblem(f"BPF object {path} is missing: the package was built without `make bpf`")
+    return path
+
+
+@dataclass
+class LoadRequest:
+    """Load one program of the object, for its first attach point."""
+
+    program: str
+    probe_id: int
+    attach_btf_id: int = 0
+
+
+@dataclass
+class Prepared:
+    """A program exactly as it went to the kernel, minus its probe id."""
+
+    prog_type: int
+    expected_attach_type: int
+    code: bytes
+    func_info: tuple[bytes, int]
+    line_info: tuple[bytes, int]
+    prog_btf_fd: int
+
+
+@dataclass
+class _LoadContext:
+    obj: libbpf.BpfObject
+    requests: Mapping[str, LoadRequest]
+    filters: Mapping[str, bytes]
+    prepared: dict[str, Prepared] = field(default_factory=dict)
+
+
+_active: Optional[_LoadContext] = None
+_handlers: list[libbpf.ProgHandler] = []
+
+
+def _make_hook(prog_type: int, attach_type: int) -> libbpf.PrepareHook:
+    def hook(prog: libbpf.BpfProgram, attrs: libbpf.LoadAttrs) -> None:
+        ctx = _active
+        if ctx is None or prog.name not in ctx.requests:
+            return
+        request = ctx.requests[prog.name]
+        program = Program(prog.insns(), *attrs.func_info, *attrs.line_info)
+        if ctx.filters:
+            program = replace_functions(program, ctx.filters, lambda tid: ctx.obj.btf_name(tid).name)
+            attrs.set_func_info(program.func_info, program.func_info_rec_size)
+            attrs.set_line_info(program.line_info, program.line_info_rec_size)
+        ctx.prepared[prog.name] = Prepared(
+            prog_type,
+            attach_type,
+            program.code,
+            (program.func_info, program.func_info_rec_size),
+            (program.line_info, program.line_info_rec_size),
+            attrs.prog_btf_fd,
+        )
+        prog.set_insns(patch_probe_id(program.code, request.probe_id))
+        if request.attach_btf_id:
+            attrs.attach_btf_id = request.attach_btf_id
+
+    return hook
+
+
+def _register_handlers() -> None:
+    """libbpf matches SEC() names at open time, so handlers exist before any open."""
+    if not _handlers:
+        for section, (prog_type, attach_type) in SECTIONS.items():
+            hook = _make_hook(prog_type, attach_type)
+            _handlers.append(libbpf.ProgHandler(section + "+", prog_type, attach_type, hook))
+
+
+class ProbeObject:
+    """The loaded pwru object: its maps, its programs, and copies made from them."""
+
+    def __init__(self, obj: libbpf.BpfObject, prepared: dict[str, Prepared]) -> None:
+        self.obj = obj
+        self.prepared = prepared
+        self.events = obj.map("events")
+        self._lost = obj.map("lost_events")
+
+    def program_fd(self, name: str) -> int:
+        return self.obj.program(name).fd
+
+    def load_copy(self, program: str, probe_id: int, attach_btf_id: int = 0) -> int:
+        """Load another copy of ``program`` for one more attach point; returns its fd."""
+        p = self.prepared[program]
+        return libbpf.prog_load(
+            p.prog_type,
+            program,
+            patch_probe_id(p.code, probe_id),
+            expected_attach_type=p.expected_attach_type,
+            attach_btf_id=attach_btf_id,
+            prog_btf_fd=p.prog_btf_fd,
+            func_info=p.func_info,
+            line_info=p.line_info,
+        )
+
+    def lost_events(self) -> int:
+        """Events the BPF side could not put into the ring buffer, over all CPUs."""
+        return sum(self._lost.lookup_percpu_u64(0))
+
+    def close(self) -> None:
+        self.obj.close()
+
+
+def load(
+    config: Config,
+    requests: list[LoadRequest],
+    filters: Mapping[str, bytes],
+    ringbuf_bytes: int,
+    btf_custom_path: Optional[str] = None,
+    path: Optional[Path] = None,
+) -> ProbeObject:
+    """Open the object, configure it, and load the requested programs."""
+    global _active
+    _register_handlers()
+    obj = libbpf.BpfObject.open_file(str(path or object_path()), btf_custom_path=btf_custom_path)
+    try:
+        rodata = obj.map(".rodata").initial_value()
+        if len(rodata) != ctypes.sizeof(config):
+            raise EnvironmentProblem(
+                f"BPF object .rodata is {len(rodata)} bytes, expected {ctypes.sizeof(config)}: "
+                "object and package are out of step (rebuild with `make bpf`)"
+            )
+        ctypes.memmove(rodata, ctypes.addressof(config), ctypes.sizeof(config))
+        obj.map("events").set_max_entries(ringbuf_bytes)
+        wanted = {r.program: r for r in requests}
+        for prog in obj.programs():
+            prog.set_autoload(prog.name in wanted)
+        ctx = _LoadContext(obj, wanted, filters)
+        _active = ctx
+        try:
+            obj.load()
+        finally:
+            _active = None
+            for handler in _handlers:
+                handler.keep.clear()  # the kernel has copied func/line info
+                handler.reraise()
+        return ProbeObject(obj, ctx.prepared)
+    except BaseException:
+        obj.close()
+        raise
+
+
+def close_fds(fds: list[int]) -> None:
+    """Close attach links and program fds, newest first; closing detaches."""
+    while fds:
+        try:
+            os.close(fds.pop())
+        except OSError:
+            pass

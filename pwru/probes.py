@@ -1,0 +1,52 @@
+"""The probe table: every attach point pwru uses, numbered.
+
+Events carry the probe's number (``probe_id``), so the table is how a line of
+output gets its FUNC name, and how each backend knows what to attach.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One attach point and the BPF program that serves it."""
+
+    id: int
+    name: str  # shown in the FUNC column, e.g. "kfree_skb" or "ip_rcv"
+    kind: str  # "tracepoint", "kprobe", "kprobe-multi", "tc", "xdp"
+    program: str  # program in the BPF object
+    attach_btf_id: int = 0  # kernel BTF id of the target, where the kind needs one
+
+
+class ProbeTable:
+    """Probes by id; ids are dense so events resolve with one list index."""
+
+    def __init__(self) -> None:
+        self._probes: list[Probe] = []
+
+    def add(self, name: str, kind: str, program: str, attach_btf_id: int = 0) -> Probe:
+        probe = Probe(len(self._probes), name, kind, program, attach_btf_id)
+        self._probes.append(probe)
+        return probe
+
+    def extend(self, probes: Iterable[tuple[str, str, str, int]]) -> None:
+        for name, kind, program, btf_id in probes:
+            self.add(name, kind, program, btf_id)
+
+    def __getitem__(self, probe_id: int) -> Probe:
+        return self._probes[probe_id]
+
+    def __len__(self) -> int:
+        return len(self._probes)
+
+    def __iter__(self) -> Iterator[Probe]:
+        return iter(self._probes)
+
+    def name(self, probe_id: int) -> str:
+        """FUNC name for an event's probe id (tolerates ids from a stale program)."""
+        if 0 <= probe_id < len(self._probes):
+            return self._probes[probe_id].name
+        return f"probe#{probe_id}"

@@ -1,0 +1,152 @@
+"""Edit a program's final instructions just before the kernel sees them.
+
+Two edits, both made in libbpf's prepare-load hook (see loader.py), where the
+instructions are final: CO-RE relocated, subprograms appended, map fds in place.
+
+* ``patch_probe_id``: each probe program loads PWRU_PROBE_ID_MARKER once; its
+  low half becomes the probe's index, so one compiled program can be loaded for
+  many attach points and every event says which one fired.
+* ``replace_functions``: swap the body of a static subprogram (a pcap filter
+  stub) for translated code. Subprograms are found by name through the BTF
+  func_info libbpf passes with the program, and func_info/line_info offsets
+  and the pc-relative calls around the edit are shifted so the verifier sees a
+  consistent program.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+INSN = struct.Struct("<BBhi")  # code, dst:4|src:4, off, imm
+INSN_SIZE = 8
+
+_BPF_LD_IMM64 = 0x18
+_BPF_CALL = 0x85
+_BPF_PSEUDO_CALL = 1
+_BPF_PSEUDO_FUNC = 4
+
+PROBE_ID_MARKER_HI = 0x70777275  # high half of PWRU_PROBE_ID_MARKER (bpf/pwru.h)
+
+
+class SpliceError(Exception):
+    """The program does not have the shape the splicer expects."""
+
+
+def _insn(code: bytes, index: int) -> tuple[int, int, int, int]:
+    c, regs, off, imm = INSN.unpack_from(code, index * INSN_SIZE)
+    return c, regs, off, imm
+
+
+def patch_probe_id(code: bytes, probe_id: int) -> bytes:
+    """Write ``probe_id`` into the single (still unpatched) probe-id marker of ``code``."""
+    out = bytearray(code)
+    found = 0
+    for i in range(len(code) // INSN_SIZE - 1):
+        c, regs, _, imm = _insn(code, i)
+        if c != _BPF_LD_IMM64 or regs >> 4 != 0:
+            continue
+        _, _, _, imm_hi = _insn(code, i + 1)
+        if imm_hi == PROBE_ID_MARKER_HI and imm == 0:
+            struct.pack_into("<i", out, i * INSN_SIZE + 4, probe_id)
+            found += 1
+    if found != 1:
+        raise SpliceError(f"expected one probe-id marker, found {found}")
+    return bytes(out)
+
+
+@dataclass
+class Program:
+    """Instructions plus the BTF records that describe them (libbpf's view)."""
+
+    code: bytes
+    func_info: bytes
+    func_info_rec_size: int
+    line_info: bytes
+    line_info_rec_size: int
+
+    @property
+    def insn_count(self) -> int:
+        return len(self.code) // INSN_SIZE
+
+
+def _records(data: bytes, rec_size: int) -> list[bytearray]:
+    return [bytearray(data[i : i + rec_size]) for i in range(0, len(data), rec_size)]
+
+
+def _rec_off(rec: bytearray) -> int:
+    return int(struct.unpack_from("<I", rec, 0)[0])
+
+
+def function_ranges(prog: Program, type_name: Callable[[int], str]) -> dict[str, tuple[int, int]]:
+    """Map each (sub)program name to its [start, end) instruction range."""
+    starts = sorted(
+        (_rec_off(r), int(struct.unpack_from("<I", r, 4)[0]))
+        for r in _records(prog.func_info, prog.func_info_rec_size)
+    )
+    ranges: dict[str, tuple[int, int]] = {}
+    for i, (start, type_id) in enumerate(starts):
+        end = starts[i + 1][0] if i + 1 < len(starts) else prog.insn_count
+        ranges[type_name(type_id)] = (start, end)
+    return ranges
+
+
+def _replace_range(prog: Program, start: int, end: int, body: bytes) -> Program:
+    if len(body) % INSN_SIZE or not body:
+        raise SpliceError("replacement body must be whole, non-empty instructions")
+    delta = len(body) // INSN_SIZE - (end - start)
+    code = bytearray(prog.code)
+
+    # pc-relative calls (and function pointers) that cross the edited range
+    for pos in range(prog.insn_count):
+        if start <= pos < end:
+            continue
+        c, regs, _, imm = _insn(prog.code, pos)
+        src = regs >> 4
+        if not ((c == _BPF_CALL and src == _BPF_PSEUDO_CALL) or (c == _BPF_LD_IMM64 and src == _BPF_PSEUDO_FUNC)):
+            continue
+        target = pos + 1 + imm
+        if pos < start and target >= end:
+            imm += delta
+        elif pos >= end and target <= start:
+            imm -= delta
+        elif start < target < end:
+            raise SpliceError("a call targets the middle of the replaced function")
+        struct.pack_into("<i", code, pos * INSN_SIZE + 4, imm)
+
+    new_code = bytes(code[: start * INSN_SIZE]) + body + bytes(code[end * INSN_SIZE :])
+
+    def shift(data: bytes, rec_size: int, drop_inside: bool) -> bytes:
+        out = []
+        for rec in _records(data, rec_size):
+            off = _rec_off(rec)
+            if drop_inside and start < off < end:
+                continue  # the old body's lines no longer exist
+            if off >= end:
+                struct.pack_into("<I", rec, 0, off + delta)
+            out.append(bytes(rec))
+        return b"".join(out)
+
+    return Program(
+        new_code,
+        shift(prog.func_info, prog.func_info_rec_size, False),
+        prog.func_info_rec_size,
+        shift(prog.line_info, prog.line_info_rec_size, True),
+        prog.line_info_rec_size,
+    )
+
+
+def replace_functions(
+    prog: Program, bodies: Mapping[str, bytes], type_name: Callable[[int], str]
+) -> Program:
+    """Replace the named subprograms' bodies; names absent from ``prog`` are ignored
+    (clang drops stubs a program never calls)."""
+    for name, body in bodies.items():
+        ranges = function_ranges(prog, type_name)
+        if name in ranges:
+            start, end = ranges[name]
+            if start == 0:
+                raise SpliceError(f"{name} is the main program, not a subprogram")
+            prog = _replace_range(prog, start, end, body)
+    return prog
