@@ -6,7 +6,11 @@ BPF_DEPS := $(BPF_SRC) bpf/pwru.h
 BPF_OBJS := pwru/bpf/pwru_x86.bpf.o pwru/bpf/pwru_arm64.bpf.o
 PYTHON ?= python3
 
-.PHONY: all bpf test lint bench clean
+.PHONY: all bpf setup check test lint bench vm-matrix clean
+
+# System packages a fresh Debian 12 needs: libbpf (runtime), clang/llvm/bpftool
+# (building and inspecting BPF objects), iproute2/iptables (end-to-end tests).
+APT_PACKAGES := libbpf1 libbpf-dev clang llvm bpftool iproute2 iptables gcc make
 
 all: bpf
 
@@ -20,8 +24,19 @@ pwru/bpf/pwru_arm64.bpf.o: $(BPF_DEPS) vmlinux-headers/arm64/vmlinux.h
 	$(CLANG) $(BPF_CFLAGS) -D__TARGET_ARCH_arm64 -Ivmlinux-headers/arm64 -c $< -o $@
 	llvm-strip -g $@ 2>/dev/null || true
 
+setup:
+	apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES)
+	$(PYTHON) -m pip install -q -e '.[dev]'
+	bash tests/vm/setup-host.sh
+
+check: lint test vm-matrix
+
 test:
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -m "not vm" tests
+
+vm-matrix:
+	bash tests/vm/matrix.sh
 
 lint:
 	$(PYTHON) -m ruff check pwru tests bench

@@ -1,0 +1,63 @@
+"""The ``pwru`` command: parse options, run a session, turn errors into one line.
+
+Exit codes: 0 after a normal end (Ctrl-C, SIGTERM, --output-limit-lines),
+2 for usage errors, 1 for problems with the machine or the kernel.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Optional, Sequence
+
+from pwru import __version__
+from pwru.errors import PwruError
+from pwru.libbpf import VerifierError
+
+
+def _configure_logging(debug: bool) -> None:
+    logging.basicConfig(format="pwru: %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("pwru").setLevel(logging.DEBUG if debug else logging.WARNING)
+    # libbpf's own chatter (and its warnings, which pwru restates) only with --debug
+    logging.getLogger("pwru.libbpf").setLevel(logging.DEBUG if debug else logging.CRITICAL)
+
+
+def _report(error: PwruError) -> int:
+    print(f"pwru: error: {error}", file=sys.stderr)
+    if isinstance(error, VerifierError) and error.log:
+        print("verifier log (last lines):", file=sys.stderr)
+        print(error.tail(), file=sys.stderr)
+    return error.exit_code
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from pwru.options import parse_options
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args
+    try:
+        options = parse_options(args)
+        if options.version:
+            print(f"pwru {__version__}")
+            return 0
+        _configure_logging(options.debug)
+        for line in options.notes:
+            print(f"pwru: note: {line}", file=sys.stderr)
+        from pwru import session
+
+        return session.run(options)
+    except PwruError as error:
+        return _report(error)
+    except BrokenPipeError:
+        return 0  # the reader went away (pwru | head): nothing more to say
+    except KeyboardInterrupt:
+        return 0
+    except Exception as error:  # a bug: say so in one line, details with --debug
+        if debug:
+            raise
+        print(f"pwru: internal error: {type(error).__name__}: {error} (rerun with --debug for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

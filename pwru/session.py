@@ -1,0 +1,209 @@
+"""One pwru run, from options to the last printed line.
+
+The stages follow the design notes: options -> capabilities -> probe discovery
+-> filter compilation -> program preparation -> attach -> events -> rendering.
+Everything that gets loaded or attached is released in ``Session.close()``,
+which runs on every exit path (normal end, Ctrl-C, SIGTERM, errors mid-attach).
+Closing file descriptors is what detaches BPF links, so even a killed pwru
+leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import IO, Callable, Optional
+
+from pwru import capabilities, loader, tracepoint
+from pwru.btf import KernelBtf
+from pwru.errors import EnvironmentProblem, UsageError
+from pwru.events import Event, decode_event
+from pwru.layout import Config
+from pwru.libbpf import RingBuffer
+from pwru.names import SystemNames, resolve_ifindex, resolve_netns
+from pwru.options import Options
+from pwru.probes import ProbeTable
+from pwru.render import Renderer, make_renderer
+
+log = logging.getLogger("pwru")
+
+POLL_MS = 100
+
+
+class Stop(Exception):
+    """Raised to end the event loop: a signal, or the line limit was reached."""
+
+
+def note(message: str) -> None:
+    """A one-line remark for the user on stderr (not an error)."""
+    print(f"pwru: {message}", file=sys.stderr, flush=True)
+
+
+def _on_terminate(signum: int, _frame: Optional[FrameType]) -> None:
+    raise Stop(signal.Signals(signum).name)
+
+
+def build_config(options: Options) -> Config:
+    """Meta filters and output switches, as the BPF side reads them from .rodata."""
+    config = Config()
+    if options.filter_netns:
+        config.netns = resolve_netns(options.filter_netns)
+    if options.filter_ifname:
+        config.ifindex = resolve_ifindex(options.filter_ifname, options.filter_netns)
+    config.mark = options.filter_mark
+    config.mark_mask = options.filter_mark_mask
+    config.output_meta = int(options.output_meta)
+    config.output_tuple = int(options.output_tuple)
+    config.track_skb = int(options.filter_track_skb)
+    return config
+
+
+def func_matcher(options: Options) -> Callable[[str], bool]:
+    """--filter-func is a full-match regular expression over probe names."""
+    if not options.filter_func:
+        return lambda _name: True
+    pattern = re.compile(options.filter_func)
+    return lambda name: pattern.fullmatch(name) is not None
+
+
+class Session:
+    """Loads, attaches, reads and prints; close() undoes everything."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.fds: list[int] = []
+        self.obj: Optional[loader.ProbeObject] = None
+        self.ring: Optional[RingBuffer] = None
+        self.out: Optional[IO[str]] = None
+        self.printed = 0
+        self.table = ProbeTable()
+
+    # -- setup -----------------------------------------------------------------
+
+    def choose_backend(self) -> str:
+        backend = self.options.backend
+        found = capabilities.Backends.probe()
+        if backend in ("kprobe", "kprobe-multi"):
+            if not found.kprobe:
+                raise EnvironmentProblem(f"--backend {backend} cannot work here: {found.kprobe_reason}")
+            raise EnvironmentProblem(f"--backend {backend} is not implemented yet; use --backend tracepoint")
+        if not backend:
+            reason = found.kprobe_reason or "kprobe backends are not implemented yet"
+            note(f"using the tracepoint backend: {reason}")
+        return "tracepoint"
+
+    def setup(self) -> None:
+        options = self.options
+        capabilities.check_privileges()
+        config = build_config(options)
+        self.choose_backend()
+        kernel_btf = KernelBtf.load(capabilities.KERNEL_BTF)
+        self.drop_reasons = kernel_btf.drop_reasons()
+        plan = tracepoint.plan(kernel_btf.skb_tracepoints(), self.table, func_matcher(options))
+        for name in plan.skipped:
+            log.debug("skipping tracepoint %s: its sk_buff argument is past position %d", name, tracepoint.MAX_SKB_POSITION)
+        if not plan.probes:
+            raise UsageError(f"no skb tracepoint matches --filter-func {options.filter_func!r}")
+
+        self.obj = loader.load(
+            config,
+            tracepoint.load_requests(plan.probes),
+            filters={},
+            ringbuf_bytes=options.ringbuf_size_bytes,
+            btf_custom_path=options.kernel_btf or None,
+        )
+        tracepoint.attach(self.obj, plan.probes, self.fds)
+        log.debug("attached %d tracepoints", len(plan.probes))
+
+        names = SystemNames(probe_name=lambda ev: self.table.name(ev.probe_id), drop_reasons=self.drop_reasons)
+        self.renderer: Renderer = make_renderer(options, names)
+        self.out = open(options.output_file, "w") if options.output_file else sys.stdout
+        self.ring = RingBuffer(self.obj.events.fd, self._on_sample)
+        self.pending: list[str] = []
+        header = self.renderer.header()
+        if header is not None:
+            self.pending.append(header)
+        self._flush()
+        if options.ready_file:
+            Path(options.ready_file).touch()
+
+    # -- events ----------------------------------------------------------------
+
+    def _on_sample(self, data: bytes) -> None:
+        event: Event = decode_event(data)
+        self.pending.append(self.renderer.render(event))
+        self.printed += 1
+        limit = self.options.output_limit_lines
+        if limit and self.printed >= limit:
+            raise Stop("output limit reached")
+
+    def _flush(self) -> None:
+        if self.pending and self.out is not None:
+            self.out.write("\n".join(self.pending) + "\n")
+            self.out.flush()
+            self.pending.clear()
+
+    def run(self) -> None:
+        assert self.ring is not None
+        while True:
+            self.ring.poll(POLL_MS)
+            self._flush()
+
+    # -- teardown --------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Print what was already in the ring when tracing stopped (detach first)."""
+        if self.ring is None or self.out is None:
+            return
+        limit = self.options.output_limit_lines
+        if not (limit and self.printed >= limit):
+            try:
+                self.ring.consume()
+            except Stop:
+                pass
+        self._flush()
+
+    def close(self) -> None:
+        """Detach and unload everything; report events the kernel could not deliver."""
+        loader.close_fds(self.fds)
+        try:
+            self.drain()
+        except (OSError, Stop):
+            pass
+        lost = 0
+        if self.obj is not None:
+            try:
+                lost = self.obj.lost_events()
+            except OSError:
+                pass
+        if self.ring is not None:
+            self.ring.close()
+        if self.obj is not None:
+            self.obj.close()
+        if self.out is not None and self.out is not sys.stdout:
+            self.out.close()
+        if lost:
+            note(f"{lost} events lost: the ring buffer was full (a larger --ringbuf-size helps)")
+
+
+def run(options: Options) -> int:
+    """Trace until a signal or the line limit; returns the exit code."""
+    previous = {s: signal.signal(s, _on_terminate) for s in (signal.SIGTERM, signal.SIGHUP)}
+    session = Session(options)
+    started = time.monotonic()
+    try:
+        session.setup()
+        log.debug("ready after %.3f s", time.monotonic() - started)
+        session.run()
+    except (Stop, KeyboardInterrupt):
+        pass
+    finally:
+        session.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
