@@ -170,16 +170,38 @@ static __always_inline void set_meta(struct pwru_event *ev, struct sk_buff *skb)
 	ev->protocol = BPF_CORE_READ(skb, protocol);
 }
 
-/* Parse the IPv4/IPv6 + TCP/UDP headers at head + l3 into a tuple. */
-static __always_inline bool set_tuple(struct pwru_tuple *t, void *head, __u16 l3)
+/*
+ * Where the IP header starts, if this skb carries IP: skb->protocol says so
+ * (or is still 0 on locally built packets that already have a network header).
+ * Netlink and other non-IP skbs have neither and get no tuple.
+ */
+static __always_inline bool ip_header(struct sk_buff *skb, __u16 *l3, __u8 *version)
 {
+	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+	__u16 net = network_offset(skb);
+	void *head = BPF_CORE_READ(skb, head);
+
+	if (net == 0 || (proto && proto != ETH_P_IP && proto != ETH_P_IPV6))
+		return false;
+	if (bpf_probe_read_kernel(version, 1, head + net))
+		return false;
+	*version >>= 4;
+	if ((proto == ETH_P_IP && *version != 4) || (proto == ETH_P_IPV6 && *version != 6))
+		return false;
+	*l3 = net;
+	return *version == 4 || *version == 6;
+}
+
+/* Parse the IPv4/IPv6 + TCP/UDP headers at head + l3 into a tuple. */
+static __always_inline bool set_tuple(struct pwru_tuple *t, struct sk_buff *skb)
+{
+	void *head = BPF_CORE_READ(skb, head);
 	struct iphdr ip4;
-	__u16 l4 = 0;
+	__u16 l3, l4 = 0;
 	__u8 version;
 
-	if (bpf_probe_read_kernel(&version, 1, head + l3))
+	if (!ip_header(skb, &l3, &version))
 		return false;
-	version >>= 4;
 	if (version == 4) {
 		if (bpf_probe_read_kernel(&ip4, sizeof(ip4), head + l3))
 			return false;
@@ -188,7 +210,7 @@ static __always_inline bool set_tuple(struct pwru_tuple *t, void *head, __u16 l3
 		t->l3_proto = ETH_P_IP;
 		t->l4_proto = ip4.protocol;
 		l4 = l3 + ip4.ihl * 4;
-	} else if (version == 6) {
+	} else {
 		struct ipv6hdr ip6;
 
 		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + l3))
@@ -198,8 +220,6 @@ static __always_inline bool set_tuple(struct pwru_tuple *t, void *head, __u16 l3
 		t->l3_proto = ETH_P_IPV6;
 		t->l4_proto = ip6.nexthdr;
 		l4 = l3 + sizeof(ip6);
-	} else {
-		return false;
 	}
 
 	if (t->l4_proto == IPPROTO_TCP) {
@@ -259,8 +279,7 @@ static __always_inline int handle_skb(struct sk_buff *skb, __u32 type, __u64 fun
 	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	if (CFG.output_meta)
 		set_meta(ev, skb);
-	if (CFG.output_tuple &&
-	    set_tuple(&ev->tuple, BPF_CORE_READ(skb, head), network_offset(skb)))
+	if (CFG.output_tuple && set_tuple(&ev->tuple, skb))
 		ev->flags |= PWRU_EVENT_HAS_TUPLE;
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
