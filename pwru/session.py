@@ -36,16 +36,33 @@ POLL_MS = 100
 
 
 class Stop(Exception):
-    """Raised to end the event loop: a signal, or the line limit was reached."""
+    """Ends the run: a stop signal was seen, or the line limit was reached."""
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM/SIGHUP; checked between steps.
+
+    The handler only records the signal: an exception raised from a signal
+    handler could land inside a ctypes callback, where ctypes would swallow it.
+    """
+
+    def __init__(self) -> None:
+        self.signal: Optional[str] = None
+
+    def __call__(self, signum: int, _frame: Optional[FrameType]) -> None:
+        self.signal = signal.Signals(signum).name
+
+    def check(self) -> None:
+        if self.signal:
+            raise Stop(self.signal)
 
 
 def note(message: str) -> None:
     """A one-line remark for the user on stderr (not an error)."""
     print(f"pwru: {message}", file=sys.stderr, flush=True)
-
-
-def _on_terminate(signum: int, _frame: Optional[FrameType]) -> None:
-    raise Stop(signal.Signals(signum).name)
 
 
 def build_config(options: Options) -> Config:
@@ -74,8 +91,9 @@ def func_matcher(options: Options) -> Callable[[str], bool]:
 class Session:
     """Loads, attaches, reads and prints; close() undoes everything."""
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: Options, stop: StopFlag) -> None:
         self.options = options
+        self.stop = stop
         self.fds: list[int] = []
         self.obj: Optional[loader.ProbeObject] = None
         self.ring: Optional[RingBuffer] = None
@@ -110,6 +128,7 @@ class Session:
         if not plan.probes:
             raise UsageError(f"no skb tracepoint matches --filter-func {options.filter_func!r}")
 
+        self.stop.check()
         self.obj = loader.load(
             config,
             tracepoint.load_requests(plan.probes),
@@ -117,7 +136,9 @@ class Session:
             ringbuf_bytes=options.ringbuf_size_bytes,
             btf_custom_path=options.kernel_btf or None,
         )
+        self.stop.check()
         tracepoint.attach(self.obj, plan.probes, self.fds)
+        self.stop.check()
         log.debug("attached %d tracepoints", len(plan.probes))
 
         names = SystemNames(probe_name=lambda ev: self.table.name(ev.probe_id), drop_reasons=self.drop_reasons)
@@ -153,6 +174,7 @@ class Session:
         while True:
             self.ring.poll(POLL_MS)
             self._flush()
+            self.stop.check()
 
     # -- teardown --------------------------------------------------------------
 
@@ -193,8 +215,9 @@ class Session:
 
 def run(options: Options) -> int:
     """Trace until a signal or the line limit; returns the exit code."""
-    previous = {s: signal.signal(s, _on_terminate) for s in (signal.SIGTERM, signal.SIGHUP)}
-    session = Session(options)
+    stop = StopFlag()
+    previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
+    session = Session(options, stop)
     started = time.monotonic()
     try:
         session.setup()
@@ -202,6 +225,9 @@ def run(options: Options) -> int:
         session.run()
     except (Stop, KeyboardInterrupt):
         pass
+    except OSError:
+        if stop.signal is None:
+            raise  # a real failure; a stop signal may interrupt a syscall: that is a stop
     finally:
         session.close()
         for sig, handler in previous.items():

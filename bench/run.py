@@ -1,0 +1,120 @@
+"""pwru benchmarks: time-to-ready and events/s through the whole pipeline.
+
+Run as root from the repository: ``make bench`` (or ``python3 bench/run.py``).
+Traffic stays inside two network namespaces made for the run (veth pair).
+
+* ready: wall time from starting ``pwru`` to its --ready-file appearing
+  (load BTF, compile, load and attach every probe), tracepoint backend.
+* throughput: a UDP flood from namespace a to b, dropped by iptables in b;
+  pwru traces namespace b and writes text to a file. Reports events/s
+  written, events lost in the kernel (ring buffer full), and the flood's
+  packet rate with and without pwru (the per-packet cost of tracing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.kernel.netlab import Lab, PwruRun  # noqa: E402
+
+FLOOD = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+dst, seconds, rate = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+payload = b'x' * 64
+n = 0
+start = time.perf_counter()
+end = start + seconds
+batch = 200
+while True:
+    now = time.perf_counter()
+    if now >= end:
+        break
+    if rate and n >= rate * (now - start):
+        time.sleep(0.0005)
+        continue
+    for _ in range(batch):
+        s.sendto(payload, (dst, 9999))
+    n += batch
+print(n, time.perf_counter() - start)
+"""
+
+
+def bench_ready(lab: Lab, workdir: Path, rounds: int) -> dict[str, float]:
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        run = PwruRun(["--filter-netns", lab.b.netns_path, "--output-file", "/dev/null"], workdir)
+        times.append(time.perf_counter() - started)
+        run.stop()
+    return {"ready_median_s": statistics.median(times), "ready_min_s": min(times), "ready_max_s": max(times)}
+
+
+def flood(lab: Lab, seconds: float, rate: float) -> tuple[int, float]:
+    out = lab.a.python(FLOOD.replace("sys.argv[1], float(sys.argv[2]), float(sys.argv[3])", f"{lab.b.ipv4!r}, {seconds}, {rate}"))
+    sent, elapsed = out.stdout.split()
+    return int(sent), float(elapsed)
+
+
+def bench_throughput(lab: Lab, workdir: Path, seconds: float, rate: float, ringbuf_mb: int) -> dict[str, float]:
+    lab.b.run("iptables", "-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP")
+    base_sent, base_elapsed = flood(lab, seconds, rate)
+    out = workdir / "trace.txt"
+    run = PwruRun(
+        ["--filter-netns", lab.b.netns_path, "--output-file", str(out), "--ringbuf-size", str(ringbuf_mb)], workdir
+    )
+    sent, elapsed = flood(lab, seconds, rate)
+    trace_end = time.perf_counter()
+    run.stop()
+    drained = time.perf_counter() - trace_end
+    events = sum(1 for _ in out.open()) - 1
+    lost_match = re.search(r"(\d+) events lost", run.stderr)
+    lost = int(lost_match.group(1)) if lost_match else 0
+    return {
+        "flood_pps_without_pwru": base_sent / base_elapsed,
+        "flood_pps_with_pwru": sent / elapsed,
+        "packets_sent": sent,
+        "events_written": events,
+        "events_lost": lost,
+        "events_per_packet": (events + lost) / sent if sent else 0.0,
+        "events_per_s": events / (elapsed + drained),
+        "kernel_events_per_s": (events + lost) / elapsed,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=3.0, help="flood duration")
+    parser.add_argument("--rate", type=float, default=0.0, help="packets/s to send (0 = as fast as possible)")
+    parser.add_argument("--ringbuf-mb", type=int, default=16)
+    parser.add_argument("--ready-rounds", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+
+    results: dict[str, float] = {}
+    lab = Lab.create(subnet=99)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            results.update(bench_ready(lab, Path(tmp), args.ready_rounds))
+            results.update(bench_throughput(lab, Path(tmp), args.seconds, args.rate, args.ringbuf_mb))
+    finally:
+        lab.close()
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for key, value in results.items():
+            print(f"{key:28} {value:,.3f}" if isinstance(value, float) else f"{key:28} {value}")
+
+
+if __name__ == "__main__":
+    main()
