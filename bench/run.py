@@ -17,7 +17,6 @@ import argparse
 import json
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,21 +56,40 @@ def bench_ready(lab: Lab, workdir: Path, rounds: int) -> dict[str, float]:
         run = PwruRun(["--filter-netns", lab.b.netns_path, "--output-file", "/dev/null"], workdir)
         times.append(time.perf_counter() - started)
         run.stop()
-    return {"ready_median_s": statistics.median(times), "ready_min_s": min(times), "ready_max_s": max(times)}
+    return {
+        "ready_median_s": statistics.median(times),
+        "ready_min_s": min(times),
+        "ready_max_s": max(times),
+    }
 
 
 def flood(lab: Lab, seconds: float, rate: float) -> tuple[int, float]:
-    out = lab.a.python(FLOOD.replace("sys.argv[1], float(sys.argv[2]), float(sys.argv[3])", f"{lab.b.ipv4!r}, {seconds}, {rate}"))
+    out = lab.a.python(
+        FLOOD.replace(
+            "sys.argv[1], float(sys.argv[2]), float(sys.argv[3])",
+            f"{lab.b.ipv4!r}, {seconds}, {rate}",
+        )
+    )
     sent, elapsed = out.stdout.split()
     return int(sent), float(elapsed)
 
 
-def bench_throughput(lab: Lab, workdir: Path, seconds: float, rate: float, ringbuf_mb: int) -> dict[str, float]:
+def bench_throughput(
+    lab: Lab, workdir: Path, seconds: float, rate: float, ringbuf_mb: int
+) -> dict[str, float]:
     lab.b.run("iptables", "-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP")
     base_sent, base_elapsed = flood(lab, seconds, rate)
     out = workdir / "trace.txt"
     run = PwruRun(
-        ["--filter-netns", lab.b.netns_path, "--output-file", str(out), "--ringbuf-size", str(ringbuf_mb)], workdir
+        [
+            "--filter-netns",
+            lab.b.netns_path,
+            "--output-file",
+            str(out),
+            "--ringbuf-size",
+            str(ringbuf_mb),
+        ],
+        workdir,
     )
     sent, elapsed = flood(lab, seconds, rate)
     trace_end = time.perf_counter()
@@ -93,9 +111,13 @@ def bench_throughput(lab: Lab, workdir: Path, seconds: float, rate: float, ringb
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=3.0, help="flood duration")
-    parser.add_argument("--rate", type=float, default=0.0, help="packets/s to send (0 = as fast as possible)")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="packets/s to send (0 = as fast as possible)"
+    )
     parser.add_argument("--ringbuf-mb", type=int, default=16)
     parser.add_argument("--ready-rounds", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -106,7 +128,9 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             results.update(bench_ready(lab, Path(tmp), args.ready_rounds))
-            results.update(bench_throughput(lab, Path(tmp), args.seconds, args.rate, args.ringbuf_mb))
+            results.update(
+                bench_throughput(lab, Path(tmp), args.seconds, args.rate, args.ringbuf_mb)
+            )
     finally:
         lab.close()
     if args.json:

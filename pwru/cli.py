@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from pwru import __version__
 from pwru.errors import PwruError
@@ -30,7 +30,7 @@ def _report(error: PwruError) -> int:
     return error.exit_code
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     from pwru.options import parse_options
 
     args = sys.argv[1:] if argv is None else list(argv)
@@ -55,7 +55,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as error:  # a bug: say so in one line, details with --debug
         if debug:
             raise
-        print(f"pwru: internal error: {type(error).__name__}: {error} (rerun with --debug for details)", file=sys.stderr)
+        print(
+            f"pwru: internal error: {type(error).__name__}: {error} "
+            "(rerun with --debug for details)",
+            file=sys.stderr,
+        )
         return 1
 
 

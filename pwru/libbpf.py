@@ -20,8 +20,9 @@ import os
 import platform
 import threading
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable
 
 from pwru.errors import EnvironmentProblem, PwruError
 
@@ -166,14 +167,20 @@ class BpfKprobeOpts(ctypes.Structure):
 class BtfTypeHeader(ctypes.Structure):
     """struct btf_type: enough to read a type's name and kind."""
 
-    _fields_ = [("name_off", ctypes.c_uint32), ("info", ctypes.c_uint32), ("size_or_type", ctypes.c_uint32)]
+    _fields_ = [
+        ("name_off", ctypes.c_uint32),
+        ("info", ctypes.c_uint32),
+        ("size_or_type", ctypes.c_uint32),
+    ]
 
 
 _PrintFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
 _PrepareLoadFn = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.c_void_p, ctypes.POINTER(BpfProgLoadOpts), ctypes.c_long
 )
-_RingBufferSampleFn = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+_RingBufferSampleFn = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t
+)
 
 
 class LibbpfProgHandlerOpts(ctypes.Structure):
@@ -261,7 +268,7 @@ class _Lib:
         raise LibbpfMissing(f"the system libbpf lacks {name}(); install libbpf >= 1.0")
 
 
-_lib: Optional[_Lib] = None
+_lib: _Lib | None = None
 _lib_lock = threading.Lock()
 
 
@@ -332,8 +339,7 @@ def _format_libbpf_message(fmt: bytes, args: Any) -> str:
     return buf.value.decode(errors="replace")
 
 
-@_PrintFn  # type: ignore[misc]
-def _print_callback(level: int, fmt: bytes, args: Any) -> int:
+def _print_to_logging(level: int, fmt: bytes, args: Any) -> int:
     try:
         text = _format_libbpf_message(fmt, args)
         if level == _LIBBPF_WARN:
@@ -344,7 +350,10 @@ def _print_callback(level: int, fmt: bytes, args: Any) -> int:
     return 0
 
 
-def _take_verifier_log() -> Optional[str]:
+_print_callback = _PrintFn(_print_to_logging)  # kept alive for as long as libbpf may call it
+
+
+def _take_verifier_log() -> str | None:
     """Extract the last PROG LOAD LOG that libbpf printed, and forget the rest."""
     text = "".join(_recent_warnings)
     _recent_warnings.clear()
@@ -360,7 +369,7 @@ def _errno() -> int:
     return ctypes.get_errno() or errno.EINVAL
 
 
-def _check_ptr(ptr: Optional[int], what: str) -> int:
+def _check_ptr(ptr: int | None, what: str) -> int:
     if not ptr:
         raise LibbpfError(what, _errno())
     return ptr
@@ -399,7 +408,9 @@ class BpfProgram:
         return bool(lib().bpf_program__autoload(self.ptr))
 
     def set_autoload(self, enabled: bool) -> None:
-        _check_ret(lib().bpf_program__set_autoload(self.ptr, enabled), f"set autoload of {self.name}")
+        _check_ret(
+            lib().bpf_program__set_autoload(self.ptr, enabled), f"set autoload of {self.name}"
+        )
 
     def insns(self) -> bytes:
         """The program's instructions as libbpf currently holds them (8 bytes each)."""
@@ -422,9 +433,11 @@ class BpfProgram:
         ptr = lib().bpf_program__attach_kprobe_opts(self.ptr, func.encode(), ctypes.byref(opts))
         return BpfLink(_check_ptr(ptr, f"attach kprobe to {func}"))
 
-    def attach_kprobe_multi(self, addrs: list[int], cookies: Optional[list[int]] = None) -> BpfLink:
+    def attach_kprobe_multi(self, addrs: list[int], cookies: list[int] | None = None) -> BpfLink:
         addr_arr = (ctypes.c_ulong * len(addrs))(*addrs)
-        opts = BpfKprobeMultiOpts(sz=ctypes.sizeof(BpfKprobeMultiOpts), addrs=addr_arr, cnt=len(addrs))
+        opts = BpfKprobeMultiOpts(
+            sz=ctypes.sizeof(BpfKprobeMultiOpts), addrs=addr_arr, cnt=len(addrs)
+        )
         if cookies is not None:
             opts.cookies = (ctypes.c_uint64 * len(cookies))(*cookies)
         ptr = lib().bpf_program__attach_kprobe_multi_opts(self.ptr, None, ctypes.byref(opts))
@@ -435,7 +448,7 @@ class BpfLink:
     """An attachment made by libbpf; destroy() detaches it."""
 
     def __init__(self, ptr: int) -> None:
-        self.ptr: Optional[int] = ptr
+        self.ptr: int | None = ptr
 
     def destroy(self) -> None:
         if self.ptr:
@@ -460,7 +473,9 @@ class BpfMap:
     def initial_value(self) -> ctypes.Array[ctypes.c_char]:
         """Writable view of a global-data map's contents before load (.rodata, .bss)."""
         size = ctypes.c_size_t(0)
-        ptr = _check_ptr(lib().bpf_map__initial_value(self.ptr, ctypes.byref(size)), f"map {self.name}")
+        ptr = _check_ptr(
+            lib().bpf_map__initial_value(self.ptr, ctypes.byref(size)), f"map {self.name}"
+        )
         return (ctypes.c_char * size.value).from_address(ptr)
 
     def lookup_percpu_u64(self, key: int) -> list[int]:
@@ -468,7 +483,9 @@ class BpfMap:
         ncpu = _check_ret(lib().libbpf_num_possible_cpus(), "count possible CPUs")
         values = (ctypes.c_uint64 * ncpu)()
         k = ctypes.c_uint32(key)
-        _check_ret(lib().bpf_map_lookup_elem(self.fd, ctypes.byref(k), values), f"look up map {self.name}")
+        _check_ret(
+            lib().bpf_map_lookup_elem(self.fd, ctypes.byref(k), values), f"look up map {self.name}"
+        )
         return list(values)
 
 
@@ -484,11 +501,11 @@ class BpfObject:
     """An opened (and later loaded) BPF ELF object; close() frees everything it holds."""
 
     def __init__(self, ptr: int, path: str) -> None:
-        self.ptr: Optional[int] = ptr
+        self.ptr: int | None = ptr
         self.path = path
 
     @classmethod
-    def open_file(cls, path: str, btf_custom_path: Optional[str] = None) -> BpfObject:
+    def open_file(cls, path: str, btf_custom_path: str | None = None) -> BpfObject:
         opts = BpfObjectOpenOpts(sz=ctypes.sizeof(BpfObjectOpenOpts))
         if btf_custom_path:
             opts.btf_custom_path = btf_custom_path.encode()
@@ -501,7 +518,7 @@ class BpfObject:
         return self.ptr
 
     def programs(self) -> Iterator[BpfProgram]:
-        prev: Optional[int] = None
+        prev: int | None = None
         while True:
             prev = lib().bpf_object__next_program(self._live(), prev)
             if not prev:
@@ -561,25 +578,39 @@ class LoadAttrs:
     def func_info(self) -> tuple[bytes, int]:
         o = self.opts.contents
         size = o.func_info_cnt * o.func_info_rec_size
-        return (ctypes.string_at(o.func_info, size) if o.func_info and size else b"", o.func_info_rec_size)
+        return (
+            ctypes.string_at(o.func_info, size) if o.func_info and size else b"",
+            o.func_info_rec_size,
+        )
 
     @property
     def line_info(self) -> tuple[bytes, int]:
         o = self.opts.contents
         size = o.line_info_cnt * o.line_info_rec_size
-        return (ctypes.string_at(o.line_info, size) if o.line_info and size else b"", o.line_info_rec_size)
+        return (
+            ctypes.string_at(o.line_info, size) if o.line_info and size else b"",
+            o.line_info_rec_size,
+        )
 
     def set_func_info(self, data: bytes, rec_size: int) -> None:
         buf = ctypes.create_string_buffer(data, len(data))
         self._keep.append(buf)
         o = self.opts.contents
-        o.func_info, o.func_info_cnt, o.func_info_rec_size = ctypes.addressof(buf), len(data) // rec_size, rec_size
+        o.func_info, o.func_info_cnt, o.func_info_rec_size = (
+            ctypes.addressof(buf),
+            len(data) // rec_size,
+            rec_size,
+        )
 
     def set_line_info(self, data: bytes, rec_size: int) -> None:
         buf = ctypes.create_string_buffer(data, len(data))
         self._keep.append(buf)
         o = self.opts.contents
-        o.line_info, o.line_info_cnt, o.line_info_rec_size = ctypes.addressof(buf), len(data) // rec_size, rec_size
+        o.line_info, o.line_info_cnt, o.line_info_rec_size = (
+            ctypes.addressof(buf),
+            len(data) // rec_size,
+            rec_size,
+        )
 
     @property
     def attach_btf_id(self) -> int:
@@ -608,13 +639,17 @@ class ProgHandler:
 
     def __init__(self, section: str, prog_type: int, attach_type: int, hook: PrepareHook) -> None:
         self.hook = hook
-        self.error: Optional[BaseException] = None
+        self.error: BaseException | None = None
         self.keep: list[Any] = []
         self._c_hook = _PrepareLoadFn(self._call)
-        opts = LibbpfProgHandlerOpts(sz=ctypes.sizeof(LibbpfProgHandlerOpts), prog_prepare_load_fn=self._c_hook)
+        opts = LibbpfProgHandlerOpts(
+            sz=ctypes.sizeof(LibbpfProgHandlerOpts), prog_prepare_load_fn=self._c_hook
+        )
         self.id = _check_ret(
-            lib().libbpf_register_prog_handler(section.encode(), prog_type, attach_type, ctypes.byref(opts)),
-            f"register handler for SEC(\"{section}\")",
+            lib().libbpf_register_prog_handler(
+                section.encode(), prog_type, attach_type, ctypes.byref(opts)
+            ),
+            f'register handler for SEC("{section}")',
         )
 
     def _call(self, prog: int, opts: Any, cookie: int) -> int:
@@ -684,7 +719,7 @@ def prog_load(
     return int(fd)
 
 
-def raw_tracepoint_open(prog_fd: int, name: Optional[str] = None) -> int:
+def raw_tracepoint_open(prog_fd: int, name: str | None = None) -> int:
     """Attach a raw or BTF tracepoint program; returns the link fd (close to detach)."""
     fd = lib().bpf_raw_tracepoint_open(name.encode() if name else None, prog_fd)
     return _check_ret(fd, f"attach tracepoint {name or ''}".strip())
@@ -722,11 +757,13 @@ class RingBuffer:
 
     def __init__(self, map_fd: int, on_sample: Callable[[bytes], None]) -> None:
         self._on_sample = on_sample
-        self._error: Optional[BaseException] = None
+        self._error: BaseException | None = None
         self._c_cb = _RingBufferSampleFn(self._sample)
-        self.ptr: Optional[int] = _check_ptr(lib().ring_buffer__new(map_fd, self._c_cb, None, None), "create ring buffer reader")
+        self.ptr: int | None = _check_ptr(
+            lib().ring_buffer__new(map_fd, self._c_cb, None, None), "create ring buffer reader"
+        )
 
-    def _sample(self, _ctx: Optional[int], data: int, size: int) -> int:
+    def _sample(self, _ctx: int | None, data: int, size: int) -> int:
         try:
             self._on_sample(ctypes.string_at(data, size))
             return 0

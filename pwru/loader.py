@@ -13,12 +13,13 @@ straight with bpf_prog_load, without reopening the object.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Optional
 
 from pwru import libbpf
 from pwru.errors import EnvironmentProblem
@@ -35,16 +36,20 @@ SECTIONS: dict[str, tuple[int, int]] = {
 }
 
 
-def object_path(machine: Optional[str] = None) -> Path:
+def object_path(machine: str | None = None) -> Path:
     """The packaged BPF object for this CPU architecture."""
     arch = {"x86_64": "x86", "amd64": "x86", "aarch64": "arm64", "arm64": "arm64"}.get(
         (machine or platform.machine()).lower()
     )
     if arch is None:
-        raise EnvironmentProblem(f"unsupported CPU architecture {platform.machine()} (x86_64 and arm64 only)")
+        raise EnvironmentProblem(
+            f"unsupported CPU architecture {platform.machine()} (x86_64 and arm64 only)"
+        )
     path = OBJECT_DIR / f"pwru_{arch}.bpf.o"
     if not path.is_file():
-        raise EnvironmentProblem(f"BPF object {path} is missing: the package was built without `make bpf`")
+        raise EnvironmentProblem(
+            f"BPF object {path} is missing: the package was built without `make bpf`"
+        )
     return path
 
 
@@ -77,7 +82,7 @@ class _LoadContext:
     prepared: dict[str, Prepared] = field(default_factory=dict)
 
 
-_active: Optional[_LoadContext] = None
+_active: _LoadContext | None = None
 _handlers: list[libbpf.ProgHandler] = []
 
 
@@ -89,7 +94,9 @@ def _make_hook(prog_type: int, attach_type: int) -> libbpf.PrepareHook:
         request = ctx.requests[prog.name]
         program = Program(prog.insns(), *attrs.func_info, *attrs.line_info)
         if ctx.filters:
-            program = replace_functions(program, ctx.filters, lambda tid: ctx.obj.btf_name(tid).name)
+            program = replace_functions(
+                program, ctx.filters, lambda tid: ctx.obj.btf_name(tid).name
+            )
             attrs.set_func_info(program.func_info, program.func_info_rec_size)
             attrs.set_line_info(program.line_info, program.line_info_rec_size)
         ctx.prepared[prog.name] = Prepared(
@@ -154,8 +161,8 @@ def load(
     requests: list[LoadRequest],
     filters: Mapping[str, bytes],
     ringbuf_bytes: int,
-    btf_custom_path: Optional[str] = None,
-    path: Optional[Path] = None,
+    btf_custom_path: str | None = None,
+    path: Path | None = None,
 ) -> ProbeObject:
     """Open the object, configure it, and load the requested programs."""
     global _active
@@ -191,7 +198,5 @@ def load(
 def close_fds(fds: list[int]) -> None:
     """Close attach links and program fds, newest first; closing detaches."""
     while fds:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fds.pop())
-        except OSError:
-            pass

@@ -6,8 +6,8 @@ output gets its FUNC name, and how each backend knows what to attach.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import signal
@@ -17,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import IO, Callable, Optional
+from typing import IO, Callable
 
 from pwru import capabilities, loader, tracepoint
 from pwru.btf import KernelBtf
@@ -50,9 +51,9 @@ class StopFlag:
     """
 
     def __init__(self) -> None:
-        self.signal: Optional[str] = None
+        self.signal: str | None = None
 
-    def __call__(self, signum: int, _frame: Optional[FrameType]) -> None:
+    def __call__(self, signum: int, _frame: FrameType | None) -> None:
         self.signal = signal.Signals(signum).name
 
     def check(self) -> None:
@@ -95,9 +96,9 @@ class Session:
         self.options = options
         self.stop = stop
         self.fds: list[int] = []
-        self.obj: Optional[loader.ProbeObject] = None
-        self.ring: Optional[RingBuffer] = None
-        self.out: Optional[IO[str]] = None
+        self.obj: loader.ProbeObject | None = None
+        self.ring: RingBuffer | None = None
+        self.out: IO[str] | None = None
         self.printed = 0
         self.table = ProbeTable()
 
@@ -108,8 +109,12 @@ class Session:
         found = capabilities.Backends.probe()
         if backend in ("kprobe", "kprobe-multi"):
             if not found.kprobe:
-                raise EnvironmentProblem(f"--backend {backend} cannot work here: {found.kprobe_reason}")
-            raise EnvironmentProblem(f"--backend {backend} is not implemented yet; use --backend tracepoint")
+                raise EnvironmentProblem(
+                    f"--backend {backend} cannot work here: {found.kprobe_reason}"
+                )
+            raise EnvironmentProblem(
+                f"--backend {backend} is not implemented yet; use --backend tracepoint"
+            )
         if not backend:
             reason = found.kprobe_reason or "kprobe backends are not implemented yet"
             note(f"using the tracepoint backend: {reason}")
@@ -124,7 +129,11 @@ class Session:
         self.drop_reasons = kernel_btf.drop_reasons()
         plan = tracepoint.plan(kernel_btf.skb_tracepoints(), self.table, func_matcher(options))
         for name in plan.skipped:
-            log.debug("skipping tracepoint %s: its sk_buff argument is past position %d", name, tracepoint.MAX_SKB_POSITION)
+            log.debug(
+                "skipping tracepoint %s: its sk_buff argument is past position %d",
+                name,
+                tracepoint.MAX_SKB_POSITION,
+            )
         if not plan.probes:
             raise UsageError(f"no skb tracepoint matches --filter-func {options.filter_func!r}")
 
@@ -141,9 +150,12 @@ class Session:
         self.stop.check()
         log.debug("attached %d tracepoints", len(plan.probes))
 
-        names = SystemNames(probe_name=lambda ev: self.table.name(ev.probe_id), drop_reasons=self.drop_reasons)
+        names = SystemNames(
+            probe_name=lambda ev: self.table.name(ev.probe_id), drop_reasons=self.drop_reasons
+        )
         self.renderer: Renderer = make_renderer(options, names)
-        self.out = open(options.output_file, "w") if options.output_file else sys.stdout
+        # closed in close(), which every exit path runs
+        self.out = open(options.output_file, "w") if options.output_file else sys.stdout  # noqa: SIM115
         self.ring = RingBuffer(self.obj.events.fd, self._on_sample)
         self.pending: list[str] = []
         header = self.renderer.header()
@@ -184,25 +196,19 @@ class Session:
             return
         limit = self.options.output_limit_lines
         if not (limit and self.printed >= limit):
-            try:
+            with contextlib.suppress(Stop):
                 self.ring.consume()
-            except Stop:
-                pass
         self._flush()
 
     def close(self) -> None:
         """Detach and unload everything; report events the kernel could not deliver."""
         loader.close_fds(self.fds)
-        try:
+        with contextlib.suppress(OSError, Stop):
             self.drain()
-        except (OSError, Stop):
-            pass
         lost = 0
         if self.obj is not None:
-            try:
+            with contextlib.suppress(OSError):
                 lost = self.obj.lost_events()
-            except OSError:
-                pass
         if self.ring is not None:
             self.ring.close()
         if self.obj is not None:

@@ -16,8 +16,9 @@ instructions are final: CO-RE relocated, subprograms appended, map fds in place.
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable
 
 INSN = struct.Struct("<BBhi")  # code, dst:4|src:4, off, imm
 INSN_SIZE = 8
@@ -104,7 +105,10 @@ def _replace_range(prog: Program, start: int, end: int, body: bytes) -> Program:
             continue
         c, regs, _, imm = _insn(prog.code, pos)
         src = regs >> 4
-        if not ((c == _BPF_CALL and src == _BPF_PSEUDO_CALL) or (c == _BPF_LD_IMM64 and src == _BPF_PSEUDO_FUNC)):
+        if not (
+            (c == _BPF_CALL and src == _BPF_PSEUDO_CALL)
+            or (c == _BPF_LD_IMM64 and src == _BPF_PSEUDO_FUNC)
+        ):
             continue
         target = pos + 1 + imm
         if pos < start and target >= end:

@@ -41,7 +41,9 @@ class Plan:
     skipped: list[str]
 
 
-def plan(tracepoints: list[SkbTracepoint], table: ProbeTable, wanted: Callable[[str], bool]) -> Plan:
+def plan(
+    tracepoints: list[SkbTracepoint], table: ProbeTable, wanted: Callable[[str], bool]
+) -> Plan:
     """Add a probe to ``table`` for every wanted skb tracepoint."""
     probes: list[Probe] = []
     skipped: list[str] = []

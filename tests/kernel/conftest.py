@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -20,7 +20,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _need_root() -> None:
     # Kernel tests are the point of this suite: without root they must fail, not skip.
-    assert os.geteuid() == 0, "kernel tests load BPF programs and create namespaces: run them as root"
+    assert os.geteuid() == 0, (
+        "kernel tests load BPF programs and create namespaces: run them as root"
+    )
 
 
 @pytest.fixture

@@ -17,9 +17,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+
 
 def _pwru_command() -> list[str]:
     """The installed ``pwru`` console command (what users run), or $PWRU_BIN."""
@@ -29,7 +30,9 @@ def _pwru_command() -> list[str]:
     return [found]
 
 
-def sh(*args: str, check: bool = True, input: Optional[str] = None) -> subprocess.CompletedProcess[str]:
+def sh(
+    *args: str, check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(list(args), check=check, text=True, capture_output=True, input=input)
 
 
@@ -56,7 +59,9 @@ class Host:
     def python(self, code: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.run(sys.executable, "-c", code, check=check)
 
-    def send_udp(self, dst: str, port: int, count: int = 1, payload: int = 32, mark: int = 0, sport: int = 0) -> None:
+    def send_udp(
+        self, dst: str, port: int, count: int = 1, payload: int = 32, mark: int = 0, sport: int = 0
+    ) -> None:
         family = "socket.AF_INET6" if ":" in dst else "socket.AF_INET"
         self.python(
             "import socket\n"
@@ -99,7 +104,21 @@ class Lab:
                 sh("ip", "netns", "add", host.netns)
                 lab.created.append(host.netns)
                 host.run("ip", "link", "set", "lo", "up")
-            sh("ip", "-n", a.netns, "link", "add", a.ifname, "type", "veth", "peer", "name", b.ifname, "netns", b.netns)
+            sh(
+                "ip",
+                "-n",
+                a.netns,
+                "link",
+                "add",
+                a.ifname,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                b.ifname,
+                "netns",
+                b.netns,
+            )
             for host in (a, b):
                 host.run("ip", "addr", "add", f"{host.ipv4}/24", "dev", host.ifname)
                 host.run("ip", "addr", "add", f"{host.ipv6}/64", "dev", host.ifname, "nodad")
@@ -108,7 +127,18 @@ class Lab:
             for here, there in ((a, b), (b, a)):
                 mac = there.run("cat", f"/sys/class/net/{there.ifname}/address").stdout.strip()
                 for addr in (there.ipv4, there.ipv6):
-                    here.run("ip", "neigh", "replace", addr, "lladdr", mac, "dev", here.ifname, "nud", "permanent")
+                    here.run(
+                        "ip",
+                        "neigh",
+                        "replace",
+                        addr,
+                        "lladdr",
+                        mac,
+                        "dev",
+                        here.ifname,
+                        "nud",
+                        "permanent",
+                    )
         except BaseException:
             lab.close()
             raise
@@ -129,14 +159,19 @@ class PwruRun:
         self.out_path = workdir / f"out-{secrets.token_hex(3)}"
         self.err_path = workdir / f"err-{secrets.token_hex(3)}"
         self.args = [*_pwru_command(), "--ready-file", str(self.ready_file), *args]
-        self._out = open(self.out_path, "w")
-        self._err = open(self.err_path, "w")
-        self.proc = subprocess.Popen(self.args, stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL)
+        # pwru writes into these for its whole life; _close_files() closes them
+        self._out = open(self.out_path, "w")  # noqa: SIM115
+        self._err = open(self.err_path, "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            self.args, stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + timeout
         while not self.ready_file.exists():
             if self.proc.poll() is not None:
                 self._close_files()
-                raise AssertionError(f"pwru exited with {self.proc.returncode} before ready: {self.stderr}")
+                raise AssertionError(
+                    f"pwru exited with {self.proc.returncode} before ready: {self.stderr}"
+                )
             if time.monotonic() > deadline:
                 self.stop()
                 raise AssertionError(f"pwru not ready after {timeout}s: {self.stderr}")
@@ -185,9 +220,17 @@ class PwruRun:
 def pwru_programs_loaded() -> list[str]:
     """Names of BPF programs in the kernel that pwru loads (pwru_*)."""
     out = sh("bpftool", "-j", "prog", "show").stdout
-    return [p.get("name", "") for p in json.loads(out or "[]") if str(p.get("name", "")).startswith("pwru_")]
+    return [
+        p.get("name", "")
+        for p in json.loads(out or "[]")
+        if str(p.get("name", "")).startswith("pwru_")
+    ]
 
 
 def ip_of(addr: str) -> str:
     """Normalise an address the way pwru prints it."""
-    return socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, addr)) if ":" in addr else addr
+    return (
+        socket.inet_ntop(socket.AF_INET6, socket.inet_pton(socket.AF_INET6, addr))
+        if ":" in addr
+        else addr
+    )

@@ -44,7 +44,9 @@ def test_tcp_to_closed_port_shows_reset_and_no_socket(lab: Lab, workdir: Path) -
     assert run.stop() == 0
     lines = run.lines()
     syn = f"{lab.a.ipv4}:"
-    assert lines_with(lines, syn, f"->{lab.b.ipv4}:7778(tcp)", "kfree_skb(SKB_DROP_REASON_NO_SOCKET)"), run.stdout
+    assert lines_with(
+        lines, syn, f"->{lab.b.ipv4}:7778(tcp)", "kfree_skb(SKB_DROP_REASON_NO_SOCKET)"
+    ), run.stdout
     assert lines_with(lines, "tcp_send_reset"), run.stdout
 
 
@@ -68,7 +70,9 @@ def test_filter_netns_excludes_other_namespaces(lab: Lab, workdir: Path) -> None
 
 
 def test_filter_mark_excludes_unmarked_packets(lab: Lab, workdir: Path) -> None:
-    run = PwruRun(["--filter-netns", lab.a.netns_path, "--filter-mark", "0x42", "--output-json"], workdir)
+    run = PwruRun(
+        ["--filter-netns", lab.a.netns_path, "--filter-mark", "0x42", "--output-json"], workdir
+    )
     lab.a.send_udp(lab.b.ipv4, 7784, mark=0x42, sport=40005)
     lab.a.send_udp(lab.b.ipv4, 7785, mark=0x43, sport=40006)
     lab.a.send_udp(lab.b.ipv4, 7786, sport=40007)
@@ -80,7 +84,10 @@ def test_filter_mark_excludes_unmarked_packets(lab: Lab, workdir: Path) -> None:
 
 
 def test_filter_mark_with_mask(lab: Lab, workdir: Path) -> None:
-    run = PwruRun(["--filter-netns", lab.a.netns_path, "--filter-mark", "0x100/0xf00", "--output-json"], workdir)
+    run = PwruRun(
+        ["--filter-netns", lab.a.netns_path, "--filter-mark", "0x100/0xf00", "--output-json"],
+        workdir,
+    )
     lab.a.send_udp(lab.b.ipv4, 7787, mark=0x1AB, sport=40008)
     lab.a.send_udp(lab.b.ipv4, 7788, mark=0x2AB, sport=40009)
     assert run.stop() == 0
@@ -89,7 +96,9 @@ def test_filter_mark_with_mask(lab: Lab, workdir: Path) -> None:
 
 def test_json_output_fields(lab: Lab, workdir: Path) -> None:
     lab.b.run("iptables", "-A", "INPUT", "-p", "udp", "--dport", "7789", "-j", "DROP")
-    run = PwruRun(["--filter-netns", lab.b.netns_path, "--output-json", "--timestamp", "current"], workdir)
+    run = PwruRun(
+        ["--filter-netns", lab.b.netns_path, "--output-json", "--timestamp", "current"], workdir
+    )
     lab.a.send_udp(lab.b.ipv4, 7789, sport=40010, payload=100)
     assert run.stop() == 0
     events = run.json_events()
@@ -103,7 +112,13 @@ def test_json_output_fields(lab: Lab, workdir: Path) -> None:
     assert ev["proto"] == 0x0800
     assert ev["mtu"] == 1500
     assert ev["len"] == 20 + 8 + 100  # IP + UDP + payload at the netfilter hook
-    assert ev["tuple"] == {"saddr": lab.a.ipv4, "daddr": lab.b.ipv4, "sport": 40010, "dport": 7789, "proto": 17}
+    assert ev["tuple"] == {
+        "saddr": lab.a.ipv4,
+        "daddr": lab.b.ipv4,
+        "sport": 40010,
+        "dport": 7789,
+        "proto": 17,
+    }
     assert str(ev["process"])
 
 
@@ -113,7 +128,17 @@ def _ifindex(lab: Lab, ifname: str) -> int:
 
 def test_output_file_and_limit_lines(lab: Lab, workdir: Path) -> None:
     out = workdir / "trace.txt"
-    run = PwruRun(["--filter-netns", lab.b.netns_path, "--output-limit-lines", "5", "--output-file", str(out)], workdir)
+    run = PwruRun(
+        [
+            "--filter-netns",
+            lab.b.netns_path,
+            "--output-limit-lines",
+            "5",
+            "--output-file",
+            str(out),
+        ],
+        workdir,
+    )
     lab.a.send_udp(lab.b.ipv4, 7790, count=20, sport=40011)
     assert run.wait() == 0  # ends by itself after 5 events
     lines = out.read_text().splitlines()
@@ -123,7 +148,9 @@ def test_output_file_and_limit_lines(lab: Lab, workdir: Path) -> None:
 
 
 def test_filter_func_restricts_probes(lab: Lab, workdir: Path) -> None:
-    run = PwruRun(["--filter-netns", lab.b.netns_path, "--filter-func", "kfree_skb|consume_skb"], workdir)
+    run = PwruRun(
+        ["--filter-netns", lab.b.netns_path, "--filter-func", "kfree_skb|consume_skb"], workdir
+    )
     lab.a.send_udp(lab.b.ipv4, 7791, sport=40012)
     assert run.stop() == 0
     funcs = {ln.split()[-1].split("(")[0] for ln in run.lines()[1:]}

@@ -1,0 +1,146 @@
+"""The binary contract with the BPF side, declared once (mirror of bpf/pwru.h).
+
+``Tuple``, ``Event`` and ``Config`` are ``ctypes.Structure`` copies of ``struct
+pwru_tuple``, ``struct pwru_event`` and ``struct pwru_config``: naturally aligned,
+no packing, explicit padding fields, exactly as in the C header. The loader fills a
+``Config`` for ``.rodata``; tests build ``Event`` values to feed the decoder.
+
+``EVENT_STRUCT`` is the precompiled ``struct.Struct`` the event decoder uses on the
+hot path (one ``unpack_from`` per event). Its format is written out by hand for
+speed and checked against ``ctypes.sizeof(Event)`` at import, and field by field
+by tests/unit/test_layout.py (against the ctypes layout and against the BTF of the
+built BPF object).
+
+Byte order: fields are native (the BPF object is built for the host); addresses,
+ports and ``Event.protocol`` are in network order, as on the wire.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from typing import Final
+
+PWRU_TASK_COMM_LEN: Final = 16
+PWRU_MAX_SKB_METADATA: Final = 4
+
+# enum pwru_event_type: which kind of probe produced an event.
+PWRU_EVENT_KPROBE: Final = 0
+PWRU_EVENT_KPROBE_MULTI: Final = 1
+PWRU_EVENT_TC: Final = 2
+PWRU_EVENT_XDP: Final = 3
+PWRU_EVENT_TRACEPOINT: Final = 4
+
+EVENT_TYPE_NAMES: Final = {
+    PWRU_EVENT_KPROBE: "kprobe",
+    PWRU_EVENT_KPROBE_MULTI: "kprobe-multi",
+    PWRU_EVENT_TC: "tc",
+    PWRU_EVENT_XDP: "xdp",
+    PWRU_EVENT_TRACEPOINT: "tracepoint",
+}
+
+# enum pwru_event_flags: bits of Event.flags.
+PWRU_EVENT_HAS_REASON: Final = 1 << 0  # .reason holds an skb_drop_reason
+PWRU_EVENT_HAS_TUPLE: Final = 1 << 1  # .tuple was parsed from the packet
+PWRU_EVENT_HAS_TUNNEL: Final = 1 << 2  # .tunnel_tuple holds the inner packet
+PWRU_EVENT_HAS_STACK: Final = 1 << 3  # .stack_id is valid
+
+# Every probe program loads this 64-bit immediate once; the loader replaces the
+# low 32 bits with the probe's index (see probe_id() in bpf/pwru.bpf.c).
+PWRU_PROBE_ID_MARKER: Final = 0x7077727500000000
+PWRU_PROBE_ID_MARKER_HI: Final = 0x70777275
+
+
+class Tuple(ctypes.Structure):
+    """struct pwru_tuple (40 bytes)."""
+
+    _fields_ = [
+        ("saddr", ctypes.c_uint8 * 16),  # IPv4 uses the first 4 bytes
+        ("daddr", ctypes.c_uint8 * 16),
+        ("sport", ctypes.c_uint16),  # network order
+        ("dport", ctypes.c_uint16),  # network order
+        ("l3_proto", ctypes.c_uint16),  # host order: 0x0800, 0x86dd or 0
+        ("l4_proto", ctypes.c_uint8),  # IPPROTO_*
+        ("tcp_flags", ctypes.c_uint8),  # TCP header byte 13
+    ]
+
+
+class Event(ctypes.Structure):
+    """struct pwru_event: one record in the "events" ring buffer (216 bytes)."""
+
+    _fields_ = [
+        ("ts", ctypes.c_uint64),  # bpf_ktime_get_ns()
+        ("skb_addr", ctypes.c_uint64),
+        ("func_ip", ctypes.c_uint64),
+        ("caller_ip", ctypes.c_uint64),
+        ("reason", ctypes.c_uint64),  # valid with PWRU_EVENT_HAS_REASON
+        ("probe_id", ctypes.c_uint32),
+        ("pid", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("type", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("stack_id", ctypes.c_int32),
+        ("netns", ctypes.c_uint32),
+        ("mark", ctypes.c_uint32),
+        ("ifindex", ctypes.c_uint32),
+        ("len", ctypes.c_uint32),
+        ("mtu", ctypes.c_uint32),
+        ("protocol", ctypes.c_uint16),  # network order
+        ("_pad0", ctypes.c_uint16),
+        ("tuple", Tuple),
+        ("tunnel_tuple", Tuple),
+        ("skb_metadata", ctypes.c_uint64 * PWRU_MAX_SKB_METADATA),
+        ("comm", ctypes.c_char * PWRU_TASK_COMM_LEN),
+    ]
+
+
+class Config(ctypes.Structure):
+    """struct pwru_config: run-time configuration in .rodata (32 bytes)."""
+
+    _fields_ = [
+        ("netns", ctypes.c_uint32),  # 0 = any
+        ("mark", ctypes.c_uint32),
+        ("mark_mask", ctypes.c_uint32),  # 0 = mark filter off
+        ("ifindex", ctypes.c_uint32),  # 0 = any
+        ("output_meta", ctypes.c_uint8),
+        ("output_tuple", ctypes.c_uint8),
+        ("output_stack", ctypes.c_uint8),
+        ("output_caller", ctypes.c_uint8),
+        ("output_tunnel", ctypes.c_uint8),
+        ("track_skb", ctypes.c_uint8),
+        ("track_skb_by_stackid", ctypes.c_uint8),
+        ("have_pcap_filter", ctypes.c_uint8),
+        ("have_tunnel_filter", ctypes.c_uint8),
+        ("_pad", ctypes.c_uint8 * 7),
+    ]
+
+
+# struct pwru_tuple as a struct format: saddr, daddr (raw bytes), sport, dport
+# (raw network-order u16 read natively), l3_proto, l4_proto, tcp_flags.
+TUPLE_FORMAT: Final = "=16s16sHHHBB"
+
+# struct pwru_event, one item per member (the two tuples kept as raw 40-byte
+# strings so the decoder can cache their decoded form). "=" means native byte
+# order with no implicit alignment: the C layout has explicit padding.
+EVENT_FORMAT: Final = (
+    "="
+    "QQQQQ"  # ts, skb_addr, func_ip, caller_ip, reason
+    "IIIII"  # probe_id, pid, cpu, type, flags
+    "i"  # stack_id
+    "IIIII"  # netns, mark, ifindex, len, mtu
+    "H2x"  # protocol, _pad0
+    "40s40s"  # tuple, tunnel_tuple
+    f"{PWRU_MAX_SKB_METADATA}Q"  # skb_metadata
+    f"{PWRU_TASK_COMM_LEN}s"  # comm
+)
+
+TUPLE_STRUCT: Final = struct.Struct(TUPLE_FORMAT)
+EVENT_STRUCT: Final = struct.Struct(EVENT_FORMAT)
+EVENT_SIZE: Final = ctypes.sizeof(Event)
+CONFIG_SIZE: Final = ctypes.sizeof(Config)
+
+if EVENT_STRUCT.size != EVENT_SIZE or TUPLE_STRUCT.size != ctypes.sizeof(Tuple):
+    raise ImportError(
+        f"pwru.layout: struct formats ({EVENT_STRUCT.size}, {TUPLE_STRUCT.size} bytes) "
+        f"disagree with ctypes ({EVENT_SIZE}, {ctypes.sizeof(Tuple)} bytes)"
+    )

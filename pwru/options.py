@@ -1,0 +1,461 @@
+"""Command-line options, compatible with cilium/pwru's flags.
+
+``parse_options(argv)`` returns an ``Options`` value or raises ``UsageError``;
+argparse never exits by itself except for ``--help``. Flag names, defaults and
+value syntax follow cilium/pwru (Go pflag):
+
+* boolean flags take an optional ``=VALUE`` (``--output-meta=false``) but never a
+  separate word, so ``pwru --output-meta tcp`` keeps ``tcp`` in the pcap filter;
+* list flags are comma separated and may be repeated (``--kmods a,b --kmods c``);
+* flags and pcap-filter words may be mixed in any order; all positional words are
+  joined with spaces into ``Options.pcap_filter``; ``--`` ends the flags.
+
+Flags of old pwru releases (``--filter-src-ip`` and friends) are still accepted:
+they become an equivalent pcap expression and leave a note in ``Options.notes``
+with the modern spelling, for the caller to print on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
+
+from pwru.errors import UsageError
+
+TIMESTAMPS = ("none", "current", "relative", "absolute")
+BACKENDS = ("", "kprobe", "kprobe-multi", "tracepoint")
+MAX_SKB_METADATA = 4
+U32_MAX = 0xFFFFFFFF
+
+# Ring buffer: 16 MiB by default, like the map definition in bpf/pwru.bpf.c. One
+# event takes 224 bytes there (216 + 8 header), so 16 MiB absorbs a burst of ~75,000
+# events (a few tenths of a second of a busy trace) while Python catches up, and
+# stays small enough for memlock limits and small VMs. The kernel wants a power-of-two
+# number of pages; we ask for a power-of-two number of MiB (1 MiB .. 1 GiB).
+DEFAULT_RINGBUF_MB = 16
+MAX_RINGBUF_MB = 1024
+
+_TRUE = frozenset(("1", "t", "true", "y", "yes", "on"))
+_FALSE = frozenset(("0", "f", "false", "n", "no", "off"))
+
+_LEGACY_PROTOS = {"tcp": "tcp", "udp": "udp", "icmp": "icmp", "icmp6": "icmp6", "icmpv6": "icmp6"}
+
+
+@dataclass
+class Options:
+    """Parsed command line. Defaults are cilium/pwru's."""
+
+    version: bool = False
+    debug: bool = False
+    kernel_btf: str = ""
+    kmods: list[str] = field(default_factory=list)
+    all_kmods: bool = False
+    # filters
+    pcap_filter: str = ""
+    filter_func: str = ""  # regex; the caller applies full-match semantics
+    filter_non_skb_funcs: list[str] = field(default_factory=list)
+    filter_netns: str = ""  # resolved by pwru.names.resolve_netns
+    filter_mark: int = 0
+    filter_mark_mask: int = 0  # 0 = mark filter off
+    filter_ifname: str = ""  # resolved by pwru.names.resolve_ifindex
+    filter_track_skb: bool = False
+    filter_track_skb_by_stackid: bool = False
+    filter_trace_tc: bool = False
+    filter_trace_xdp: bool = False
+    filter_tunnel_pcap_l2: str = ""
+    filter_tunnel_pcap_l3: str = ""
+    filter_kprobe_batch: int = 10
+    filter_skb_expr: str = ""
+    # output
+    timestamp: str = "none"
+    output_meta: bool = True
+    output_tuple: bool = True
+    output_skb: bool = False
+    output_skb_shared_info: bool = False
+    output_stack: bool = False
+    output_caller: bool = False
+    output_limit_lines: int = 0  # 0 = unlimited
+    output_tcp_flags: bool = False
+    output_tunnel: bool = False
+    output_skb_metadata: list[str] = field(default_factory=list)
+    output_file: str = ""
+    output_json: bool = False
+    ready_file: str = ""
+    backend: str = ""  # "" = choose automatically
+    ringbuf_size_bytes: int = DEFAULT_RINGBUF_MB << 20
+    # one line per legacy flag used, with its modern spelling
+    notes: list[str] = field(default_factory=list)
+
+
+# --- value types -------------------------------------------------------------
+
+
+def parse_bool(text: str) -> bool:
+    """pflag/strconv.ParseBool spellings, plus yes/no/on/off."""
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean {text!r} (use true or false)")
+
+
+def parse_u32(text: str) -> int:
+    """A decimal or 0x-hexadecimal number that fits in 32 bits."""
+    s = text.strip()
+    try:
+        value = int(s[2:], 16) if s[:2].lower() == "0x" else int(s, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not 0 <= value <= U32_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} does not fit in 32 bits")
+    return value
+
+
+def parse_mark(text: str) -> tuple[int, int]:
+    """``mark[/mask]`` -> (mark, mask). Mask omitted: exact match (0xffffffff),
+    except a bare ``0``, which means "no mark filter" like pwru's default 0/0."""
+    parts = text.split("/")
+    if len(parts) > 2:
+        raise argparse.ArgumentTypeError(f"invalid mark {text!r}: expected mark[/mask]")
+    mark = parse_u32(parts[0])
+    # without a mask: exact match, except that a bare 0 keeps the filter off
+    mask = parse_u32(parts[1]) if len(parts) == 2 else (U32_MAX if mark else 0)
+    if mark & ~mask & U32_MAX:
+        raise argparse.ArgumentTypeError(
+            f"mark {mark:#x} has bits outside mask {mask:#x}, so it can never match"
+        )
+    return mark, mask
+
+
+def _parse_count(minimum: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip(), 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "count"
+    return parse
+
+
+def parse_regex(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as err:
+        raise argparse.ArgumentTypeError(f"invalid regular expression {text!r}: {err}") from None
+    return text
+
+
+def parse_ringbuf_mb(text: str) -> int:
+    mb = _parse_count(1)(text)
+    if mb & (mb - 1) or mb > MAX_RINGBUF_MB:
+        raise argparse.ArgumentTypeError(
+            f"ring buffer size must be a power of two between 1 and {MAX_RINGBUF_MB} MiB, "
+            f"got {mb}"
+        )
+    return int(mb)
+
+
+def parse_ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid IP address {text!r}") from None
+
+
+def parse_port(text: str) -> int:
+    try:
+        port = int(text.strip(), 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid port {text!r}") from None
+    if not 0 <= port <= 0xFFFF:
+        raise argparse.ArgumentTypeError(f"port {port} is not in 0..65535")
+    return port
+
+
+def parse_proto(text: str) -> str:
+    proto = _LEGACY_PROTOS.get(text.strip().lower())
+    if proto is None:
+        raise argparse.ArgumentTypeError(f"unknown protocol {text!r} (use tcp, udp, icmp or icmp6)")
+    return proto
+
+
+# --- actions -----------------------------------------------------------------
+
+
+class BoolFlag(argparse.Action):
+    """A pflag-style boolean: ``--x`` means true, ``--x=VALUE`` sets VALUE.
+
+    Declared with ``nargs="?"`` so that argparse accepts ``--x=VALUE``;
+    ``_pflag_style`` rewrites a bare ``--x`` into ``--x=true`` before parsing,
+    so argparse never takes the next word (a pcap-filter word) as the value.
+    """
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault("default", False)
+        super().__init__(option_strings, dest, nargs="?", const=True, type=parse_bool, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+
+
+class ListFlag(argparse.Action):
+    """A pflag string slice: comma separated, repeatable, appending."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        items = list(getattr(namespace, self.dest) or [])
+        items.extend(item.strip() for item in str(values).split(",") if item.strip())
+        setattr(namespace, self.dest, items)
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows boolean flags as ``--x`` rather than ``--x [X]``."""
+
+    def _format_action_invocation(self, action: argparse.Action) -> str:
+        if isinstance(action, BoolFlag):
+            return ", ".join(action.option_strings)
+        return super()._format_action_invocation(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors as UsageError instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see pwru --help)")
+
+
+# --- parser ------------------------------------------------------------------
+
+_DESCRIPTION = "Trace packets (struct sk_buff) through the Linux kernel."
+_EPILOG = (
+    'pcap-filter: a tcpdump expression, see "man 7 pcap-filter". '
+    "Boolean flags take an optional value: --output-meta=false."
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="pwru",
+        usage="%(prog)s [options] [pcap-filter]",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=_HelpFormatter,
+        allow_abbrev=False,  # pflag has no abbreviations; --output-s would be ambiguous
+    )
+    p.add_argument("pcap_words", nargs="*", metavar="pcap-filter", help=argparse.SUPPRESS)
+    add = p.add_argument
+    add("--version", action=BoolFlag, help="show pwru version and exit")
+    add("--debug", action=BoolFlag, help="enable debug logging")
+    add("--kernel-btf", default="", metavar="FILE", help="kernel BTF file")
+    add("--kmods", action=ListFlag, default=[], metavar="a,b", help="kernel modules to attach to")
+    add("--all-kmods", action=BoolFlag, help="attach to all available kernel modules")
+    add("--backend", default="", choices=BACKENDS,
+        help='"kprobe", "kprobe-multi" or "tracepoint"; chosen automatically if not given')
+
+    f = p.add_argument_group("filters")
+    fa = f.add_argument
+    fa("--filter-func", default="", type=parse_regex, metavar="REGEX",
+       help="probe only kernel functions whose name fully matches REGEX")
+    fa("--filter-non-skb-funcs", action=ListFlag, default=[], metavar="a,b",
+       help="also probe these non-skb functions (enables --filter-track-skb-by-stackid)")
+    fa("--filter-netns", default="", metavar="SPEC",
+       help='netns: "/proc/<pid>/ns/net", "/run/netns/NAME", "NAME" or "inode:<inode>"')
+    fa("--filter-mark", default=(0, 0), type=parse_mark, metavar="mark[/mask]",
+       help="skb mark, e.g. 0xa00/0xf00; exact match if mask omitted; default 0/0 = any")
+    fa("--filter-ifname", default="", metavar="NAME",
+       help="skb device name, looked up in --filter-netns (default: current netns)")
+    fa("--filter-track-skb", action=BoolFlag,
+       help="keep tracing a packet that stops matching (e.g. after NAT or decapsulation)")
+    fa("--filter-track-skb-by-stackid", action=BoolFlag,
+       help="keep tracing a packet even after it is freed (e.g. through a bridge)")
+    fa("--filter-trace-tc", action=BoolFlag, help="trace tc BPF programs")
+    fa("--filter-trace-xdp", action=BoolFlag, help="trace XDP BPF programs")
+    fa("--filter-tunnel-pcap-l2", default="", metavar="EXPR",
+       help="pcap expression for the inner packet of vxlan/geneve (l2)")
+    fa("--filter-tunnel-pcap-l3", default="", metavar="EXPR",
+       help="pcap expression for the inner packet of vxlan/geneve (l3)")
+    fa("--filter-kprobe-batch", default=10, type=_parse_count(1), metavar="N",
+       help="kprobes attached/detached per batch (default 10)")
+    fa("--filter-skb-expr", default="", metavar="EXPR",
+       help="skb C expression, e.g. 'skb->protocol == 0x0800'")
+
+    o = p.add_argument_group("output")
+    oa = o.add_argument
+    oa("--timestamp", default="none", choices=TIMESTAMPS,
+       help="timestamp per event: none, current, relative (to the skb's previous event), "
+            "absolute (wall clock)")
+    oa("--output-meta", action=BoolFlag, default=True, help="print skb metadata (default true)")
+    oa("--output-tuple", action=BoolFlag, default=True, help="print L4 tuple (default true)")
+    oa("--output-skb", action=BoolFlag, help="print skb")
+    oa("--output-skb-shared-info", action=BoolFlag, help="print skb shared info")
+    oa("--output-stack", action=BoolFlag, help="print stack")
+    oa("--output-caller", action=BoolFlag, help="print caller function name")
+    oa("--output-limit-lines", default=0, type=_parse_count(0), metavar="N",
+       help="exit after N events (default 0 = unlimited)")
+    oa("--output-tcp-flags", action=BoolFlag, help="print TCP flags")
+    oa("--output-tunnel", action=BoolFlag, help="print encapsulated tunnel header data")
+    oa("--output-skb-metadata", action=ListFlag, default=[], metavar="a,b",
+       help=f'skb fields to print, e.g. "skb->mark", "skb->hash" ({MAX_SKB_METADATA} at most)')
+    oa("--output-file", default="", metavar="PATH", help="write traces to PATH")
+    oa("--output-json", action=BoolFlag, help="output traces as JSON lines")
+    oa("--ready-file", default="", metavar="PATH", help=argparse.SUPPRESS)
+    oa("--ringbuf-size", default=DEFAULT_RINGBUF_MB, type=parse_ringbuf_mb, metavar="MB",
+       help=f"event ring buffer size in MiB, a power of two (default {DEFAULT_RINGBUF_MB})")
+
+    g = p.add_argument_group("legacy flags (old pwru releases; prefer a pcap-filter)")
+    ga = g.add_argument
+    ga("--filter-src-ip", type=parse_ip, metavar="IP", help="= 'src host IP'")
+    ga("--filter-dst-ip", type=parse_ip, metavar="IP", help="= 'dst host IP'")
+    ga("--filter-src-port", type=parse_port, metavar="PORT", help="= 'src port PORT'")
+    ga("--filter-dst-port", type=parse_port, metavar="PORT", help="= 'dst port PORT'")
+    ga("--filter-port", type=parse_port, metavar="PORT", help="= 'port PORT'")
+    ga("--filter-proto", type=parse_proto, metavar="PROTO", help="tcp, udp, icmp or icmp6")
+    ga("--filter-pcap", metavar="EXPR", help="= the pcap-filter argument")
+    ga("--output-relative-timestamp", action=BoolFlag, help="= --timestamp=relative")
+    return p
+
+
+def _pflag_style(
+    parser: argparse.ArgumentParser, argv: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """Prepare ``argv`` for argparse so that it reads flags the way pflag does.
+
+    A bare boolean ``--x`` becomes ``--x=true`` (see BoolFlag); ``--x VALUE`` becomes
+    ``--x=VALUE`` so that a value may start with "-" (``--filter-func -x``). Returns
+    the flags and words before ``--``, and the words after it (always positional;
+    handled here because parse_intermixed_args mishandles ``--`` before 3.12).
+    """
+    bools: set[str] = set()
+    takes_value: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, BoolFlag):
+            bools.update(action.option_strings)
+        elif action.nargs != 0:
+            takes_value.update(s for s in action.option_strings if s.startswith("--"))
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            return out, list(args)
+        if arg in bools:
+            out.append(arg + "=true")
+        elif arg in takes_value:
+            value = next(args, None)
+            out.append(arg if value is None else f"{arg}={value}")
+        else:
+            out.append(arg)
+    return out, []
+
+
+def _legacy(ns: argparse.Namespace, opts: Options) -> None:
+    """Turn legacy filter flags into a pcap expression and notes."""
+    terms: list[tuple[str, str, str]] = []  # (flag, value, pcap term)
+    if ns.filter_src_ip is not None:
+        terms.append(("--filter-src-ip", ns.filter_src_ip, f"src host {ns.filter_src_ip}"))
+    if ns.filter_dst_ip is not None:
+        terms.append(("--filter-dst-ip", ns.filter_dst_ip, f"dst host {ns.filter_dst_ip}"))
+    # As in old pwru, port 0 means "no port filter".
+    for flag, port, word in (
+        ("--filter-src-port", ns.filter_src_port, "src port"),
+        ("--filter-dst-port", ns.filter_dst_port, "dst port"),
+        ("--filter-port", ns.filter_port, "port"),
+    ):
+        if port:
+            terms.append((flag, str(port), f"{word} {port}"))
+    if ns.filter_proto is not None:
+        terms.append(("--filter-proto", ns.filter_proto, ns.filter_proto))
+    if ns.filter_pcap:
+        terms.append(("--filter-pcap", ns.filter_pcap, f"({ns.filter_pcap})"))
+    for flag, value, term in terms:
+        opts.notes.append(
+            f"legacy flag {flag} {value}: filtering on '{term}'; "
+            f"modern spelling: pwru '{term.strip('()')}'"
+        )
+    if terms:
+        legacy = " and ".join(term for _, _, term in terms)
+        opts.pcap_filter = f"{legacy} and ({opts.pcap_filter})" if opts.pcap_filter else legacy
+    if ns.output_relative_timestamp:
+        opts.timestamp = "relative"
+        opts.notes.append(
+            "legacy flag --output-relative-timestamp: modern spelling: --timestamp=relative"
+        )
+
+
+def parse_options(argv: Sequence[str]) -> Options:
+    """Parse ``argv`` (without the program name). Raises UsageError."""
+    parser = build_parser()
+    args, tail = _pflag_style(parser, argv)
+    ns = parser.parse_intermixed_args(args)
+    if len(ns.output_skb_metadata) > MAX_SKB_METADATA:
+        raise UsageError(
+            f"--output-skb-metadata takes at most {MAX_SKB_METADATA} fields, "
+            f"got {len(ns.output_skb_metadata)}"
+        )
+    for expr in ns.output_skb_metadata:
+        if not expr.startswith("skb"):
+            raise UsageError(f"--output-skb-metadata {expr!r} must start with skb, e.g. skb->mark")
+    if ns.filter_skb_expr and not ns.filter_skb_expr.startswith("skb"):
+        raise UsageError(f"--filter-skb-expr {ns.filter_skb_expr!r} must start with skb")
+    mark, mask = ns.filter_mark
+    opts = Options(
+        version=ns.version,
+        debug=ns.debug,
+        kernel_btf=ns.kernel_btf,
+        kmods=ns.kmods,
+        all_kmods=ns.all_kmods,
+        pcap_filter=" ".join([*ns.pcap_words, *tail]),
+        filter_func=ns.filter_func,
+        filter_non_skb_funcs=ns.filter_non_skb_funcs,
+        filter_netns=ns.filter_netns,
+        filter_mark=mark,
+        filter_mark_mask=mask,
+        filter_ifname=ns.filter_ifname,
+        filter_track_skb=ns.filter_track_skb,
+        # as in pwru: tracing non-skb functions needs tracking by stack id
+        filter_track_skb_by_stackid=ns.filter_track_skb_by_stackid
+        or bool(ns.filter_non_skb_funcs),
+        filter_trace_tc=ns.filter_trace_tc,
+        filter_trace_xdp=ns.filter_trace_xdp,
+        filter_tunnel_pcap_l2=ns.filter_tunnel_pcap_l2,
+        filter_tunnel_pcap_l3=ns.filter_tunnel_pcap_l3,
+        filter_kprobe_batch=ns.filter_kprobe_batch,
+        filter_skb_expr=ns.filter_skb_expr,
+        timestamp=ns.timestamp,
+        output_meta=ns.output_meta,
+        output_tuple=ns.output_tuple,
+        output_skb=ns.output_skb,
+        output_skb_shared_info=ns.output_skb_shared_info,
+        output_stack=ns.output_stack,
+        output_caller=ns.output_caller,
+        output_limit_lines=ns.output_limit_lines,
+        output_tcp_flags=ns.output_tcp_flags,
+        output_tunnel=ns.output_tunnel,
+        output_skb_metadata=ns.output_skb_metadata,
+        output_file=ns.output_file,
+        output_json=ns.output_json,
+        ready_file=ns.ready_file,
+        backend=ns.backend,
+        ringbuf_size_bytes=ns.ringbuf_size << 20,
+    )
+    _legacy(ns, opts)
+    return opts

@@ -1,0 +1,350 @@
+"""Text columns and JSON lines, both rendered from the same decoded Event.
+
+Formats follow cilium/pwru (internal/pwru/output.go) so that scripts and habits
+carry over:
+
+text  ``[TIME] SKB CPU PROCESS [TIMESTAMP] [NETNS MARK/x IFACE PROTO MTU LEN]
+[TUPLE] FUNC [CALLER] [skb metadata] [TUNNEL]``, with pwru's widths; the TUPLE and
+FUNC (with --output-caller) columns widen to the longest value seen so far.
+
+json  one object per line with pwru's keys, in pwru's order, empty values left out
+(Go's ``omitempty``): skb, cpu, process, func, caller_func, time, netns, mark,
+iface, proto, mtu, len, tuple, tunnel_tuple, stack. Tuple addresses are
+bracketed for IPv6 and ``proto`` is the L4 protocol number, as in pwru.
+
+Differences from pwru, on purpose:
+
+* FUNC shows the drop reason of any event that carries one (``PWRU_EVENT_HAS_REASON``),
+  not only of ``kfree_skb_reason``/``sk_skb_reason_drop``.
+* ``--timestamp=absolute`` is the wall-clock time of the event (its
+  ``bpf_ktime_get_ns()`` plus the monotonic-to-realtime offset measured when the
+  renderer is made), not the time the line is printed.
+* ``--timestamp=relative`` is never negative (events of one skb reported by two
+  CPUs can reach the ring buffer slightly out of order; pwru would wrap around).
+
+Rendering is per event, so the hot path uses cached strings (tuples, centered
+interface names) and plain f-strings; see tests/unit/test_render.py for timings.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Sequence
+from typing import Any, Callable, Protocol
+
+from pwru.events import Event, Tuple5
+from pwru.layout import PWRU_EVENT_TC, PWRU_EVENT_XDP
+from pwru.options import Options
+
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_ICMPV6 = 58
+ETH_P_IPV6 = 0x86DD
+
+L4_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp", IPPROTO_ICMPV6: "icmp6"}
+TCP_FLAG_NAMES = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR")  # bit 0 .. 7
+
+_CACHE_LIMIT = 4096
+_LAST_SEEN_LIMIT = 1 << 16  # skbs remembered for --timestamp=relative
+_NO_TUPLE = Tuple5("", "", 0, 0, 0, 0, 0)  # what pwru prints when nothing was parsed
+
+
+class NameResolver(Protocol):
+    """Names the renderers need; pwru.names.SystemNames implements it."""
+
+    def probe_name(self, ev: Event) -> str:
+        """Kernel function or tracepoint name of the probe that sent ``ev``."""
+        ...
+
+    def drop_reason(self, value: int) -> str | None:
+        """Name of an ``enum skb_drop_reason`` value, None if unknown."""
+        ...
+
+    def iface(self, netns: int, ifindex: int) -> str:
+        """``name:ifindex`` (at most 16 chars), or the ifindex alone."""
+        ...
+
+    def process(self, pid: int, comm: str) -> str:
+        """``exe:pid`` (at most 16 chars)."""
+        ...
+
+    def symbol(self, addr: int) -> str:
+        """Nearest kernel symbol for a code address (used by --output-caller)."""
+        ...
+
+
+def tcp_flags_text(flags: int) -> str:
+    """pwru's TCP flag string: ``SYN|ACK`` (empty for 0)."""
+    return "|".join(name for bit, name in enumerate(TCP_FLAG_NAMES) if flags & (1 << bit))
+
+
+_TCP_FLAGS = tuple(tcp_flags_text(f) for f in range(256))
+
+
+def _addr(tup: Tuple5, addr: str) -> str:
+    return f"[{addr}]" if tup.l3_proto == ETH_P_IPV6 else addr
+
+
+def tuple_text(tup: Tuple5 | None, tcp_flags: bool) -> str:
+    """``10.0.0.1:1234->10.0.0.2:80(tcp)``; ``(tcp:SYN|ACK)`` with ``tcp_flags``."""
+    t = tup or _NO_TUPLE
+    l4 = L4_NAMES.get(t.l4_proto, "")
+    if tcp_flags and t.l4_proto == IPPROTO_TCP and t.tcp_flags:
+        l4 = f"{l4}:{_TCP_FLAGS[t.tcp_flags]}"
+    return f"{_addr(t, t.saddr)}:{t.sport}->{_addr(t, t.daddr)}:{t.dport}({l4})"
+
+
+def tuple_json(tup: Tuple5 | None, tcp_flags: bool) -> dict[str, Any]:
+    """pwru's jsonTuple, empty fields left out."""
+    t = tup or _NO_TUPLE
+    items: list[tuple[str, Any]] = [
+        ("saddr", _addr(t, t.saddr)),
+        ("daddr", _addr(t, t.daddr)),
+        ("sport", t.sport),
+        ("dport", t.dport),
+        ("proto", t.l4_proto),
+        ("flags", _TCP_FLAGS[t.tcp_flags] if tcp_flags else ""),
+    ]
+    return {key: value for key, value in items if value}
+
+
+def metadata_name(expr: str) -> str:
+    """The field name pwru prints for an --output-skb-metadata expression."""
+    words = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expr)
+    return words[-1] if words else expr
+
+
+class Renderer:
+    """Turns events into lines. Keeps per-trace state (relative timestamps, widths)."""
+
+    def __init__(self, options: Options, names: NameResolver, wall_offset_ns: int) -> None:
+        self.options = options
+        self.names = names
+        self._ts_mode = options.timestamp
+        self._wall_offset_ns = wall_offset_ns
+        self._last_seen: dict[int, int] = {}
+        self._wall_sec = -1
+        self._wall_prefix = ""
+        self._metadata_names = [metadata_name(e) for e in options.output_skb_metadata]
+
+    def header(self) -> str | None:
+        """The column header line, or None when the format has none."""
+        return None
+
+    def render(self, ev: Event, stack: Sequence[str] = ()) -> str:
+        """One event as one line (no trailing newline); ``stack`` holds symbol
+        names of the event's stack, innermost first, for --output-stack."""
+        raise NotImplementedError
+
+    # shared pieces
+
+    def func_name(self, ev: Event) -> str:
+        """FUNC column: probe name, drop reason, (tc)/(xdp) marker."""
+        name = self.names.probe_name(ev)
+        if ev.reason is not None:
+            reason = self.names.drop_reason(ev.reason)
+            name = f"{name}({reason})" if reason is not None else f"{name} ({ev.reason})"
+        if ev.type == PWRU_EVENT_TC:
+            name += "(tc)"
+        elif ev.type == PWRU_EVENT_XDP:
+            name += "(xdp)"
+        return name
+
+    def relative_ts(self, ev: Event) -> int:
+        """Nanoseconds since the previous event of the same skb (0 for its first)."""
+        last_seen = self._last_seen
+        last = last_seen.pop(ev.skb_addr, None)  # pop + set: most recent last
+        last_seen[ev.skb_addr] = ev.ts
+        if len(last_seen) > _LAST_SEEN_LIMIT:
+            del last_seen[next(iter(last_seen))]
+        return 0 if last is None or ev.ts < last else ev.ts - last
+
+    def absolute_ts(self, ev: Event) -> str:
+        """Wall-clock time of the event, ``YYYY-MM-DDTHH:MM:SS.mmm`` (local time)."""
+        wall_ns = ev.ts + self._wall_offset_ns
+        sec, ns = divmod(wall_ns, 1_000_000_000)
+        if sec != self._wall_sec:
+            self._wall_sec = sec
+            self._wall_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(sec))
+        return f"{self._wall_prefix}.{ns // 1_000_000:03d}"
+
+
+class TextRenderer(Renderer):
+    """pwru's text columns."""
+
+    def __init__(self, options: Options, names: NameResolver, wall_offset_ns: int) -> None:
+        super().__init__(options, names, wall_offset_ns)
+        self._tuple_width = 0
+        self._func_width = 0
+        self._tuples: dict[Tuple5 | None, str] = {}
+        self._ifaces: dict[tuple[int, int], str] = {}
+
+    def header(self) -> str:
+        o = self.options
+        parts = []
+        if o.timestamp == "absolute":
+            parts.append(f"{'TIME':<23} ")
+        parts.append(f"{'SKB':<18} {'CPU':<3} {'PROCESS':<16}")
+        if o.timestamp != "none":
+            parts.append(f" {'TIMESTAMP':<16}")
+        if o.output_meta:
+            parts.append(
+                f" {'NETNS':<10} {'MARK/x':<8} {'IFACE'.center(16)} {'PROTO':<6} "
+                f"{'MTU':<5} {'LEN':<5}"
+            )
+        if o.output_tuple:
+            parts.append(" TUPLE")
+        parts.append(" FUNC")
+        if o.output_caller:
+            parts.append(" CALLER")
+        if o.output_tunnel:
+            parts.append(" TUNNEL")
+        return "".join(parts)
+
+    def _tuple(self, tup: Tuple5 | None) -> str:
+        text = self._tuples.get(tup)
+        if text is None:
+            if len(self._tuples) >= _CACHE_LIMIT:
+                self._tuples.clear()
+            text = self._tuples[tup] = tuple_text(tup, self.options.output_tcp_flags)
+        return text
+
+    def render(self, ev: Event, stack: Sequence[str] = ()) -> str:
+        o = self.options
+        names = self.names
+        ts_mode = self._ts_mode
+        line = f"{ev.skb_addr:<#18x} {ev.cpu:<3} {names.process(ev.pid, ev.comm):<16}"
+        if ts_mode != "none":
+            if ts_mode == "absolute":
+                line = f"{self.absolute_ts(ev):<23} {line} {ev.ts:<16}"
+            elif ts_mode == "relative":
+                line = f"{line} {self.relative_ts(ev):<16}"
+            else:
+                line = f"{line} {ev.ts:<16}"
+        parts = [line]
+        if o.output_meta:
+            key = (ev.netns, ev.ifindex)
+            iface = self._ifaces.get(key)
+            if iface is None:
+                name = names.iface(ev.netns, ev.ifindex)
+                # str.center pads like pwru's centerAlignString for an even width
+                iface = name.center(16)
+                if ":" in name:  # resolved; a bare ifindex may resolve later
+                    if len(self._ifaces) >= _CACHE_LIMIT:
+                        self._ifaces.clear()
+                    self._ifaces[key] = iface
+            parts.append(
+                f" {ev.netns:<10} {ev.mark:<8x} {iface} {ev.protocol:#06x} "
+                f"{ev.mtu:<5} {ev.len:<5}"
+            )
+        if o.output_tuple:
+            tup = self._tuple(ev.tuple)
+            if len(tup) > self._tuple_width:
+                self._tuple_width = len(tup)
+            parts.append(f" {tup:<{self._tuple_width}}")
+        func = self.func_name(ev)
+        if o.output_caller:
+            if len(func) > self._func_width:
+                self._func_width = len(func)
+            parts.append(f" {func:<{self._func_width}} {names.symbol(ev.caller_ip)}")
+        else:
+            parts.append(f" {func}")
+        for name, value in zip(self._metadata_names, ev.skb_metadata):
+            parts.append(f" {name}={value}")
+        if o.output_stack:
+            parts.extend("\n" + frame for frame in stack)
+        if o.output_tunnel:
+            parts.append(" " + self._tuple(ev.tunnel_tuple))
+        return "".join(parts)
+
+
+class JsonRenderer(Renderer):
+    """pwru's JSON lines.
+
+    Lines are assembled from string pieces rather than through json.dumps (about
+    twice as fast); strings go through the json module's own escaping, and the
+    tuple objects are encoded once per distinct tuple.
+    """
+
+    def __init__(self, options: Options, names: NameResolver, wall_offset_ns: int) -> None:
+        super().__init__(options, names, wall_offset_ns)
+        self._tuples: dict[Tuple5 | None, str] = {}
+
+    def _tuple(self, tup: Tuple5 | None) -> str:
+        text = self._tuples.get(tup)
+        if text is None:
+            if len(self._tuples) >= _CACHE_LIMIT:
+                self._tuples.clear()
+            text = self._tuples[tup] = _dumps(tuple_json(tup, self.options.output_tcp_flags))
+        return text
+
+    def render(self, ev: Event, stack: Sequence[str] = ()) -> str:
+        o = self.options
+        names = self.names
+        parts = [f'{{"skb":"{ev.skb_addr:#x}"']
+        if ev.cpu:
+            parts.append(f',"cpu":{ev.cpu}')
+        process = names.process(ev.pid, ev.comm)
+        if process:
+            parts.append(',"process":' + _json_str(process))
+        parts.append(',"func":' + _json_str(self.func_name(ev)))
+        if o.output_caller:
+            caller = names.symbol(ev.caller_ip)
+            if caller:
+                parts.append(',"caller_func":' + _json_str(caller))
+        ts_mode = self._ts_mode
+        if ts_mode != "none":
+            if ts_mode == "relative":
+                parts.append(f',"time":{self.relative_ts(ev)}')
+            elif ts_mode == "absolute":
+                parts.append(f',"time":"{self.absolute_ts(ev)}"')
+            else:
+                parts.append(f',"time":{ev.ts}')
+        if o.output_meta:
+            if ev.netns:
+                parts.append(f',"netns":{ev.netns}')
+            if ev.mark:
+                parts.append(f',"mark":{ev.mark}')
+            iface = names.iface(ev.netns, ev.ifindex)
+            if iface:
+                parts.append(',"iface":' + _json_str(iface))
+            if ev.protocol:
+                parts.append(f',"proto":{ev.protocol}')
+            if ev.mtu:
+                parts.append(f',"mtu":{ev.mtu}')
+            if ev.len:
+                parts.append(f',"len":{ev.len}')
+        if o.output_tuple:
+            parts.append(',"tuple":' + self._tuple(ev.tuple))
+        if o.output_tunnel:
+            parts.append(',"tunnel_tuple":' + self._tuple(ev.tunnel_tuple))
+        if o.output_stack and stack:
+            parts.append(',"stack":' + _json_str("".join("\n" + frame for frame in stack)))
+        parts.append("}")
+        return "".join(parts)
+
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# A JSON string literal with quotes; non-ASCII kept as UTF-8, like Go's encoder.
+_json_str: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def wall_clock_offset_ns() -> int:
+    """realtime - monotonic, to turn bpf_ktime_get_ns() values into wall-clock time."""
+    return time.time_ns() - time.monotonic_ns()
+
+
+def make_renderer(
+    options: Options, names: NameResolver, *, wall_offset_ns: int | None = None
+) -> Renderer:
+    """The renderer for ``options`` (JSON lines with --output-json, else text).
+
+    ``wall_offset_ns`` (realtime - monotonic) defaults to the current offset.
+    """
+    offset = wall_clock_offset_ns() if wall_offset_ns is None else wall_offset_ns
+    if options.output_json:
+        return JsonRenderer(options, names, offset)
+    return TextRenderer(options, names, offset)

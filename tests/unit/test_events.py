@@ -1,0 +1,155 @@
+"""decode_event: raw ring-buffer records (built with pwru.layout) to Event values."""
+
+from __future__ import annotations
+
+import ctypes
+import socket
+import struct
+import timeit
+
+import pytest
+
+from pwru import layout
+from pwru.events import Event, Tuple5, decode_event
+
+
+def set_tuple(
+    t: layout.Tuple, saddr: str, daddr: str, sport: int, dport: int, l4: int, flags: int = 0
+) -> None:
+    family = socket.AF_INET6 if ":" in saddr else socket.AF_INET
+    src, dst = socket.inet_pton(family, saddr), socket.inet_pton(family, daddr)
+    ctypes.memmove(t.saddr, src, len(src))
+    ctypes.memmove(t.daddr, dst, len(dst))
+    t.sport, t.dport = socket.htons(sport), socket.htons(dport)  # network order
+    t.l3_proto = 0x86DD if family == socket.AF_INET6 else 0x0800  # host order
+    t.l4_proto, t.tcp_flags = l4, flags
+
+
+def raw_event(**fields: object) -> layout.Event:
+    ev = layout.Event()
+    ev.ts = 1_000_000_123
+    ev.skb_addr = 0xFFFF888012345678
+    ev.func_ip = 0xFFFFFFFF81234560
+    ev.caller_ip = 0xFFFFFFFF81000010
+    ev.probe_id = 7
+    ev.pid = 4242
+    ev.cpu = 3
+    ev.type = layout.PWRU_EVENT_TRACEPOINT
+    ev.stack_id = -1
+    ev.netns = 4026531840
+    ev.mark = 0xA00
+    ev.ifindex = 2
+    ev.len = 60
+    ev.mtu = 1500
+    ev.protocol = socket.htons(0x0800)
+    ev.comm = b"curl"
+    for name, value in fields.items():
+        setattr(ev, name, value)
+    return ev
+
+
+def test_plain_event() -> None:
+    ev = decode_event(bytes(raw_event()))
+    assert isinstance(ev, Event)
+    assert ev == Event(
+        ts=1_000_000_123, skb_addr=0xFFFF888012345678, func_ip=0xFFFFFFFF81234560,
+        caller_ip=0xFFFFFFFF81000010, reason=None, probe_id=7, pid=4242, cpu=3,
+        type=layout.PWRU_EVENT_TRACEPOINT, flags=0, stack_id=-1, netns=4026531840,
+        mark=0xA00, ifindex=2, len=60, mtu=1500, protocol=0x0800, tuple=None,
+        tunnel_tuple=None, skb_metadata=(0, 0, 0, 0), comm="curl",
+    )  # fmt: skip
+
+
+def test_ipv4_tcp_tuple() -> None:
+    raw = raw_event(flags=layout.PWRU_EVENT_HAS_TUPLE)
+    set_tuple(raw.tuple, "10.0.2.15", "10.0.0.2", 41234, 80, 6, 0x12)
+    ev = decode_event(bytes(raw))
+    assert ev.tuple == Tuple5("10.0.2.15", "10.0.0.2", 41234, 80, 0x0800, 6, 0x12)
+    assert ev.tunnel_tuple is None
+
+
+def test_ipv6_tuple_is_compressed() -> None:
+    raw = raw_event(flags=layout.PWRU_EVENT_HAS_TUPLE, protocol=socket.htons(0x86DD))
+    set_tuple(raw.tuple, "2001:db8:0:0::1", "fe80::abcd:0:0:1", 53, 65535, 17)
+    ev = decode_event(bytes(raw))
+    assert ev.protocol == 0x86DD
+    assert ev.tuple == Tuple5("2001:db8::1", "fe80::abcd:0:0:1", 53, 65535, 0x86DD, 17, 0)
+
+
+def test_tuple_ignored_without_flag() -> None:
+    raw = raw_event(flags=0)
+    set_tuple(raw.tuple, "10.0.0.1", "10.0.0.2", 1, 2, 6)
+    assert decode_event(bytes(raw)).tuple is None
+
+
+def test_unknown_l3_gives_empty_addresses() -> None:
+    raw = raw_event(flags=layout.PWRU_EVENT_HAS_TUPLE)
+    raw.tuple.l4_proto = 6
+    assert decode_event(bytes(raw)).tuple == Tuple5("", "", 0, 0, 0, 6, 0)
+
+
+def test_tunnel_tuple() -> None:
+    raw = raw_event(flags=layout.PWRU_EVENT_HAS_TUPLE | layout.PWRU_EVENT_HAS_TUNNEL)
+    set_tuple(raw.tuple, "192.168.0.1", "192.168.0.2", 50000, 4789, 17)
+    set_tuple(raw.tunnel_tuple, "10.1.0.1", "10.1.0.2", 0, 0, 1)
+    ev = decode_event(bytes(raw))
+    assert ev.tuple is not None and ev.tuple.dport == 4789
+    assert ev.tunnel_tuple == Tuple5("10.1.0.1", "10.1.0.2", 0, 0, 0x0800, 1, 0)
+
+
+def test_reason_only_with_flag() -> None:
+    assert decode_event(bytes(raw_event(reason=2))).reason is None
+    ev = decode_event(bytes(raw_event(reason=2, flags=layout.PWRU_EVENT_HAS_REASON)))
+    assert ev.reason == 2
+    ev = decode_event(bytes(raw_event(reason=0, flags=layout.PWRU_EVENT_HAS_REASON)))
+    assert ev.reason == 0
+
+
+def test_comm_and_metadata() -> None:
+    raw = raw_event(comm=b"0123456789abcdef")  # no NUL: all 16 bytes
+    for i, value in enumerate((1, 2**64 - 1, 0, 42)):
+        raw.skb_metadata[i] = value
+    ev = decode_event(bytes(raw))
+    assert ev.comm == "0123456789abcdef"
+    assert ev.skb_metadata == (1, 2**64 - 1, 0, 42)
+    assert decode_event(bytes(raw_event(comm=b"ab\xffc"))).comm == "ab\ufffdc"
+    assert decode_event(bytes(raw_event(comm=b""))).comm == ""
+
+
+def test_same_tuple_bytes_different_flags_are_distinct() -> None:
+    raws = []
+    for flags in (0x02, 0x12):
+        raw = raw_event(flags=layout.PWRU_EVENT_HAS_TUPLE)
+        set_tuple(raw.tuple, "10.0.0.1", "10.0.0.2", 1000, 80, 6, flags)
+        raws.append(bytes(raw))
+    first, second, again = (decode_event(r) for r in (raws[0], raws[1], raws[0]))
+    assert first.tuple is not None and second.tuple is not None
+    assert (first.tuple.tcp_flags, second.tuple.tcp_flags) == (0x02, 0x12)
+    assert again.tuple is first.tuple  # cached
+
+
+def test_buffer_types_and_trailing_bytes() -> None:
+    data = bytes(raw_event())
+    expected = decode_event(data)
+    assert decode_event(memoryview(bytearray(data))) == expected
+    assert decode_event(bytearray(data) + b"\0" * 8) == expected  # ring buffer padding
+    with pytest.raises(struct.error):
+        decode_event(data[:-1])
+
+
+def test_namedtuple_api() -> None:
+    ev = decode_event(bytes(raw_event()))
+    assert ev._asdict()["comm"] == "curl"
+    assert ev._replace(cpu=9).cpu == 9
+
+
+def test_decode_speed(capsys: pytest.CaptureFixture[str]) -> None:
+    """Records the per-event cost; the bound only catches gross regressions."""
+    raw = raw_event(flags=layout.PWRU_EVENT_HAS_TUPLE | layout.PWRU_EVENT_HAS_REASON)
+    set_tuple(raw.tuple, "10.0.2.15", "10.0.0.2", 41234, 80, 6, 0x18)
+    data = memoryview(bytearray(bytes(raw)))
+    n = 20000
+    best = min(timeit.repeat(lambda: decode_event(data), number=n, repeat=3)) / n
+    with capsys.disabled():
+        print(f"\ndecode_event: {best * 1e6:.2f} us/event")
+    assert best < 50e-6
