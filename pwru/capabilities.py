@@ -32,9 +32,11 @@ def _effective_capabilities() -> int:
 
 
 def check_privileges() -> None:
-    """pwru loads tracing programs: root, or CAP_BPF with CAP_PERFMON (or CAP_SYS_ADMIN)."""
-    if os.geteuid() == 0:
-        return
+    """pwru loads tracing programs: root, or CAP_BPF with CAP_PERFMON (or CAP_SYS_ADMIN).
+
+    Asks the effective capability set, not the uid: root in a container or
+    under a cleared bounding set cannot load programs either.
+    """
     caps = _effective_capabilities()
     has_bpf = caps & (1 << CAP_BPF) or caps & (1 << CAP_SYS_ADMIN)
     has_perfmon = caps & (1 << CAP_PERFMON) or caps & (1 << CAP_SYS_ADMIN)

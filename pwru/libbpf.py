@@ -273,6 +273,16 @@ _lib_lock = threading.Lock()
 
 
 def _find_library() -> str:
+    """$PWRU_LIBBPF names a specific libbpf (a custom build); else the system's."""
+    override = os.environ.get("PWRU_LIBBPF")
+    if override:
+        try:
+            ctypes.CDLL(override, use_errno=True)
+            return override
+        except OSError as error:
+            raise LibbpfMissing(
+                f"cannot load libbpf from PWRU_LIBBPF={override}: {error}"
+            ) from None
     for candidate in ("libbpf.so.1", ctypes.util.find_library("bpf")):
         if candidate:
             try:

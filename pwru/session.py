@@ -124,10 +124,15 @@ class Session:
         options = self.options
         capabilities.check_privileges()
         config = build_config(options)
+        self.out = self._open_output()
         self.choose_backend()
-        kernel_btf = KernelBtf.load(capabilities.KERNEL_BTF)
+        kernel_btf = KernelBtf.load(options.kernel_btf or capabilities.KERNEL_BTF)
         self.drop_reasons = kernel_btf.drop_reasons()
-        plan = tracepoint.plan(kernel_btf.skb_tracepoints(), self.table, func_matcher(options))
+        # tp_btf programs attach by the running kernel's own BTF ids
+        running_btf = (
+            kernel_btf if not options.kernel_btf else KernelBtf.load(capabilities.KERNEL_BTF)
+        )
+        plan = tracepoint.plan(running_btf.skb_tracepoints(), self.table, func_matcher(options))
         for name in plan.skipped:
             log.debug(
                 "skipping tracepoint %s: its sk_buff argument is past position %d",
@@ -154,16 +159,31 @@ class Session:
             probe_name=lambda ev: self.table.name(ev.probe_id), drop_reasons=self.drop_reasons
         )
         self.renderer: Renderer = make_renderer(options, names)
-        # closed in close(), which every exit path runs
-        self.out = open(options.output_file, "w") if options.output_file else sys.stdout  # noqa: SIM115
         self.ring = RingBuffer(self.obj.events.fd, self._on_sample)
         self.pending: list[str] = []
+        if options.ready_file:
+            try:
+                Path(options.ready_file).touch()
+            except OSError as error:
+                raise EnvironmentProblem(
+                    f"cannot create --ready-file {options.ready_file}: {error.strerror}"
+                ) from None
         header = self.renderer.header()
         if header is not None:
             self.pending.append(header)
         self._flush()
-        if options.ready_file:
-            Path(options.ready_file).touch()
+
+    def _open_output(self) -> IO[str]:
+        """Open --output-file before anything is loaded, so a bad path costs nothing."""
+        if not self.options.output_file:
+            return sys.stdout
+        try:
+            # closed in close(), which every exit path runs
+            return open(self.options.output_file, "w")  # noqa: SIM115
+        except OSError as error:
+            raise UsageError(
+                f"cannot write --output-file {self.options.output_file}: {error.strerror}"
+            ) from None
 
     # -- events ----------------------------------------------------------------
 

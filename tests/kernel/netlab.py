@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-def _pwru_command() -> list[str]:
+def pwru_command() -> list[str]:
     """The installed ``pwru`` console command (what users run), or $PWRU_BIN."""
     found = os.environ.get("PWRU_BIN") or shutil.which("pwru")
     if not found:
@@ -158,7 +158,7 @@ class PwruRun:
         self.ready_file = workdir / f"ready-{secrets.token_hex(3)}"
         self.out_path = workdir / f"out-{secrets.token_hex(3)}"
         self.err_path = workdir / f"err-{secrets.token_hex(3)}"
-        self.args = [*_pwru_command(), "--ready-file", str(self.ready_file), *args]
+        self.args = [*pwru_command(), "--ready-file", str(self.ready_file), *args]
         # pwru writes into these for its whole life; _close_files() closes them
         self._out = open(self.out_path, "w")  # noqa: SIM115
         self._err = open(self.err_path, "w")  # noqa: SIM115
