@@ -250,8 +250,8 @@ static __always_inline void count_lost(void)
 		__sync_fetch_and_add(lost, 1);
 }
 
-static __always_inline int handle_skb(struct sk_buff *skb, __u32 type, __u64 func_ip,
-				      bool has_reason, __u64 reason)
+static __always_inline int handle_skb(struct sk_buff *skb, __u32 type, __u32 probe,
+				      __u64 func_ip, bool has_reason, __u64 reason)
 {
 	struct pwru_event *ev;
 
@@ -267,7 +267,7 @@ static __always_inline int handle_skb(struct sk_buff *skb, __u32 type, __u64 fun
 	ev->ts = bpf_ktime_get_ns();
 	ev->skb_addr = (__u64)skb;
 	ev->func_ip = func_ip;
-	ev->probe_id = probe_id();
+	ev->probe_id = probe;
 	ev->pid = bpf_get_current_pid_tgid() >> 32;
 	ev->cpu = bpf_get_smp_processor_id();
 	ev->type = type;
@@ -296,7 +296,7 @@ SEC("pwru_tp/skb" #pos)                                                    \
 int pwru_tp_skb##pos(__u64 *ctx)                                           \
 {                                                                          \
 	return handle_skb((struct sk_buff *)ctx[pos], PWRU_EVENT_TRACEPOINT, \
-			  0, false, 0);                                    \
+			  probe_id(), 0, false, 0);                        \
 }
 
 TP_SKB_PROG(0)
@@ -309,5 +309,52 @@ TP_SKB_PROG(4)
 SEC("pwru_tp/kfree_skb")
 int pwru_tp_kfree_skb(__u64 *ctx)
 {
-	return handle_skb((struct sk_buff *)ctx[0], PWRU_EVENT_TRACEPOINT, 0, true, ctx[2]);
+	return handle_skb((struct sk_buff *)ctx[0], PWRU_EVENT_TRACEPOINT, probe_id(), 0, true,
+			  ctx[2]);
 }
+
+/*
+ * kprobe programs, one per position of the sk_buff parameter. One loaded
+ * program serves every function with the skb at that position: the BPF cookie
+ * given at attach time is the probe id (kernel 5.15+), and bpf_get_func_ip()
+ * the probed address. kprobe-multi (CONFIG_FPROBE, 5.18+) takes one cookie per
+ * address, so the same body serves both.
+ */
+#define KPROBE_SKB_PROG(sec, name, type, pos, parm)                         \
+SEC(sec "/skb" #pos)                                                        \
+int name##pos(struct pt_regs *ctx)                                          \
+{                                                                           \
+	return handle_skb((struct sk_buff *)PT_REGS_##parm(ctx), type,      \
+			  bpf_get_attach_cookie(ctx), bpf_get_func_ip(ctx), \
+			  false, 0);                                        \
+}
+
+KPROBE_SKB_PROG("pwru_kprobe", pwru_kp_skb, PWRU_EVENT_KPROBE, 0, PARM1)
+KPROBE_SKB_PROG("pwru_kprobe", pwru_kp_skb, PWRU_EVENT_KPROBE, 1, PARM2)
+KPROBE_SKB_PROG("pwru_kprobe", pwru_kp_skb, PWRU_EVENT_KPROBE, 2, PARM3)
+KPROBE_SKB_PROG("pwru_kprobe", pwru_kp_skb, PWRU_EVENT_KPROBE, 3, PARM4)
+KPROBE_SKB_PROG("pwru_kprobe", pwru_kp_skb, PWRU_EVENT_KPROBE, 4, PARM5)
+KPROBE_SKB_PROG("pwru_kprobe_multi", pwru_km_skb, PWRU_EVENT_KPROBE_MULTI, 0, PARM1)
+KPROBE_SKB_PROG("pwru_kprobe_multi", pwru_km_skb, PWRU_EVENT_KPROBE_MULTI, 1, PARM2)
+KPROBE_SKB_PROG("pwru_kprobe_multi", pwru_km_skb, PWRU_EVENT_KPROBE_MULTI, 2, PARM3)
+KPROBE_SKB_PROG("pwru_kprobe_multi", pwru_km_skb, PWRU_EVENT_KPROBE_MULTI, 3, PARM4)
+KPROBE_SKB_PROG("pwru_kprobe_multi", pwru_km_skb, PWRU_EVENT_KPROBE_MULTI, 4, PARM5)
+
+/*
+ * Functions whose drop reason pwru prints:
+ *   kfree_skb_reason(skb, reason)          until 6.10
+ *   sk_skb_reason_drop(sk, skb, reason)    6.11+
+ */
+#define KPROBE_REASON_PROG(sec, name, type, skb_parm, reason_parm)           \
+SEC(sec "/reason")                                                           \
+int name(struct pt_regs *ctx)                                                \
+{                                                                            \
+	return handle_skb((struct sk_buff *)PT_REGS_##skb_parm(ctx), type,   \
+			  bpf_get_attach_cookie(ctx), bpf_get_func_ip(ctx),  \
+			  true, PT_REGS_##reason_parm(ctx));                 \
+}
+
+KPROBE_REASON_PROG("pwru_kprobe", pwru_kp_kfree_reason, PWRU_EVENT_KPROBE, PARM1, PARM2)
+KPROBE_REASON_PROG("pwru_kprobe", pwru_kp_skdrop_reason, PWRU_EVENT_KPROBE, PARM2, PARM3)
+KPROBE_REASON_PROG("pwru_kprobe_multi", pwru_km_kfree_reason, PWRU_EVENT_KPROBE_MULTI, PARM1, PARM2)
+KPROBE_REASON_PROG("pwru_kprobe_multi", pwru_km_skdrop_reason, PWRU_EVENT_KPROBE_MULTI, PARM2, PARM3)

@@ -55,10 +55,15 @@ def object_path(machine: str | None = None) -> Path:
 
 @dataclass
 class LoadRequest:
-    """Load one program of the object, for its first attach point."""
+    """Load one program of the object.
+
+    ``probe_id`` is patched in for programs that carry the probe-id marker
+    (tracepoints: one load per attach point); kprobe programs leave it None and
+    learn the probe from the BPF cookie given at attach time.
+    """
 
     program: str
-    probe_id: int
+    probe_id: int | None = None
     attach_btf_id: int = 0
 
 
@@ -107,7 +112,10 @@ def _make_hook(prog_type: int, attach_type: int) -> libbpf.PrepareHook:
             (program.line_info, program.line_info_rec_size),
             attrs.prog_btf_fd,
         )
-        prog.set_insns(patch_probe_id(program.code, request.probe_id))
+        if request.probe_id is not None:
+            prog.set_insns(patch_probe_id(program.code, request.probe_id))
+        elif ctx.filters:
+            prog.set_insns(program.code)
         if request.attach_btf_id:
             attrs.attach_btf_id = request.attach_btf_id
 
