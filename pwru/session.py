@@ -220,11 +220,15 @@ class Session:
                 self.ring.consume()
         self._flush()
 
-    def close(self) -> None:
-        """Detach and unload everything; report events the kernel could not deliver."""
+    def close(self, drain: bool) -> None:
+        """Detach and unload everything; report events the kernel could not deliver.
+
+        ``drain``: print what was still in the ring (a normal stop, not an error).
+        """
         loader.close_fds(self.fds)
-        with contextlib.suppress(OSError, Stop):
-            self.drain()
+        if drain:
+            with contextlib.suppress(OSError, Stop):
+                self.drain()
         lost = 0
         if self.obj is not None:
             with contextlib.suppress(OSError):
@@ -245,17 +249,19 @@ def run(options: Options) -> int:
     previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
     session = Session(options, stop)
     started = time.monotonic()
+    stopped_normally = False
     try:
         session.setup()
         log.debug("ready after %.3f s", time.monotonic() - started)
         session.run()
     except (Stop, KeyboardInterrupt):
-        pass
+        stopped_normally = True
     except OSError:
         if stop.signal is None:
             raise  # a real failure; a stop signal may interrupt a syscall: that is a stop
+        stopped_normally = True
     finally:
-        session.close()
+        session.close(drain=stopped_normally)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 0
