@@ -217,6 +217,18 @@ class PwruRun:
         return [json.loads(ln) for ln in self.lines()]
 
 
+def pwru_programs_left(timeout: float = 10.0) -> list[str]:
+    """pwru's programs still in the kernel once ``timeout`` has passed.
+
+    After the last fd closes, the kernel frees tracepoint programs after an RCU
+    grace period, so they may be listed for a moment after pwru has exited.
+    """
+    deadline = time.monotonic() + timeout
+    while (left := pwru_programs_loaded()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
 def pwru_programs_loaded() -> list[str]:
     """Names of BPF programs in the kernel that pwru loads (pwru_*)."""
     out = sh("bpftool", "-j", "prog", "show").stdout

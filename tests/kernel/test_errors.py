@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel.netlab import Lab, PwruRun, pwru_command, pwru_programs_loaded
+from tests.kernel.netlab import Lab, PwruRun, pwru_command, pwru_programs_left
 
 
 def pwru(
@@ -36,7 +36,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], code: int, *
     for word in words:
         assert word in errors[0], errors[0]
     assert result.stdout == ""
-    assert pwru_programs_loaded() == []
+    assert pwru_programs_left() == []
 
 
 @pytest.mark.parametrize(

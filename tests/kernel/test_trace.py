@@ -11,7 +11,7 @@ import re
 import signal
 from pathlib import Path
 
-from tests.kernel.netlab import Lab, PwruRun, pwru_programs_loaded
+from tests.kernel.netlab import Lab, PwruRun, pwru_programs_left, pwru_programs_loaded
 
 
 def dports(events: list[dict[str, object]]) -> set[object]:
@@ -169,4 +169,4 @@ def test_nothing_left_after_sigint_sigterm_and_limit(lab: Lab, workdir: Path) ->
             assert run.wait() == 0
         else:
             assert run.stop(getattr(signal, how)) == 0
-        assert pwru_programs_loaded() == [], f"programs left after {how}"
+        assert pwru_programs_left() == [], f"programs left after {how}"
