@@ -30,6 +30,11 @@ char LICENSE[] SEC("license") = "GPL";
 #define IPPROTO_TCP 6
 #define IPPROTO_UDP 17
 #define MAC_HEADER_UNSET 0xffff
+#define UDP_HLEN 8
+#define VXLAN_PORT 4789
+#define VXLAN_HLEN 8
+#define GENEVE_PORT 6081
+#define GENEVE_HLEN 8
 
 volatile const struct pwru_config CFG = {};
 
@@ -80,12 +85,12 @@ static __noinline __u32 filter_pcap_l3(void *data, void *data_end)
 	return data < data_end;
 }
 
-static __noinline __attribute__((unused)) __u32 filter_pcap_tunnel_l2(void *data, void *data_end)
+static __noinline __u32 filter_pcap_tunnel_l2(void *data, void *data_end)
 {
 	return data < data_end;
 }
 
-static __noinline __attribute__((unused)) __u32 filter_pcap_tunnel_l3(void *data, void *data_end)
+static __noinline __u32 filter_pcap_tunnel_l3(void *data, void *data_end)
 {
 	return data < data_end;
 }
@@ -132,34 +137,6 @@ static __always_inline __u16 network_offset(struct sk_buff *skb)
 	return net;
 }
 
-static __always_inline bool filter_pcap(struct sk_buff *skb)
-{
-	void *head = BPF_CORE_READ(skb, head);
-	void *end = head + BPF_CORE_READ(skb, tail);
-
-	if (mac_header_set(skb))
-		return filter_pcap_l2(head + BPF_CORE_READ(skb, mac_header), end);
-	return filter_pcap_l3(head + network_offset(skb), end);
-}
-
-static __always_inline bool filter_skb(struct sk_buff *skb)
-{
-	__u64 addr = (__u64)skb;
-
-	if (CFG.track_skb && bpf_map_lookup_elem(&tracked_skbs, &addr))
-		return true;
-	if (!filter_meta(skb))
-		return false;
-	if (CFG.have_pcap_filter && !filter_pcap(skb))
-		return false;
-	if (CFG.track_skb) {
-		__u8 one = 1;
-
-		bpf_map_update_elem(&tracked_skbs, &addr, &one, BPF_ANY);
-	}
-	return true;
-}
-
 static __always_inline void set_meta(struct pwru_event *ev, struct sk_buff *skb)
 {
 	ev->netns = skb_netns(skb);
@@ -175,33 +152,37 @@ static __always_inline void set_meta(struct pwru_event *ev, struct sk_buff *skb)
  * (or is still 0 on locally built packets that already have a network header).
  * Netlink and other non-IP skbs have neither and get no tuple.
  */
-static __always_inline bool ip_header(struct sk_buff *skb, __u16 *l3, __u8 *version)
+static __always_inline bool ip_header(struct sk_buff *skb, __u16 *l3)
 {
 	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
 	__u16 net = network_offset(skb);
 	void *head = BPF_CORE_READ(skb, head);
+	__u8 version;
 
 	if (net == 0 || (proto && proto != ETH_P_IP && proto != ETH_P_IPV6))
 		return false;
-	if (bpf_probe_read_kernel(version, 1, head + net))
+	if (bpf_probe_read_kernel(&version, 1, head + net))
 		return false;
-	*version >>= 4;
-	if ((proto == ETH_P_IP && *version != 4) || (proto == ETH_P_IPV6 && *version != 6))
+	version >>= 4;
+	if ((proto == ETH_P_IP && version != 4) || (proto == ETH_P_IPV6 && version != 6))
 		return false;
 	*l3 = net;
-	return *version == 4 || *version == 6;
+	return version == 4 || version == 6;
 }
 
-/* Parse the IPv4/IPv6 + TCP/UDP headers at head + l3 into a tuple. */
-static __always_inline bool set_tuple(struct pwru_tuple *t, struct sk_buff *skb)
+/*
+ * Parse the IPv4/IPv6 header at head + l3 and the TCP/UDP ports after it into
+ * a tuple; *l4 gets the transport header's offset. Used for the packet itself
+ * and for the inner packet of a tunnel.
+ */
+static __always_inline bool parse_tuple(struct pwru_tuple *t, void *head, __u16 l3, __u16 *l4)
 {
-	void *head = BPF_CORE_READ(skb, head);
 	struct iphdr ip4;
-	__u16 l3, l4 = 0;
 	__u8 version;
 
-	if (!ip_header(skb, &l3, &version))
+	if (bpf_probe_read_kernel(&version, 1, head + l3))
 		return false;
+	version >>= 4;
 	if (version == 4) {
 		if (bpf_probe_read_kernel(&ip4, sizeof(ip4), head + l3))
 			return false;
@@ -209,8 +190,8 @@ static __always_inline bool set_tuple(struct pwru_tuple *t, struct sk_buff *skb)
 		__builtin_memcpy(t->daddr, &ip4.daddr, 4);
 		t->l3_proto = ETH_P_IP;
 		t->l4_proto = ip4.protocol;
-		l4 = l3 + ip4.ihl * 4;
-	} else {
+		*l4 = l3 + ip4.ihl * 4;
+	} else if (version == 6) {
 		struct ipv6hdr ip6;
 
 		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + l3))
@@ -219,13 +200,15 @@ static __always_inline bool set_tuple(struct pwru_tuple *t, struct sk_buff *skb)
 		__builtin_memcpy(t->daddr, &ip6.daddr, 16);
 		t->l3_proto = ETH_P_IPV6;
 		t->l4_proto = ip6.nexthdr;
-		l4 = l3 + sizeof(ip6);
+		*l4 = l3 + sizeof(ip6);
+	} else {
+		return false;
 	}
 
 	if (t->l4_proto == IPPROTO_TCP) {
 		struct tcphdr tcp;
 
-		if (bpf_probe_read_kernel(&tcp, sizeof(tcp), head + l4) == 0) {
+		if (bpf_probe_read_kernel(&tcp, sizeof(tcp), head + *l4) == 0) {
 			t->sport = tcp.source;
 			t->dport = tcp.dest;
 			t->tcp_flags = ((__u8 *)&tcp)[13];
@@ -233,12 +216,98 @@ static __always_inline bool set_tuple(struct pwru_tuple *t, struct sk_buff *skb)
 	} else if (t->l4_proto == IPPROTO_UDP) {
 		struct udphdr udp;
 
-		if (bpf_probe_read_kernel(&udp, sizeof(udp), head + l4) == 0) {
+		if (bpf_probe_read_kernel(&udp, sizeof(udp), head + *l4) == 0) {
 			t->sport = udp.source;
 			t->dport = udp.dest;
 		}
 	}
 	return true;
+}
+
+/*
+ * Offset (from skb->head) of the inner Ethernet header when this skb is a
+ * VXLAN (UDP 4789) or Geneve (UDP 6081) packet, else 0.
+ */
+static __always_inline __u16 tunnel_inner_offset(struct sk_buff *skb)
+{
+	struct pwru_tuple outer = {};
+	void *head = BPF_CORE_READ(skb, head);
+	__u16 l3, l4;
+	__u8 geneve0;
+
+	if (!ip_header(skb, &l3) || !parse_tuple(&outer, head, l3, &l4) ||
+	    outer.l4_proto != IPPROTO_UDP)
+		return 0;
+	if (outer.dport == bpf_htons(VXLAN_PORT))
+		return l4 + UDP_HLEN + VXLAN_HLEN;
+	if (outer.dport == bpf_htons(GENEVE_PORT) &&
+	    bpf_probe_read_kernel(&geneve0, 1, head + l4 + UDP_HLEN) == 0)
+		return l4 + UDP_HLEN + GENEVE_HLEN + (geneve0 & 0x3f) * 4;
+	return 0;
+}
+
+static __always_inline bool filter_pcap(struct sk_buff *skb)
+{
+	void *head = BPF_CORE_READ(skb, head);
+	void *end = head + BPF_CORE_READ(skb, tail);
+
+	if (mac_header_set(skb))
+		return filter_pcap_l2(head + BPF_CORE_READ(skb, mac_header), end);
+	return filter_pcap_l3(head + network_offset(skb), end);
+}
+
+/* --filter-tunnel-pcap-l2/l3: the inner packet must match (both, when both are given). */
+static __always_inline bool filter_tunnel(struct sk_buff *skb)
+{
+	void *head = BPF_CORE_READ(skb, head);
+	void *end = head + BPF_CORE_READ(skb, tail);
+	__u16 inner = tunnel_inner_offset(skb);
+
+	if (!inner)
+		return false;
+	return filter_pcap_tunnel_l2(head + inner, end) &&
+	       filter_pcap_tunnel_l3(head + inner + ETH_HLEN, end);
+}
+
+static __always_inline bool filter_skb(struct sk_buff *skb)
+{
+	__u64 addr = (__u64)skb;
+
+	if (CFG.track_skb && bpf_map_lookup_elem(&tracked_skbs, &addr))
+		return true;
+	if (!filter_meta(skb))
+		return false;
+	if (CFG.have_pcap_filter && !filter_pcap(skb))
+		return false;
+	if (CFG.have_tunnel_filter && !filter_tunnel(skb))
+		return false;
+	if (CFG.track_skb) {
+		__u8 one = 1;
+
+		bpf_map_update_elem(&tracked_skbs, &addr, &one, BPF_ANY);
+	}
+	return true;
+}
+
+static __always_inline bool set_tuple(struct pwru_tuple *t, struct sk_buff *skb)
+{
+	__u16 l3, l4;
+
+	return ip_header(skb, &l3) && parse_tuple(t, BPF_CORE_READ(skb, head), l3, &l4);
+}
+
+/* The inner packet's tuple, for --output-tunnel (inner Ethernet + IPv4/IPv6). */
+static __always_inline bool set_tunnel_tuple(struct pwru_tuple *t, struct sk_buff *skb)
+{
+	void *head = BPF_CORE_READ(skb, head);
+	__u16 inner = tunnel_inner_offset(skb), l4;
+	__be16 ethertype;
+
+	if (!inner || bpf_probe_read_kernel(&ethertype, 2, head + inner + 12))
+		return false;
+	if (ethertype != bpf_htons(ETH_P_IP) && ethertype != bpf_htons(ETH_P_IPV6))
+		return false;
+	return parse_tuple(t, head, inner + ETH_HLEN, &l4);
 }
 
 static __always_inline void count_lost(void)
@@ -281,6 +350,8 @@ static __always_inline int handle_skb(struct sk_buff *skb, __u32 type, __u32 pro
 		set_meta(ev, skb);
 	if (CFG.output_tuple && set_tuple(&ev->tuple, skb))
 		ev->flags |= PWRU_EVENT_HAS_TUPLE;
+	if (CFG.output_tunnel && set_tunnel_tuple(&ev->tunnel_tuple, skb))
+		ev->flags |= PWRU_EVENT_HAS_TUNNEL;
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }
@@ -358,3 +429,34 @@ KPROBE_REASON_PROG("pwru_kprobe", pwru_kp_kfree_reason, PWRU_EVENT_KPROBE, PARM1
 KPROBE_REASON_PROG("pwru_kprobe", pwru_kp_skdrop_reason, PWRU_EVENT_KPROBE, PARM2, PARM3)
 KPROBE_REASON_PROG("pwru_kprobe_multi", pwru_km_kfree_reason, PWRU_EVENT_KPROBE_MULTI, PARM1, PARM2)
 KPROBE_REASON_PROG("pwru_kprobe_multi", pwru_km_skdrop_reason, PWRU_EVENT_KPROBE_MULTI, PARM2, PARM3)
+
+/*
+ * Self-test entry points, never attached: BPF_PROG_TEST_RUN hands them a packet
+ * in a real skb, and they run the spliced pcap filters over it exactly as the
+ * probes do (same stubs, same load path, bpf_probe_read_kernel on skb data).
+ * The L3 variant skips the 14-byte Ethernet header the test run requires.
+ */
+static __always_inline int selftest(struct __sk_buff *ctx, bool l2)
+{
+	__u64 pointers[2] = { ctx->data, ctx->data_end };
+	__u64 bounds[2];
+
+	/* copy through the helper: the stubs take plain addresses, not packet pointers */
+	if (bpf_probe_read_kernel(bounds, sizeof(bounds), pointers))
+		return 0;
+	if (l2)
+		return filter_pcap_l2((void *)bounds[0], (void *)bounds[1]);
+	return filter_pcap_l3((void *)(bounds[0] + ETH_HLEN), (void *)bounds[1]);
+}
+
+SEC("pwru_selftest/l2")
+int pwru_selftest_l2(struct __sk_buff *ctx)
+{
+	return selftest(ctx, true);
+}
+
+SEC("pwru_selftest/l3")
+int pwru_selftest_l3(struct __sk_buff *ctx)
+{
+	return selftest(ctx, false);
+}

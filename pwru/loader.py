@@ -33,6 +33,8 @@ SECTIONS: dict[str, tuple[int, int]] = {
     "pwru_tp": (libbpf.BPF_PROG_TYPE_TRACING, libbpf.BPF_TRACE_RAW_TP),
     "pwru_kprobe": (libbpf.BPF_PROG_TYPE_KPROBE, 0),
     "pwru_kprobe_multi": (libbpf.BPF_PROG_TYPE_KPROBE, libbpf.BPF_TRACE_KPROBE_MULTI),
+    # tc programs never attached: tests run the spliced filters with BPF_PROG_TEST_RUN
+    "pwru_selftest": (libbpf.BPF_PROG_TYPE_SCHED_CLS, 0),
 }
 
 

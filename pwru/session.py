@@ -24,6 +24,7 @@ from pwru import capabilities, loader, tracepoint
 from pwru.btf import KernelBtf
 from pwru.errors import EnvironmentProblem, UsageError
 from pwru.events import Event, decode_event
+from pwru.filters import compile_filters
 from pwru.layout import Config
 from pwru.libbpf import RingBuffer
 from pwru.names import SystemNames, resolve_ifindex, resolve_netns
@@ -122,8 +123,17 @@ class Session:
 
     def setup(self) -> None:
         options = self.options
+        # usage errors first: a bad expression is reported even without privileges
+        compiled = compile_filters(
+            options.pcap_filter, options.filter_tunnel_pcap_l2, options.filter_tunnel_pcap_l3
+        )
         capabilities.check_privileges()
         config = build_config(options)
+        config.have_pcap_filter = int(compiled.pcap)
+        config.have_tunnel_filter = int(compiled.tunnel)
+        config.output_tunnel = int(options.output_tunnel)
+        if compiled.bodies:
+            log.debug("filters compiled and translated in %.1f ms", compiled.seconds * 1000)
         self.out = self._open_output()
         self.choose_backend()
         kernel_btf = KernelBtf.load(options.kernel_btf or capabilities.KERNEL_BTF)
@@ -146,7 +156,7 @@ class Session:
         self.obj = loader.load(
             config,
             tracepoint.load_requests(plan.probes),
-            filters={},
+            filters=compiled.bodies,
             ringbuf_bytes=options.ringbuf_size_bytes,
             btf_custom_path=options.kernel_btf or None,
         )

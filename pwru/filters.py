@@ -1,0 +1,79 @@
+"""tcpdump expressions -> the bodies spliced into the BPF filter stubs.
+
+Each expression is compiled by libpcap twice, because pwru meets packets in
+two shapes: with their MAC header (``DLT_EN10MB``, for filter_pcap_l2) and,
+earlier on the way out, with only a network header (``DLT_RAW``, for
+filter_pcap_l3). An expression that only makes sense with a MAC header
+(``arp``, ``ether host ...``, ``vlan``) is an error for DLT_RAW in libpcap; for
+pwru it means "no L3-only packet matches", so its L3 body rejects everything.
+The tunnel filters work the same way on the inner packet of VXLAN/Geneve.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from pwru import cbpf, ebpf, translate
+from pwru.cbpf import DLT_EN10MB, DLT_RAW, FilterError
+
+log = logging.getLogger("pwru.filter")
+
+L2_STUB = "filter_pcap_l2"
+L3_STUB = "filter_pcap_l3"
+TUNNEL_L2_STUB = "filter_pcap_tunnel_l2"
+TUNNEL_L3_STUB = "filter_pcap_tunnel_l3"
+
+
+@dataclass
+class CompiledFilters:
+    """Encoded stub bodies, by stub name, and which filter groups are active."""
+
+    bodies: dict[str, bytes] = field(default_factory=dict)
+    pcap: bool = False
+    tunnel: bool = False
+    seconds: float = 0.0  # compile + translate time, for --debug and benchmarks
+
+
+def _body(stub: str, expression: str, linktype: int, l2_only_ok: bool) -> bytes:
+    """Compile, translate and encode one stub body; log both programs with --debug."""
+    try:
+        prog = cbpf.compile_filter(expression, linktype)
+    except FilterError:
+        if not l2_only_ok:
+            raise
+        prog = None  # valid at L2 (checked by the caller), meaningless at L3
+    if prog is None:
+        insns = translate.reject_all(name=stub)
+    else:
+        insns = translate.translate(prog, name=stub)
+    if log.isEnabledFor(logging.DEBUG):
+        kind = "L2 (DLT_EN10MB)" if linktype == DLT_EN10MB else "L3 (DLT_RAW)"
+        log.debug("%s for %r, %s:", stub, expression, kind)
+        for line in cbpf.disassemble(prog) if prog else ["(matches nothing)"]:
+            log.debug("  cbpf  %s", line)
+        for line in ebpf.disassemble(insns):
+            log.debug("  ebpf  %s", line)
+    return ebpf.encode(insns)
+
+
+def compile_filters(pcap: str, tunnel_l2: str = "", tunnel_l3: str = "") -> CompiledFilters:
+    """Bodies for every stub an option asks for; no expression, no body (stubs accept all).
+
+    Raises FilterError (a usage error naming the expression and libpcap's
+    message) when libpcap cannot compile an expression.
+    """
+    started = time.perf_counter()
+    result = CompiledFilters()
+    if pcap.strip():
+        result.bodies[L2_STUB] = _body(L2_STUB, pcap, DLT_EN10MB, l2_only_ok=False)
+        result.bodies[L3_STUB] = _body(L3_STUB, pcap, DLT_RAW, l2_only_ok=True)
+        result.pcap = True
+    if tunnel_l2.strip() or tunnel_l3.strip():
+        # The inner packet must match both; an absent one accepts all ("" in libpcap).
+        result.bodies[TUNNEL_L2_STUB] = _body(TUNNEL_L2_STUB, tunnel_l2, DLT_EN10MB, False)
+        result.bodies[TUNNEL_L3_STUB] = _body(TUNNEL_L3_STUB, tunnel_l3, DLT_RAW, False)
+        result.tunnel = True
+    result.seconds = time.perf_counter() - started
+    return result

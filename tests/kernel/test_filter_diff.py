@@ -1,0 +1,210 @@
+"""The translated filters, run by this kernel, agree with libpcap on every packet.
+
+The filters go through the product's own path: filters.compile_filters ->
+loader.load (libpbf prepare-load hook, splice into the stubs) -> the kernel
+verifier. The object's two self-test tc programs call the same stubs the
+probes call; BPF_PROG_TEST_RUN puts each packet in a real skb, and the
+filter reads it with bpf_probe_read_kernel as it does in a probe.
+
+Reference: libpcap's own interpreter (pcap_offline_filter via pcapy) on the
+same bytes, for DLT_EN10MB (whole frame) and DLT_RAW (frame minus Ethernet).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from functools import lru_cache
+
+import pcapy
+import pytest
+
+from pwru import cbpf, libbpf, loader
+from pwru.btf import KernelBtf
+from pwru.cbpf import DLT_EN10MB, DLT_RAW
+from pwru.filters import compile_filters
+from pwru.layout import Config
+from pwru.loader import LoadRequest
+from pwru.tracepoint import program_for
+from tests.unit.test_translate import EXPRESSIONS, BoundHit, cbpf_run, ether, frame, ipv6
+
+SNAPLEN = 262144  # what pwru.cbpf.compile_filter asks libpcap for
+NEUTRAL_ETHERTYPE = b"\x88\xb5"  # IEEE local experimental: the kernel leaves the payload alone
+ALL_PROGRAMS = [
+    *(f"pwru_tp_skb{i}" for i in range(5)),
+    "pwru_tp_kfree_skb",
+    *(f"pwru_kp_skb{i}" for i in range(5)),
+    *(f"pwru_km_skb{i}" for i in range(5)),
+    "pwru_kp_kfree_reason",
+    "pwru_kp_skdrop_reason",
+    "pwru_km_kfree_reason",
+    "pwru_km_skdrop_reason",
+    "pwru_selftest_l2",
+    "pwru_selftest_l3",
+]
+TOTALS: Counter[str] = Counter()
+# "" means no filter: pwru then never calls the stubs, so there is nothing to compare
+KERNEL_EXPRESSIONS = [e for e in EXPRESSIONS if e.strip()]
+
+
+@lru_cache(maxsize=1)
+def kernel_packets() -> tuple[bytes, ...]:
+    """10,300 Ethernet frames: well-formed, long IPv6 chains, truncated, corrupted, junk."""
+    rnd = random.Random(0x6B65726E)
+    good = [frame(rnd) for _ in range(5000)]
+    good += [ether(rnd, 0x86DD, ipv6(rnd, chain=rnd.randrange(6, 40)), tags=0) for _ in range(200)]
+    out = list(good)
+    for pkt in rnd.sample(good, 2500):
+        out.append(pkt[: rnd.randrange(len(pkt) + 1)])
+    for pkt in rnd.sample(good, 2000):
+        i = rnd.randrange(len(pkt))
+        out.append(pkt[:i] + bytes([rnd.getrandbits(8)]) + pkt[i + 1 :])
+    for _ in range(600):
+        out.append(rnd.randbytes(rnd.choice([0, 1, 5, 13, 14, 20, 33, 54, 70, 150])))
+    return tuple(out)
+
+
+def libpcap_answers(expr: str, linktype: int, pkts: list[bytes]) -> list[int | None]:
+    """libpcap's verdict per packet; None where libpcap 1.x would loop forever
+    (its protochain walk on some malformed IPv6 chains) or the link type has no
+    such packets (an L2-only expression on DLT_RAW: pwru rejects those)."""
+    try:
+        program = pcapy.compile(linktype, SNAPLEN, expr, 1, 0xFFFFFFFF)
+    except pcapy.PcapError:
+        return [0] * len(pkts)  # valid at L2 only (checked by the caller)
+    prog = [cbpf.CbpfInsn(*t) for t in program.get_bpf()]
+    loops = "protochain" in expr  # the only construct that makes libpcap loop
+    answers: list[int | None] = []
+    for pkt in pkts:
+        if loops:
+            try:
+                cbpf_run(prog, pkt, 10_000, per_loop=False)
+            except BoundHit:
+                answers.append(None)
+                continue
+        answers.append(program.filter(pkt))
+    return answers
+
+
+def run_in_kernel(prog_fd: int, frames: list[bytes]) -> list[int | None]:
+    """Return value per frame; None where the test run refuses the frame."""
+    results: list[int | None] = []
+    for pkt in frames:
+        try:
+            results.append(libbpf.prog_test_run(prog_fd, pkt).retval)
+        except libbpf.LibbpfError:
+            results.append(None)
+    return results
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_totals() -> object:
+    yield
+    print(
+        f"\nkernel differential: {TOTALS['expressions']} expressions, "
+        f"{TOTALS['compared']} packet runs compared, {TOTALS['agree']} agree, "
+        f"{TOTALS['refused']} refused by the test run, {TOTALS['libpcap_hang']} skipped (libpcap hang)"
+    )
+
+
+@pytest.mark.parametrize("expr", KERNEL_EXPRESSIONS)
+def test_kernel_filter_agrees_with_libpcap(expr: str) -> None:
+    pkts = list(kernel_packets())
+    assert len(pkts) >= 10_000
+    compiled = compile_filters(expr)
+    obj = loader.load(
+        Config(),
+        [LoadRequest("pwru_selftest_l2"), LoadRequest("pwru_selftest_l3")],
+        compiled.bodies,
+        4096,
+    )
+    try:
+        l2_frames = pkts
+        raw = [p[14:] for p in pkts]
+        l3_frames = [bytes(12) + NEUTRAL_ETHERTYPE + r for r in raw]
+        checks = [
+            (
+                "L2",
+                obj.program_fd("pwru_selftest_l2"),
+                l2_frames,
+                libpcap_answers(expr, DLT_EN10MB, pkts),
+            ),
+            (
+                "L3",
+                obj.program_fd("pwru_selftest_l3"),
+                l3_frames,
+                libpcap_answers(expr, DLT_RAW, raw),
+            ),
+        ]
+        for layer, fd, frames, want in checks:
+            got = run_in_kernel(fd, frames)
+            compared = 0
+            for pkt, kernel, pcap in zip(frames, got, want):
+                if pcap is None:
+                    TOTALS["libpcap_hang"] += 1
+                    continue
+                if kernel is None:
+                    TOTALS["refused"] += 1
+                    continue
+                assert kernel == pcap, (
+                    f"{expr!r} {layer}: kernel {kernel} libpcap {pcap} on {pkt.hex()}"
+                )
+                compared += 1
+            TOTALS["compared"] += compared
+            TOTALS["agree"] += compared
+            assert compared >= 9_000, f"{expr!r} {layer}: only {compared} packets compared"
+        TOTALS["expressions"] += 1
+    finally:
+        obj.close()
+
+
+def test_expression_set_is_broad() -> None:
+    assert len(KERNEL_EXPRESSIONS) >= 50
+    joined = " | ".join(KERNEL_EXPRESSIONS)
+    for needle in (
+        "host",
+        "net",
+        "portrange",
+        "tcpflags",
+        "icmptype",
+        "vlan",
+        "ether",
+        "len",
+        "arp",
+        "protochain",
+        "ip6",
+        "not",
+        "%",
+        "&",
+    ):
+        assert needle in joined, needle
+
+
+@pytest.mark.parametrize("expr", KERNEL_EXPRESSIONS)
+def test_every_probe_program_verifies_with_filter(expr: str) -> None:
+    """kprobe and kprobe-multi programs load here even though they cannot attach."""
+    compiled = compile_filters(expr, tunnel_l2=expr, tunnel_l3="")
+    config = Config(
+        output_meta=1, output_tuple=1, output_tunnel=1, have_pcap_filter=1, have_tunnel_filter=1
+    )
+    requests = [_request(name) for name in ALL_PROGRAMS]
+    loaded = [r.program for r in requests if r is not None]
+    assert len(loaded) >= len(ALL_PROGRAMS) - 1  # 6.18 has no tracepoint with the skb 5th
+    obj = loader.load(config, [r for r in requests if r is not None], compiled.bodies, 4096)
+    try:
+        for name in loaded:
+            assert obj.program_fd(name) > 0, name
+    finally:
+        obj.close()
+
+
+@lru_cache(maxsize=None)
+def _request(program: str) -> LoadRequest | None:
+    """What to load: tracepoint programs need a tracepoint with the skb where they
+    read it (None when this kernel has none); kprobe programs load as they are."""
+    if not program.startswith("pwru_tp"):
+        return LoadRequest(program)
+    for tp in KernelBtf.load().skb_tracepoints():
+        if program_for(tp) == program:
+            return LoadRequest(program, 0, tp.btf_id)
+    return None
