@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import platform
+import re
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -92,7 +93,7 @@ class BpfObjectOpenOpts(ctypes.Structure):
         ("_attach_prog_fd", ctypes.c_uint32),
         ("kconfig", ctypes.c_char_p),
         ("btf_custom_path", ctypes.c_char_p),
-        ("kernel_log_buf", ctypes.c_char_p),
+        ("kernel_log_buf", ctypes.c_void_p),
         ("kernel_log_size", ctypes.c_size_t),
         ("kernel_log_level", ctypes.c_uint32),
     ]
@@ -341,7 +342,7 @@ _libc.vsnprintf.restype = ctypes.c_int
 
 
 def _format_libbpf_message(fmt: bytes, args: Any) -> str:
-    buf = ctypes.create_string_buffer(1024)
+    buf = ctypes.create_string_buffer(4096)
     needed = _libc.vsnprintf(buf, len(buf), fmt, args)
     if needed >= len(buf):
         # va_list may be consumed; the truncated text is still useful.
@@ -361,18 +362,6 @@ def _print_to_logging(level: int, fmt: bytes, args: Any) -> int:
 
 
 _print_callback = _PrintFn(_print_to_logging)  # kept alive for as long as libbpf may call it
-
-
-def _take_verifier_log() -> str | None:
-    """Extract the last PROG LOAD LOG that libbpf printed, and forget the rest."""
-    text = "".join(_recent_warnings)
-    _recent_warnings.clear()
-    start = text.rfind("-- BEGIN PROG LOAD LOG --")
-    if start < 0:
-        return None
-    end = text.find("-- END PROG LOAD LOG --", start)
-    body = text[start + len("-- BEGIN PROG LOAD LOG --") : end if end >= 0 else None]
-    return body.strip("\n")
 
 
 def _errno() -> int:
@@ -510,17 +499,26 @@ class BtfName:
 class BpfObject:
     """An opened (and later loaded) BPF ELF object; close() frees everything it holds."""
 
-    def __init__(self, ptr: int, path: str) -> None:
+    # Verifier log space. libbpf asks for a log only when a load fails (it then
+    # retries with log level 1 into this buffer); kernels >= 6.4 keep its tail
+    # when it overflows, which is the part that names the problem.
+    VERIFIER_LOG_SIZE = 8 << 20
+
+    def __init__(self, ptr: int, path: str, log_buf: ctypes.Array[ctypes.c_char]) -> None:
         self.ptr: int | None = ptr
         self.path = path
+        self._log_buf: ctypes.Array[ctypes.c_char] | None = log_buf
 
     @classmethod
     def open_file(cls, path: str, btf_custom_path: str | None = None) -> BpfObject:
         opts = BpfObjectOpenOpts(sz=ctypes.sizeof(BpfObjectOpenOpts))
         if btf_custom_path:
             opts.btf_custom_path = btf_custom_path.encode()
+        log_buf = ctypes.create_string_buffer(cls.VERIFIER_LOG_SIZE)
+        opts.kernel_log_buf = ctypes.addressof(log_buf)
+        opts.kernel_log_size = len(log_buf)
         ptr = lib().bpf_object__open_file(path.encode(), ctypes.byref(opts))
-        return cls(_check_ptr(ptr, f"open BPF object {path}"), path)
+        return cls(_check_ptr(ptr, f"open BPF object {path}"), path, log_buf)
 
     def _live(self) -> int:
         if not self.ptr:
@@ -557,15 +555,20 @@ class BpfObject:
         _recent_warnings.clear()
         ret = lib().bpf_object__load(self._live())
         if ret < 0:
-            verifier_log = _take_verifier_log()
-            if verifier_log is not None:
-                raise VerifierError(f"load {os.path.basename(self.path)}", ret, verifier_log)
+            warnings = "".join(_recent_warnings)
+            _recent_warnings.clear()
+            failed = re.search(r"prog '([^']+)': BPF program load failed", warnings)
+            verifier_log = self._log_buf.value.decode(errors="replace") if self._log_buf else ""
+            if failed:
+                what = f"the kernel rejected BPF program {failed.group(1)}"
+                raise VerifierError(what, ret, verifier_log)
             raise LibbpfError(f"load {os.path.basename(self.path)}", ret)
 
     def close(self) -> None:
         if self.ptr:
             lib().bpf_object__close(self.ptr)
             self.ptr = None
+        self._log_buf = None
 
 
 # --------------------------------------------------------------------------

@@ -4,6 +4,7 @@ no traceback, and nothing left loaded in the kernel."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -117,3 +118,27 @@ def test_notes_for_legacy_flags(lab: Lab, workdir: Path) -> None:
     notes = [ln for ln in run.stderr.splitlines() if "--output-relative-timestamp" in ln]
     assert len(notes) == 1 and "--timestamp" in notes[0], run.stderr
     assert "TIMESTAMP" in run.lines()[0]
+
+
+def test_verifier_rejection_shows_log_tail() -> None:
+    """A filter too complex for the verifier: one error line, then the log's tail."""
+    expr = " or ".join(f"ip6 protochain {p}" for p in range(1, 90))
+    result = pwru("--filter-func", "kfree_skb", expr)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("pwru: error:")]
+    assert len(errors) == 1 and "rejected BPF program" in errors[0], result.stderr
+    tail = result.stderr.split("verifier log (last lines):\n", 1)[1].splitlines()
+    assert 3 <= len(tail) <= 12, tail
+    assert any("processed" in ln or "too complex" in ln or "too large" in ln for ln in tail), tail
+    assert pwru_programs_left() == []
+
+
+def test_debug_prints_filter_programs(lab: Lab, workdir: Path) -> None:
+    run = PwruRun(["--debug", "--filter-netns", lab.b.netns_path, "udp port 7777"], workdir)
+    assert run.stop() == 0
+    err = run.stderr
+    assert "filter_pcap_l2 for 'udp port 7777', L2 (DLT_EN10MB)" in err, err
+    assert "filter_pcap_l3 for 'udp port 7777', L3 (DLT_RAW)" in err
+    assert "cbpf  (000) ldh      [12]" in err  # tcpdump -d style
+    assert re.search(r"ebpf\s+.*call (bpf_probe_read_kernel|113)", err), err

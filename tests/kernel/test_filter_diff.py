@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import pcapy
 import pytest
@@ -103,7 +103,8 @@ def _report_totals() -> object:
     print(
         f"\nkernel differential: {TOTALS['expressions']} expressions, "
         f"{TOTALS['compared']} packet runs compared, {TOTALS['agree']} agree, "
-        f"{TOTALS['refused']} refused by the test run, {TOTALS['libpcap_hang']} skipped (libpcap hang)"
+        f"{TOTALS['refused']} refused by the test run, "
+        f"{TOTALS['libpcap_hang']} skipped (libpcap hang)"
     )
 
 
@@ -198,7 +199,7 @@ def test_every_probe_program_verifies_with_filter(expr: str) -> None:
         obj.close()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _request(program: str) -> LoadRequest | None:
     """What to load: tracepoint programs need a tracepoint with the skb where they
     read it (None when this kernel has none); kprobe programs load as they are."""
