@@ -110,6 +110,57 @@ def bench_throughput(
     }
 
 
+TYPICAL_FILTER = "tcp and dst host 10.0.0.2 and dst port 80"
+
+
+def bench_filter(rounds: int = 20) -> dict[str, float]:
+    """Compile + translate (libpcap twice, our translator, encoding), and splicing."""
+    from pwru import loader, tracepoint
+    from pwru.btf import KernelBtf
+    from pwru.filters import compile_filters
+    from pwru.layout import Config
+    from pwru.probes import ProbeTable
+
+    compile_times = []
+    for _ in range(rounds):
+        compiled = compile_filters(TYPICAL_FILTER)
+        compile_times.append(compiled.seconds)
+    table = ProbeTable()
+    plan = tracepoint.plan(KernelBtf.load().skb_tracepoints(), table, lambda _n: True)
+    requests = tracepoint.load_requests(plan.probes)
+    load_times: dict[bool, list[float]] = {False: [], True: []}
+    splice_times = []
+    for _ in range(5):
+        for with_filter in (False, True):
+            started = time.perf_counter()
+            bodies = compiled.bodies if with_filter else {}
+            obj = loader.load(Config(have_pcap_filter=int(with_filter)), requests, bodies, 4096)
+            load_times[with_filter].append(time.perf_counter() - started)
+            if with_filter:
+                splice_times.append(obj.splice_seconds)
+            obj.close()
+    return {
+        "filter_compile_translate_ms": statistics.median(compile_times) * 1000,
+        "filter_splice_ms": statistics.median(splice_times) * 1000,
+        "object_load_ms_no_filter": statistics.median(load_times[False]) * 1000,
+        "object_load_ms_with_filter": statistics.median(load_times[True]) * 1000,
+    }
+
+
+def bench_filter_overhead(lab: Lab, workdir: Path, seconds: float) -> dict[str, float]:
+    """Flood rate while pwru runs a filter that matches none of the flood's packets."""
+    lab.b.run("iptables", "-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP")
+    base_sent, base_elapsed = flood(lab, seconds, 0)
+    run = PwruRun(["--filter-netns", lab.b.netns_path, "udp port 1"], workdir)
+    sent, elapsed = flood(lab, seconds, 0)
+    run.stop()
+    return {
+        "flood_pps_without_pwru_2": base_sent / base_elapsed,
+        "flood_pps_nonmatching_filter": sent / elapsed,
+        "nonmatching_filter_cost_pct": 100 * (1 - (sent / elapsed) / (base_sent / base_elapsed)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -131,6 +182,8 @@ def main() -> None:
             results.update(
                 bench_throughput(lab, Path(tmp), args.seconds, args.rate, args.ringbuf_mb)
             )
+            results.update(bench_filter())
+            results.update(bench_filter_overhead(lab, Path(tmp), args.seconds))
     finally:
         lab.close()
     if args.json:

@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import os
 import platform
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,7 @@ class _LoadContext:
     requests: Mapping[str, LoadRequest]
     filters: Mapping[str, bytes]
     prepared: dict[str, Prepared] = field(default_factory=dict)
+    splice_seconds: float = 0.0
 
 
 _active: _LoadContext | None = None
@@ -101,9 +103,11 @@ def _make_hook(prog_type: int, attach_type: int) -> libbpf.PrepareHook:
         request = ctx.requests[prog.name]
         program = Program(prog.insns(), *attrs.func_info, *attrs.line_info)
         if ctx.filters:
+            started = time.perf_counter()
             program = replace_functions(
                 program, ctx.filters, lambda tid: ctx.obj.btf_name(tid).name
             )
+            ctx.splice_seconds += time.perf_counter() - started
             attrs.set_func_info(program.func_info, program.func_info_rec_size)
             attrs.set_line_info(program.line_info, program.line_info_rec_size)
         ctx.prepared[prog.name] = Prepared(
@@ -135,9 +139,12 @@ def _register_handlers() -> None:
 class ProbeObject:
     """The loaded pwru object: its maps, its programs, and copies made from them."""
 
-    def __init__(self, obj: libbpf.BpfObject, prepared: dict[str, Prepared]) -> None:
+    def __init__(
+        self, obj: libbpf.BpfObject, prepared: dict[str, Prepared], splice_seconds: float = 0.0
+    ) -> None:
         self.obj = obj
         self.prepared = prepared
+        self.splice_seconds = splice_seconds  # time spent editing instructions
         self.events = obj.map("events")
         self._lost = obj.map("lost_events")
 
@@ -199,7 +206,7 @@ def load(
             for handler in _handlers:
                 handler.keep.clear()  # the kernel has copied func/line info
                 handler.reraise()
-        return ProbeObject(obj, ctx.prepared)
+        return ProbeObject(obj, ctx.prepared, ctx.splice_seconds)
     except BaseException:
         obj.close()
         raise
