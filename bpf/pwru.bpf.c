@@ -51,13 +51,33 @@ struct {
 	__type(value, __u64);
 } lost_events SEC(".maps");
 
-/* Addresses of skbs followed by --filter-track-skb. */
+/*
+ * Addresses of skbs followed by --filter-track-skb: added when an skb first
+ * matches, removed when the kernel frees it (kfree_skbmem, or the
+ * kfree_skb/consume_skb tracepoints), so a reused address is not followed.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
 	__type(key, __u64);
 	__type(value, __u8);
 } tracked_skbs SEC(".maps");
+
+/* skb_clone/skb_copy in progress, per task: the skb being cloned. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u64);
+} clone_parents SEC(".maps");
+
+/* Whether the current XDP packet matched at fentry, for its fexit (per CPU). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u8);
+} xdp_matched SEC(".maps");
 
 /* Index of this probe in the control plane's table (see PWRU_PROBE_ID_MARKER). */
 static __always_inline __u32 probe_id(void)
@@ -93,6 +113,24 @@ static __noinline __u32 filter_pcap_tunnel_l2(void *data, void *data_end)
 static __noinline __u32 filter_pcap_tunnel_l3(void *data, void *data_end)
 {
 	return data < data_end;
+}
+
+/*
+ * --filter-skb-expr 'skb->dev->ifindex == 2' and --output-skb-metadata
+ * 'skb->hash': code generated from the running kernel's BTF (pwru/skbexpr.py)
+ * replaces these bodies. r1 = the sk_buff (read with bpf_probe_read_kernel);
+ * filter_skb_expr returns non-zero to keep the skb, read_skb_metadata writes
+ * up to PWRU_MAX_SKB_METADATA values to r2[].
+ */
+static __noinline __u32 filter_skb_expr(struct sk_buff *skb)
+{
+	return skb != 0;
+}
+
+static __noinline __u32 read_skb_metadata(struct sk_buff *skb, __u64 *out)
+{
+	out[0] = (__u64)skb;
+	return 0;
 }
 
 static __always_inline __u32 skb_netns(struct sk_buff *skb)
@@ -281,6 +319,8 @@ static __always_inline bool filter_skb(struct sk_buff *skb)
 		return false;
 	if (CFG.have_tunnel_filter && !filter_tunnel(skb))
 		return false;
+	if (CFG.have_skb_expr && !filter_skb_expr(skb))
+		return false;
 	if (CFG.track_skb) {
 		__u8 one = 1;
 
@@ -319,7 +359,39 @@ static __always_inline void count_lost(void)
 		__sync_fetch_and_add(lost, 1);
 }
 
-static __always_inline int handle_skb(struct sk_buff *skb, __u32 type, __u32 probe,
+/* Size of a ring-buffer record: the event plus what the config appends. */
+#define RECORD_SIZE \
+	(sizeof(struct pwru_event) + CFG.stack_frames * 8 + CFG.skb_text_len + CFG.shinfo_text_len)
+
+/* Append the stack and the BTF-printed skb / shared info the config asks for. */
+static __always_inline void set_extras(struct pwru_event *ev, void *ctx, struct sk_buff *skb)
+{
+	char *extra = (char *)(ev + 1);
+
+	if (CFG.stack_frames && CFG.stack_frames <= PWRU_MAX_STACK_FRAMES) {
+		if (bpf_get_stack(ctx, extra, CFG.stack_frames * 8, 0) > 0)
+			ev->flags |= PWRU_EVENT_HAS_STACK;
+		extra += CFG.stack_frames * 8;
+	}
+	if (CFG.skb_text_len && CFG.skb_text_len <= PWRU_MAX_SKB_TEXT) {
+		struct btf_ptr p = { .ptr = skb, .type_id = bpf_core_type_id_kernel(struct sk_buff) };
+
+		extra[0] = 0;
+		bpf_snprintf_btf(extra, CFG.skb_text_len, &p, sizeof(p), 0);
+		extra += CFG.skb_text_len;
+	}
+	if (CFG.shinfo_text_len && CFG.shinfo_text_len <= PWRU_MAX_SKB_TEXT) {
+		struct btf_ptr p = {
+			.ptr = BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end),
+			.type_id = bpf_core_type_id_kernel(struct skb_shared_info),
+		};
+
+		extra[0] = 0;
+		bpf_snprintf_btf(extra, CFG.shinfo_text_len, &p, sizeof(p), 0);
+	}
+}
+
+static __always_inline int handle_skb(void *ctx, struct sk_buff *skb, __u32 type, __u32 probe,
 				      __u64 func_ip, bool has_reason, __u64 reason)
 {
 	struct pwru_event *ev;
@@ -327,7 +399,7 @@ static __always_inline int handle_skb(struct sk_buff *skb, __u32 type, __u32 pro
 	if (!skb || !filter_skb(skb))
 		return 0;
 
-	ev = bpf_ringbuf_reserve(&events, sizeof(*ev), 0);
+	ev = bpf_ringbuf_reserve(&events, RECORD_SIZE, 0);
 	if (!ev) {
 		count_lost();
 		return 0;
@@ -352,8 +424,20 @@ static __always_inline int handle_skb(struct sk_buff *skb, __u32 type, __u32 pro
 		ev->flags |= PWRU_EVENT_HAS_TUPLE;
 	if (CFG.output_tunnel && set_tunnel_tuple(&ev->tunnel_tuple, skb))
 		ev->flags |= PWRU_EVENT_HAS_TUNNEL;
+	if (CFG.output_skb_metadata)
+		read_skb_metadata(skb, ev->skb_metadata);
+	set_extras(ev, ctx, skb);
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
+}
+
+/* The kernel frees this skb: stop following its address (--filter-track-skb). */
+static __always_inline void forget_skb(struct sk_buff *skb)
+{
+	__u64 addr = (__u64)skb;
+
+	if (CFG.track_skb)
+		bpf_map_delete_elem(&tracked_skbs, &addr);
 }
 
 /*
@@ -362,12 +446,12 @@ static __always_inline int handle_skb(struct sk_buff *skb, __u32 type, __u32 pro
  * Section names are pwru's own so that libbpf hands them to our prepare-load
  * hook, which splices filters and patches the probe id.
  */
-#define TP_SKB_PROG(pos)                                                   \
-SEC("pwru_tp/skb" #pos)                                                    \
-int pwru_tp_skb##pos(__u64 *ctx)                                           \
-{                                                                          \
-	return handle_skb((struct sk_buff *)ctx[pos], PWRU_EVENT_TRACEPOINT, \
-			  probe_id(), 0, false, 0);                        \
+#define TP_SKB_PROG(pos)                                                     \
+SEC("pwru_tp/skb" #pos)                                                      \
+int pwru_tp_skb##pos(__u64 *ctx)                                             \
+{                                                                            \
+	return handle_skb(ctx, (struct sk_buff *)ctx[pos], PWRU_EVENT_TRACEPOINT, \
+			  probe_id(), 0, false, 0);                          \
 }
 
 TP_SKB_PROG(0)
@@ -380,8 +464,22 @@ TP_SKB_PROG(4)
 SEC("pwru_tp/kfree_skb")
 int pwru_tp_kfree_skb(__u64 *ctx)
 {
-	return handle_skb((struct sk_buff *)ctx[0], PWRU_EVENT_TRACEPOINT, probe_id(), 0, true,
-			  ctx[2]);
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+
+	handle_skb(ctx, skb, PWRU_EVENT_TRACEPOINT, probe_id(), 0, true, ctx[2]);
+	forget_skb(skb);
+	return 0;
+}
+
+/* consume_skb(skb, ...): the skb's last event, so tracking forgets it. */
+SEC("pwru_tp/consume_skb")
+int pwru_tp_consume_skb(__u64 *ctx)
+{
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+
+	handle_skb(ctx, skb, PWRU_EVENT_TRACEPOINT, probe_id(), 0, false, 0);
+	forget_skb(skb);
+	return 0;
 }
 
 /*
@@ -391,13 +489,13 @@ int pwru_tp_kfree_skb(__u64 *ctx)
  * the probed address. kprobe-multi (CONFIG_FPROBE, 5.18+) takes one cookie per
  * address, so the same body serves both.
  */
-#define KPROBE_SKB_PROG(sec, name, type, pos, parm)                         \
-SEC(sec "/skb" #pos)                                                        \
-int name##pos(struct pt_regs *ctx)                                          \
-{                                                                           \
-	return handle_skb((struct sk_buff *)PT_REGS_##parm(ctx), type,      \
-			  bpf_get_attach_cookie(ctx), bpf_get_func_ip(ctx), \
-			  false, 0);                                        \
+#define KPROBE_SKB_PROG(sec, name, type, pos, parm)                          \
+SEC(sec "/skb" #pos)                                                         \
+int name##pos(struct pt_regs *ctx)                                           \
+{                                                                            \
+	return handle_skb(ctx, (struct sk_buff *)PT_REGS_##parm(ctx), type,  \
+			  bpf_get_attach_cookie(ctx), bpf_get_func_ip(ctx),  \
+			  false, 0);                                         \
 }
 
 KPROBE_SKB_PROG("pwru_kprobe", pwru_kp_skb, PWRU_EVENT_KPROBE, 0, PARM1)
@@ -416,19 +514,154 @@ KPROBE_SKB_PROG("pwru_kprobe_multi", pwru_km_skb, PWRU_EVENT_KPROBE_MULTI, 4, PA
  *   kfree_skb_reason(skb, reason)          until 6.10
  *   sk_skb_reason_drop(sk, skb, reason)    6.11+
  */
-#define KPROBE_REASON_PROG(sec, name, type, skb_parm, reason_parm)           \
-SEC(sec "/reason")                                                           \
-int name(struct pt_regs *ctx)                                                \
-{                                                                            \
-	return handle_skb((struct sk_buff *)PT_REGS_##skb_parm(ctx), type,   \
-			  bpf_get_attach_cookie(ctx), bpf_get_func_ip(ctx),  \
-			  true, PT_REGS_##reason_parm(ctx));                 \
+#define KPROBE_REASON_PROG(sec, name, type, skb_parm, reason_parm)            \
+SEC(sec "/reason")                                                            \
+int name(struct pt_regs *ctx)                                                 \
+{                                                                             \
+	return handle_skb(ctx, (struct sk_buff *)PT_REGS_##skb_parm(ctx), type, \
+			  bpf_get_attach_cookie(ctx), bpf_get_func_ip(ctx),   \
+			  true, PT_REGS_##reason_parm(ctx));                  \
 }
 
 KPROBE_REASON_PROG("pwru_kprobe", pwru_kp_kfree_reason, PWRU_EVENT_KPROBE, PARM1, PARM2)
 KPROBE_REASON_PROG("pwru_kprobe", pwru_kp_skdrop_reason, PWRU_EVENT_KPROBE, PARM2, PARM3)
 KPROBE_REASON_PROG("pwru_kprobe_multi", pwru_km_kfree_reason, PWRU_EVENT_KPROBE_MULTI, PARM1, PARM2)
 KPROBE_REASON_PROG("pwru_kprobe_multi", pwru_km_skdrop_reason, PWRU_EVENT_KPROBE_MULTI, PARM2, PARM3)
+
+/* --filter-track-skb: kfree_skbmem(skb) is where every skb's memory goes back. */
+SEC("pwru_kprobe/track_free")
+int pwru_kp_skbmem(struct pt_regs *ctx)
+{
+	forget_skb((struct sk_buff *)PT_REGS_PARM1(ctx));
+	return 0;
+}
+
+/*
+ * --filter-track-skb follows clones and copies: at skb_clone/skb_copy entry
+ * remember the original (per task), at return track the new skb when the
+ * original is tracked. kretprobe, so it works wherever kprobes do.
+ */
+SEC("pwru_kprobe/clone_enter")
+int pwru_kp_clone(struct pt_regs *ctx)
+{
+	__u64 task = bpf_get_current_pid_tgid();
+	__u64 parent = PT_REGS_PARM1(ctx);
+
+	if (CFG.track_skb && bpf_map_lookup_elem(&tracked_skbs, &parent))
+		bpf_map_update_elem(&clone_parents, &task, &parent, BPF_ANY);
+	return 0;
+}
+
+SEC("pwru_kretprobe/clone_exit")
+int pwru_krp_clone(struct pt_regs *ctx)
+{
+	__u64 task = bpf_get_current_pid_tgid();
+	__u64 child = PT_REGS_RC(ctx);
+	__u8 one = 1;
+
+	if (!bpf_map_lookup_elem(&clone_parents, &task))
+		return 0;
+	bpf_map_delete_elem(&clone_parents, &task);
+	if (child)
+		bpf_map_update_elem(&tracked_skbs, &child, &one, BPF_ANY);
+	return 0;
+}
+
+/*
+ * --filter-trace-tc: fentry on a tc BPF program. Its BTF says
+ * `struct __sk_buff *`, but the kernel passes the real sk_buff.
+ */
+SEC("pwru_fentry/tc")
+int pwru_fentry_tc(__u64 *ctx)
+{
+	return handle_skb(ctx, (struct sk_buff *)ctx[0], PWRU_EVENT_TC, probe_id(), 0, false, 0);
+}
+
+/* --filter-trace-xdp: no sk_buff yet, only the xdp_buff the driver built. */
+static __always_inline bool filter_xdp(struct xdp_buff *xdp)
+{
+	struct net_device *dev = BPF_CORE_READ(xdp, rxq, dev);
+	void *data = BPF_CORE_READ(xdp, data);
+	void *data_end = BPF_CORE_READ(xdp, data_end);
+
+	if (CFG.netns && BPF_CORE_READ(dev, nd_net.net, ns.inum) != CFG.netns)
+		return false;
+	if (CFG.mark_mask)
+		return false; /* XDP packets carry no mark yet */
+	if (CFG.ifindex && BPF_CORE_READ(dev, ifindex) != CFG.ifindex)
+		return false;
+	return !CFG.have_pcap_filter || filter_pcap_l2(data, data_end);
+}
+
+static __always_inline int handle_xdp(void *ctx, struct xdp_buff *xdp, bool exit, __u64 verdict)
+{
+	struct net_device *dev = BPF_CORE_READ(xdp, rxq, dev);
+	void *data = BPF_CORE_READ(xdp, data);
+	struct pwru_event *ev;
+	__be16 ethertype;
+	__u16 l4;
+
+	ev = bpf_ringbuf_reserve(&events, RECORD_SIZE, 0);
+	if (!ev) {
+		count_lost();
+		return 0;
+	}
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->ts = bpf_ktime_get_ns();
+	ev->skb_addr = (__u64)xdp;
+	ev->probe_id = probe_id();
+	ev->pid = bpf_get_current_pid_tgid() >> 32;
+	ev->cpu = bpf_get_smp_processor_id();
+	ev->type = PWRU_EVENT_XDP;
+	ev->stack_id = -1;
+	if (exit) {
+		ev->reason = verdict;
+		ev->flags |= PWRU_EVENT_HAS_REASON | PWRU_EVENT_FEXIT;
+	}
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	if (CFG.output_meta) {
+		ev->netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+		ev->ifindex = BPF_CORE_READ(dev, ifindex);
+		ev->mtu = BPF_CORE_READ(dev, mtu);
+		ev->len = BPF_CORE_READ(xdp, data_end) - data;
+		if (bpf_probe_read_kernel(&ethertype, 2, data + 12) == 0)
+			ev->protocol = ethertype;
+	}
+	if (CFG.output_tuple && bpf_probe_read_kernel(&ethertype, 2, data + 12) == 0 &&
+	    (ethertype == bpf_htons(ETH_P_IP) || ethertype == bpf_htons(ETH_P_IPV6)) &&
+	    parse_tuple(&ev->tuple, data, ETH_HLEN, &l4))
+		ev->flags |= PWRU_EVENT_HAS_TUPLE;
+	if (CFG.stack_frames && CFG.stack_frames <= PWRU_MAX_STACK_FRAMES &&
+	    bpf_get_stack(ctx, ev + 1, CFG.stack_frames * 8, 0) > 0)
+		ev->flags |= PWRU_EVENT_HAS_STACK;
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}
+
+SEC("pwru_fentry/xdp")
+int pwru_fentry_xdp(__u64 *ctx)
+{
+	struct xdp_buff *xdp = (struct xdp_buff *)ctx[0];
+	__u32 zero = 0;
+	__u8 *matched = bpf_map_lookup_elem(&xdp_matched, &zero);
+	bool match = filter_xdp(xdp);
+
+	if (matched)
+		*matched = match;
+	return match ? handle_xdp(ctx, xdp, false, 0) : 0;
+}
+
+/* fexit: the same packet again, with the program's verdict (XDP_PASS, XDP_DROP, ...). */
+SEC("pwru_fexit/xdp")
+int pwru_fexit_xdp(__u64 *ctx)
+{
+	__u32 zero = 0;
+	__u8 *matched = bpf_map_lookup_elem(&xdp_matched, &zero);
+
+	if (!matched || !*matched)
+		return 0;
+	return handle_xdp(ctx, (struct xdp_buff *)ctx[0], true, ctx[1]);
+}
 
 /*
  * Self-test entry points, never attached: BPF_PROG_TEST_RUN hands them a packet

@@ -26,10 +26,11 @@ enum pwru_event_type {
 
 /* Bits of pwru_event.flags. */
 enum pwru_event_flags {
-	PWRU_EVENT_HAS_REASON = 1 << 0,   /* .reason holds an skb_drop_reason */
+	PWRU_EVENT_HAS_REASON = 1 << 0,   /* .reason holds an skb_drop_reason (or XDP verdict) */
 	PWRU_EVENT_HAS_TUPLE = 1 << 1,    /* .tuple was parsed from the packet */
 	PWRU_EVENT_HAS_TUNNEL = 1 << 2,   /* .tunnel_tuple holds the inner packet */
-	PWRU_EVENT_HAS_STACK = 1 << 3,    /* .stack_id is valid */
+	PWRU_EVENT_HAS_STACK = 1 << 3,    /* stack frames follow the event */
+	PWRU_EVENT_FEXIT = 1 << 4,        /* tc/XDP program exit: .reason is its return value */
 };
 
 /* An L3/L4 tuple. Addresses and ports in network byte order, as on the wire. */
@@ -43,7 +44,13 @@ struct pwru_tuple {
 	__u8 tcp_flags;      /* TCP header byte 13 */
 };                       /* 40 bytes */
 
-/* One record in the "events" ring buffer. */
+/*
+ * One record in the "events" ring buffer. When the config asks for them, the
+ * record continues after the struct with, in this order:
+ *   __u64 stack[config.stack_frames]      kernel stack, innermost first, 0-padded
+ *   char skb_text[config.skb_text_len]    bpf_snprintf_btf(struct sk_buff), NUL-ended
+ *   char shinfo_text[config.shinfo_text_len]  the same for struct skb_shared_info
+ */
 struct pwru_event {
 	__u64 ts;            /* bpf_ktime_get_ns() */
 	__u64 skb_addr;
@@ -79,17 +86,24 @@ struct pwru_config {
 	__u32 mark;
 	__u32 mark_mask;      /* 0 = mark filter off */
 	__u32 ifindex;        /* 0 = any */
+	__u32 stack_frames;   /* stack frames appended to each record (0 = none) */
+	__u32 skb_text_len;   /* bytes of --output-skb text appended (0 = none) */
+	__u32 shinfo_text_len; /* bytes of --output-skb-shared-info text appended */
+	__u32 _pad0;
 	__u8 output_meta;
 	__u8 output_tuple;
-	__u8 output_stack;
-	__u8 output_caller;
 	__u8 output_tunnel;
+	__u8 output_skb_metadata; /* read_skb_metadata was spliced in */
 	__u8 track_skb;
 	__u8 track_skb_by_stackid;
 	__u8 have_pcap_filter;    /* filter_pcap_l2/l3 were spliced in */
 	__u8 have_tunnel_filter;  /* filter_pcap_tunnel_l2/l3 were spliced in */
+	__u8 have_skb_expr;       /* filter_skb_expr was spliced in */
 	__u8 _pad[7];
 };
+
+#define PWRU_MAX_STACK_FRAMES 50
+#define PWRU_MAX_SKB_TEXT 8192
 
 /*
  * Every probe program loads this 64-bit constant once (see probe_id() in

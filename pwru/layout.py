@@ -43,7 +43,10 @@ EVENT_TYPE_NAMES: Final = {
 PWRU_EVENT_HAS_REASON: Final = 1 << 0  # .reason holds an skb_drop_reason
 PWRU_EVENT_HAS_TUPLE: Final = 1 << 1  # .tuple was parsed from the packet
 PWRU_EVENT_HAS_TUNNEL: Final = 1 << 2  # .tunnel_tuple holds the inner packet
-PWRU_EVENT_HAS_STACK: Final = 1 << 3  # .stack_id is valid
+PWRU_EVENT_HAS_STACK: Final = 1 << 3  # stack frames follow the event
+PWRU_EVENT_FEXIT: Final = 1 << 4  # tc/XDP program exit: .reason is its return value
+PWRU_MAX_STACK_FRAMES: Final = 50
+PWRU_MAX_SKB_TEXT: Final = 8192
 
 # Every probe program loads this 64-bit immediate once; the loader replaces the
 # low 32 bits with the probe's index (see probe_id() in bpf/pwru.bpf.c).
@@ -95,22 +98,26 @@ class Event(ctypes.Structure):
 
 
 class Config(ctypes.Structure):
-    """struct pwru_config: run-time configuration in .rodata (32 bytes)."""
+    """struct pwru_config: run-time configuration in .rodata (48 bytes)."""
 
     _fields_ = [
         ("netns", ctypes.c_uint32),  # 0 = any
         ("mark", ctypes.c_uint32),
         ("mark_mask", ctypes.c_uint32),  # 0 = mark filter off
         ("ifindex", ctypes.c_uint32),  # 0 = any
+        ("stack_frames", ctypes.c_uint32),  # stack frames appended to each record
+        ("skb_text_len", ctypes.c_uint32),  # bytes of --output-skb text appended
+        ("shinfo_text_len", ctypes.c_uint32),  # bytes of --output-skb-shared-info text
+        ("_pad0", ctypes.c_uint32),
         ("output_meta", ctypes.c_uint8),
         ("output_tuple", ctypes.c_uint8),
-        ("output_stack", ctypes.c_uint8),
-        ("output_caller", ctypes.c_uint8),
         ("output_tunnel", ctypes.c_uint8),
+        ("output_skb_metadata", ctypes.c_uint8),
         ("track_skb", ctypes.c_uint8),
         ("track_skb_by_stackid", ctypes.c_uint8),
         ("have_pcap_filter", ctypes.c_uint8),
         ("have_tunnel_filter", ctypes.c_uint8),
+        ("have_skb_expr", ctypes.c_uint8),
         ("_pad", ctypes.c_uint8 * 7),
     ]
 

@@ -34,6 +34,9 @@ SECTIONS: dict[str, tuple[int, int]] = {
     "pwru_tp": (libbpf.BPF_PROG_TYPE_TRACING, libbpf.BPF_TRACE_RAW_TP),
     "pwru_kprobe": (libbpf.BPF_PROG_TYPE_KPROBE, 0),
     "pwru_kprobe_multi": (libbpf.BPF_PROG_TYPE_KPROBE, libbpf.BPF_TRACE_KPROBE_MULTI),
+    "pwru_kretprobe": (libbpf.BPF_PROG_TYPE_KPROBE, 0),
+    "pwru_fentry": (libbpf.BPF_PROG_TYPE_TRACING, libbpf.BPF_TRACE_FENTRY),
+    "pwru_fexit": (libbpf.BPF_PROG_TYPE_TRACING, libbpf.BPF_TRACE_FEXIT),
     # tc programs never attached: tests run the spliced filters with BPF_PROG_TEST_RUN
     "pwru_selftest": (libbpf.BPF_PROG_TYPE_SCHED_CLS, 0),
 }

@@ -33,12 +33,16 @@ NEUTRAL_ETHERTYPE = b"\x88\xb5"  # IEEE local experimental: the kernel leaves th
 ALL_PROGRAMS = [
     *(f"pwru_tp_skb{i}" for i in range(5)),
     "pwru_tp_kfree_skb",
+    "pwru_tp_consume_skb",
     *(f"pwru_kp_skb{i}" for i in range(5)),
     *(f"pwru_km_skb{i}" for i in range(5)),
     "pwru_kp_kfree_reason",
     "pwru_kp_skdrop_reason",
     "pwru_km_kfree_reason",
     "pwru_km_skdrop_reason",
+    "pwru_kp_skbmem",
+    "pwru_kp_clone",
+    "pwru_krp_clone",
     "pwru_selftest_l2",
     "pwru_selftest_l3",
 ]
@@ -185,9 +189,12 @@ def test_expression_set_is_broad() -> None:
 def test_every_probe_program_verifies_with_filter(expr: str) -> None:
     """kprobe and kprobe-multi programs load here even though they cannot attach."""
     compiled = compile_filters(expr, tunnel_l2=expr, tunnel_l3="")
+    # every optional part of the programs switched on, so the verifier sees it all
     config = Config(
-        output_meta=1, output_tuple=1, output_tunnel=1, have_pcap_filter=1, have_tunnel_filter=1
-    )
+        output_meta=1, output_tuple=1, output_tunnel=1, output_skb_metadata=1,
+        have_pcap_filter=1, have_tunnel_filter=1, have_skb_expr=1, track_skb=1,
+        stack_frames=50, skb_text_len=4096, shinfo_text_len=4096,
+    )  # fmt: skip
     requests = [_request(name) for name in ALL_PROGRAMS]
     loaded = [r.program for r in requests if r is not None]
     assert len(loaded) >= len(ALL_PROGRAMS) - 1  # 6.18 has no tracepoint with the skb 5th

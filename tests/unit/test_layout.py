@@ -30,10 +30,10 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
 def test_sizes() -> None:
     assert ctypes.sizeof(layout.Tuple) == 40
     assert ctypes.sizeof(layout.Event) == 216
-    assert ctypes.sizeof(layout.Config) == 32
+    assert ctypes.sizeof(layout.Config) == 48
     assert layout.EVENT_STRUCT.size == layout.EVENT_SIZE == 216
     assert layout.TUPLE_STRUCT.size == 40
-    assert layout.CONFIG_SIZE == 32
+    assert layout.CONFIG_SIZE == 48
 
 
 def test_constants() -> None:
@@ -53,7 +53,7 @@ def test_header_constants_match() -> None:
             continue
         assert getattr(layout, name) == int(value.rstrip("ULul"), 0), name
     enums = re.findall(r"\b(PWRU_EVENT_\w+)\s*=\s*([^,\n]+),", header)
-    assert len(enums) == 9
+    assert len(enums) == 10
     for name, expr in enums:
         expr = expr.split("/*")[0].strip()
         assert getattr(layout, name) == eval(expr, {}), name  # "1 << 2" or "3"
