@@ -29,7 +29,8 @@ import operator
 import os
 import sys
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 from itertools import compress, islice
 from typing import NamedTuple
 
@@ -71,47 +72,32 @@ class Kallsyms:
         except OSError as err:
             raise EnvironmentProblem(f"cannot read {path}: {err.strerror}") from None
         try:
-            return cls.parse(data.decode("ascii", "replace"), path)
+            return cls.parse(data.decode("ascii", "replace"))
         except ValueError as err:
             raise EnvironmentProblem(f"{path}: {err}") from None
 
     @classmethod
-    def parse(cls, text: str, source: str = KALLSYMS) -> Kallsyms:
+    def parse(cls, text: str) -> Kallsyms:
         """Index the text of a kallsyms file; ValueError if it is malformed, has no text
         symbols, or shows every address as 0."""
-        # The kernel's own symbols come first and have no "\t[module]": split them in one go.
+        # The kernel's own symbols come first, sorted, without "\t[module]": they are
+        # split in one go. The rest (modules, BPF programs, trampolines) is small.
         tab = text.find("\t")
         core_end = len(text) if tab < 0 else text.rfind("\n", 0, tab) + 1
         tokens = text[:core_end].split()
         if len(tokens) % 3:
             raise ValueError("malformed line (expected '<address> <type> <name>')")
-        addrs_hex, types, names = tokens[0::3], tokens[1::3], tokens[2::3]
-        modules = [""] * len(names)
-        if text[core_end:]:
-            more = _parse_lines(text[core_end:])
-            addrs_hex += more[0]
-            types += more[1]
-            names += more[2]
-            modules += more[3]
-        joined = "".join(types)
-        if len(joined) != len(types) or sum(map(joined.count, "tTwW")) != len(types):
-            keep = list(map(_TEXT_TYPES.__contains__, types))
-            addrs_hex = list(compress(addrs_hex, keep))
-            names = list(compress(names, keep))
-            modules = list(compress(modules, keep))
+        names = tokens[2::3]
+        core = _section(tokens[0::3], tokens[1::3], names, [""] * len(names))
+        rest = _section(*_parse_lines(text[core_end:]))
+        addrs, names, modules = _merge(core, rest)
         if not names:
             raise ValueError("no function symbols")
-        addrs = _decode_addresses(addrs_hex)
         if not any(addrs):
             raise ValueError(
                 "every address reads as 0: the kernel hides them (run as root; "
                 "sysctl kernel.kptr_restrict=2 hides them from root too)"
             )
-        if not all(map(operator.le, addrs, islice(addrs, 1, None))):
-            order = sorted(range(len(addrs)), key=addrs.__getitem__)  # stable: ties keep order
-            addrs = array("Q", map(addrs.__getitem__, order))
-            names = list(map(names.__getitem__, order))
-            modules = list(map(modules.__getitem__, order))
         return cls(addrs, names, modules)
 
     def __len__(self) -> int:
@@ -162,6 +148,19 @@ class Kallsyms:
         found = self._indexes(name, None)
         return self._modules[found[0]] if found else None
 
+    def find(self, names: Iterable[str]) -> dict[str, list[Symbol]]:
+        """Every text symbol whose name is in ``names``, by name, in address order.
+        One pass over the table: for a few thousand names this is several times
+        cheaper than the full name index that ``address()`` builds on first use."""
+        wanted = set(names)
+        found: dict[str, list[Symbol]] = {}
+        all_names, addrs, modules = self._names, self._addrs, self._modules
+        hits = compress(range(len(all_names)), map(wanted.__contains__, all_names))
+        for i in hits:
+            symbol = Symbol(addrs[i], all_names[i], modules[i])
+            found.setdefault(symbol.name, []).append(symbol)
+        return found
+
     # ---- by address ------------------------------------------------------------
 
     def symbol_at(self, addr: int) -> Symbol | None:
@@ -189,6 +188,55 @@ class Kallsyms:
             return f"0x{addr:x}"
         text = sym.name if addr == sym.addr else f"{sym.name}+0x{addr - sym.addr:x}"
         return f"{text} [{sym.module}]" if sym.module else text
+
+
+_Section = tuple["array[int]", list[str], list[str]]  # addresses (ascending), names, modules
+
+
+def _section(
+    addrs_hex: list[str], types: list[str], names: list[str], modules: list[str]
+) -> _Section:
+    """The text symbols among these lines, sorted by address (ties keep their order)."""
+    joined = "".join(types)
+    if len(joined) != len(types) or sum(map(joined.count, "tTwW")) != len(types):
+        keep = list(map(_TEXT_TYPES.__contains__, types))
+        addrs_hex = list(compress(addrs_hex, keep))
+        names = list(compress(names, keep))
+        modules = list(compress(modules, keep))
+    addrs = _decode_addresses(addrs_hex)
+    if not all(map(operator.le, addrs, islice(addrs, 1, None))):
+        order = sorted(range(len(addrs)), key=addrs.__getitem__)  # stable
+        addrs = array("Q", map(addrs.__getitem__, order))
+        names = list(map(names.__getitem__, order))
+        modules = list(map(modules.__getitem__, order))
+    return addrs, names, modules
+
+
+def _merge(big: _Section, small: _Section) -> _Section:
+    """Merge two sorted sections; ``small`` (modules) usually lands in one gap of
+    ``big`` (vmlinux), so it is inserted run by run. On equal addresses ``big`` comes
+    first, as the kernel lists its own symbols first."""
+    big_addrs, big_names, big_modules = big
+    small_addrs, small_names, small_modules = small
+    addrs: array[int] = array("Q")
+    names: list[str] = []
+    modules: list[str] = []
+    done = 0  # items of big already copied
+    start = 0  # first item of small not yet copied
+    while start < len(small_addrs):
+        at = bisect_right(big_addrs, small_addrs[start], done)
+        # big_addrs[at] > small_addrs[start], so at least one item of small moves.
+        end = len(small_addrs)
+        if at < len(big_addrs):
+            end = bisect_left(small_addrs, big_addrs[at], start)
+        addrs += big_addrs[done:at] + small_addrs[start:end]
+        names += big_names[done:at] + small_names[start:end]
+        modules += big_modules[done:at] + small_modules[start:end]
+        done, start = at, end
+    addrs += big_addrs[done:]
+    names += big_names[done:]
+    modules += big_modules[done:]
+    return addrs, names, modules
 
 
 def _read(path: str) -> bytes:

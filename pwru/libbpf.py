@@ -165,6 +165,38 @@ class BpfKprobeOpts(ctypes.Structure):
     ]
 
 
+class BpfProgInfo(ctypes.Structure):
+    """struct bpf_prog_info up to nr_line_info (the kernel fills what we ask for)."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", ctypes.c_uint32),
+        ("xlated_prog_len", ctypes.c_uint32),
+        ("jited_prog_insns", ctypes.c_uint64),
+        ("xlated_prog_insns", ctypes.c_uint64),
+        ("load_time", ctypes.c_uint64),
+        ("created_by_uid", ctypes.c_uint32),
+        ("nr_map_ids", ctypes.c_uint32),
+        ("map_ids", ctypes.c_uint64),
+        ("name", ctypes.c_char * 16),
+        ("ifindex", ctypes.c_uint32),
+        ("gpl_compatible", ctypes.c_uint32),
+        ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64),
+        ("nr_jited_ksyms", ctypes.c_uint32),
+        ("nr_jited_func_lens", ctypes.c_uint32),
+        ("jited_ksyms", ctypes.c_uint64),
+        ("jited_func_lens", ctypes.c_uint64),
+        ("btf_id", ctypes.c_uint32),
+        ("func_info_rec_size", ctypes.c_uint32),
+        ("func_info", ctypes.c_uint64),
+        ("nr_func_info", ctypes.c_uint32),
+        ("nr_line_info", ctypes.c_uint32),
+    ]
+
+
 class BtfTypeHeader(ctypes.Structure):
     """struct btf_type: enough to read a type's name and kind."""
 
@@ -241,6 +273,11 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_prog_test_run_opts": (_I, [_I, ctypes.POINTER(BpfTestRunOpts)]),
     "bpf_raw_tracepoint_open": (_I, [_S, _I]),
     "btf__type_by_id": (ctypes.POINTER(BtfTypeHeader), [_P, _U32]),
+    "btf__load_from_kernel_by_id": (_P, [_U32]),
+    "btf__free": (None, [_P]),
+    "bpf_prog_get_next_id": (_I, [_U32, ctypes.POINTER(_U32)]),
+    "bpf_prog_get_fd_by_id": (_I, [_U32]),
+    "bpf_obj_get_info_by_fd": (_I, [_I, _P, ctypes.POINTER(_U32)]),
     "btf__name_by_offset": (_S, [_P, _U32]),
     "ring_buffer__new": (_P, [_I, _RingBufferSampleFn, _P, _P]),
     "ring_buffer__poll": (_I, [_P, _I]),
@@ -427,10 +464,17 @@ class BpfProgram:
             f"set instructions of {self.name}",
         )
 
-    def attach_kprobe(self, func: str, offset: int = 0, cookie: int = 0) -> BpfLink:
-        opts = BpfKprobeOpts(sz=ctypes.sizeof(BpfKprobeOpts), bpf_cookie=cookie, offset=offset)
+    def attach_kprobe(self, func: str, cookie: int = 0, retprobe: bool = False) -> BpfLink:
+        opts = BpfKprobeOpts(sz=ctypes.sizeof(BpfKprobeOpts), bpf_cookie=cookie, retprobe=retprobe)
         ptr = lib().bpf_program__attach_kprobe_opts(self.ptr, func.encode(), ctypes.byref(opts))
-        return BpfLink(_check_ptr(ptr, f"attach kprobe to {func}"))
+        kind = "kretprobe" if retprobe else "kprobe"
+        return BpfLink(_check_ptr(ptr, f"attach {kind} to {func}"))
+
+    def attach_kprobe_addr(self, addr: int, cookie: int = 0) -> BpfLink:
+        """kprobe at a kernel address (no name: static functions can share one)."""
+        opts = BpfKprobeOpts(sz=ctypes.sizeof(BpfKprobeOpts), bpf_cookie=cookie, offset=addr)
+        ptr = lib().bpf_program__attach_kprobe_opts(self.ptr, None, ctypes.byref(opts))
+        return BpfLink(_check_ptr(ptr, f"attach kprobe at {addr:#x}"))
 
     def attach_kprobe_multi(self, addrs: list[int], cookies: list[int] | None = None) -> BpfLink:
         addr_arr = (ctypes.c_ulong * len(addrs))(*addrs)
@@ -634,6 +678,14 @@ class LoadAttrs:
         self.opts.contents.attach_btf_id = value
 
     @property
+    def attach_prog_fd(self) -> int:
+        return int(self.opts.contents.attach_prog_fd)
+
+    @attach_prog_fd.setter
+    def attach_prog_fd(self, value: int) -> None:
+        self.opts.contents.attach_prog_fd = value
+
+    @property
     def prog_btf_fd(self) -> int:
         return int(self.opts.contents.prog_btf_fd)
 
@@ -696,6 +748,7 @@ def prog_load(
     *,
     expected_attach_type: int = 0,
     attach_btf_id: int = 0,
+    attach_prog_fd: int = 0,
     prog_btf_fd: int = 0,
     func_info: tuple[bytes, int] = (b"", 0),
     line_info: tuple[bytes, int] = (b"", 0),
@@ -708,6 +761,7 @@ def prog_load(
     opts = BpfProgLoadOpts(sz=ctypes.sizeof(BpfProgLoadOpts))
     opts.expected_attach_type = expected_attach_type
     opts.attach_btf_id = attach_btf_id
+    opts.attach_prog_fd = attach_prog_fd
     keep: list[Any] = []
     if prog_btf_fd > 0 and func_info[0]:
         opts.prog_btf_fd = prog_btf_fd
@@ -811,3 +865,62 @@ class RingBuffer:
         if self.ptr:
             lib().ring_buffer__free(self.ptr)
             self.ptr = None
+
+
+# --------------------------------------------------------------------------
+# Programs already loaded in the kernel (targets for fentry on tc/XDP programs)
+
+
+@dataclass
+class LoadedProgram:
+    """A BPF program some other tool loaded; ``fd`` is ours to close."""
+
+    id: int
+    fd: int
+    type: int
+    name: str  # the function's name from the program's BTF, else the short kernel name
+    func_btf_id: int  # BTF id of the program's main function (0: the program has no BTF)
+
+
+def _prog_func(fd: int, info: BpfProgInfo) -> tuple[str, int]:
+    """Name and BTF id of the main function, from the program's func_info."""
+    record = (ctypes.c_uint32 * 2)()
+    detail = BpfProgInfo(nr_func_info=1, func_info_rec_size=8, func_info=ctypes.addressof(record))
+    size = ctypes.c_uint32(ctypes.sizeof(detail))
+    if (
+        info.btf_id == 0
+        or lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(detail), ctypes.byref(size)) < 0
+    ):
+        return info.name.decode(errors="replace"), 0
+    type_id = int(record[1])
+    btf = lib().btf__load_from_kernel_by_id(info.btf_id)
+    name = info.name.decode(errors="replace")
+    if btf:
+        header = lib().btf__type_by_id(btf, type_id)
+        if header:
+            name = (
+                lib().btf__name_by_offset(btf, header.contents.name_off) or b""
+            ).decode() or name
+        lib().btf__free(btf)
+    return name, type_id
+
+
+def loaded_programs(types: set[int]) -> list[LoadedProgram]:
+    """Every loaded program of the given BPF_PROG_TYPE_* values, opened by id."""
+    found: list[LoadedProgram] = []
+    current = ctypes.c_uint32(0)
+    while lib().bpf_prog_get_next_id(current.value, ctypes.byref(current)) == 0:
+        fd = lib().bpf_prog_get_fd_by_id(current.value)
+        if fd < 0:
+            continue  # gone meanwhile
+        info = BpfProgInfo()
+        size = ctypes.c_uint32(ctypes.sizeof(info))
+        if (
+            lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)) < 0
+            or info.type not in types
+        ):
+            os.close(fd)
+            continue
+        name, func_btf_id = _prog_func(fd, info)
+        found.append(LoadedProgram(int(info.id), fd, int(info.type), name, func_btf_id))
+    return found

@@ -71,6 +71,7 @@ class LoadRequest:
     program: str
     probe_id: int | None = None
     attach_btf_id: int = 0
+    attach_prog_fd: int = 0  # fentry/fexit on a BPF program: that program's fd
 
 
 @dataclass
@@ -127,6 +128,8 @@ def _make_hook(prog_type: int, attach_type: int) -> libbpf.PrepareHook:
             prog.set_insns(program.code)
         if request.attach_btf_id:
             attrs.attach_btf_id = request.attach_btf_id
+        if request.attach_prog_fd:
+            attrs.attach_prog_fd = request.attach_prog_fd
 
     return hook
 
@@ -154,7 +157,9 @@ class ProbeObject:
     def program_fd(self, name: str) -> int:
         return self.obj.program(name).fd
 
-    def load_copy(self, program: str, probe_id: int, attach_btf_id: int = 0) -> int:
+    def load_copy(
+        self, program: str, probe_id: int, attach_btf_id: int = 0, attach_prog_fd: int = 0
+    ) -> int:
         """Load another copy of ``program`` for one more attach point; returns its fd."""
         p = self.prepared[program]
         return libbpf.prog_load(
@@ -163,6 +168,7 @@ class ProbeObject:
             patch_probe_id(p.code, probe_id),
             expected_attach_type=p.expected_attach_type,
             attach_btf_id=attach_btf_id,
+            attach_prog_fd=attach_prog_fd,
             prog_btf_fd=p.prog_btf_fd,
             func_info=p.func_info,
             line_info=p.line_info,
@@ -213,10 +219,3 @@ def load(
     except BaseException:
         obj.close()
         raise
-
-
-def close_fds(fds: list[int]) -> None:
-    """Close attach links and program fds, newest first; closing detaches."""
-    while fds:
-        with contextlib.suppress(OSError):
-            os.close(fds.pop())

@@ -23,7 +23,6 @@ from the running system and caches every answer, since each is asked once per ev
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import ctypes
 import fcntl
@@ -36,6 +35,7 @@ from typing import Callable, TypeVar
 
 from pwru.errors import EnvironmentProblem, UsageError
 from pwru.events import Event
+from pwru.ksyms import Kallsyms
 
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: which kind of namespace (Linux 4.11+)
@@ -225,38 +225,6 @@ def resolve_ifindex(ifname: str, netns_spec: str = "", run_netns: str = "/run/ne
         raise UsageError(f"unknown interface {ifname!r} in {where}") from None
 
 
-# --- kernel symbols ----------------------------------------------------------
-
-
-class _Kallsyms:
-    """Sorted kernel text symbols for nearest-symbol lookups."""
-
-    def __init__(self, path: str) -> None:
-        addrs: list[int] = []
-        names: list[str] = []
-        try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                rows = []
-                for line in f:
-                    fields = line.split()
-                    if len(fields) >= 3 and fields[1] in "tTwW":
-                        addr = int(fields[0], 16)
-                        if addr:
-                            rows.append((addr, fields[2]))
-        except OSError:
-            rows = []
-        rows.sort()
-        for addr, name in rows:
-            addrs.append(addr)
-            names.append(name)
-        self.addrs = addrs
-        self.names = names
-
-    def nearest(self, addr: int) -> str | None:
-        i = bisect.bisect_right(self.addrs, addr) - 1
-        return self.names[i] if i >= 0 else None
-
-
 # --- the resolver --------------------------------------------------------------
 
 
@@ -286,7 +254,8 @@ class SystemNames:
         self._proc = proc
         self._run_netns = run_netns
         self._kallsyms_path = kallsyms
-        self._kallsyms: _Kallsyms | None = None
+        self._kallsyms: Kallsyms | None = None
+        self._kallsyms_unreadable = False
         self._own_netns = current_netns()
         self._ifaces: dict[tuple[int, int], str] = {}  # (netns, ifindex) -> "name:idx"
         self._iface_retry: dict[tuple[int, int], float] = {}  # misses: retry after
@@ -382,11 +351,13 @@ class SystemNames:
     def symbol(self, addr: int) -> str:
         name = self._symbols.get(addr)
         if name is None:
-            if self._kallsyms is None:
-                self._kallsyms = _Kallsyms(self._kallsyms_path)
-            name = self._kallsyms.nearest(addr) if addr else None
-            if name is None:
-                name = f"{addr:#x}"
+            if self._kallsyms is None and not self._kallsyms_unreadable:
+                try:
+                    self._kallsyms = Kallsyms.load(self._kallsyms_path)
+                except EnvironmentProblem:
+                    self._kallsyms_unreadable = True  # addresses stay hex
+            found = self._kallsyms.name_at(addr) if self._kallsyms and addr else None
+            name = found or f"{addr:#x}"  # bare names, as cilium/pwru prints them
             if len(self._symbols) >= _CACHE_LIMIT:
                 self._symbols.clear()
             self._symbols[addr] = name

@@ -6,7 +6,7 @@ output gets its FUNC name, and how each backend knows what to attach.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 
@@ -19,6 +19,8 @@ class Probe:
     kind: str  # "tracepoint", "kprobe", "kprobe-multi", "tc", "xdp"
     program: str  # program in the BPF object
     attach_btf_id: int = 0  # kernel BTF id of the target, where the kind needs one
+    addr: int = 0  # kernel address of the function (kprobe kinds)
+    target_fd: int = 0  # the traced BPF program's fd (tc/XDP kinds)
 
 
 class ProbeTable:
@@ -27,14 +29,18 @@ class ProbeTable:
     def __init__(self) -> None:
         self._probes: list[Probe] = []
 
-    def add(self, name: str, kind: str, program: str, attach_btf_id: int = 0) -> Probe:
-        probe = Probe(len(self._probes), name, kind, program, attach_btf_id)
+    def add(
+        self,
+        name: str,
+        kind: str,
+        program: str,
+        attach_btf_id: int = 0,
+        addr: int = 0,
+        target_fd: int = 0,
+    ) -> Probe:
+        probe = Probe(len(self._probes), name, kind, program, attach_btf_id, addr, target_fd)
         self._probes.append(probe)
         return probe
-
-    def extend(self, probes: Iterable[tuple[str, str, str, int]]) -> None:
-        for name, kind, program, btf_id in probes:
-            self.add(name, kind, program, btf_id)
 
     def __getitem__(self, probe_id: int) -> Probe:
         return self._probes[probe_id]

@@ -134,7 +134,14 @@ class Renderer:
         """The column header line, or None when the format has none."""
         return None
 
-    def render(self, ev: Event, stack: Sequence[str] = ()) -> str:
+    def render(
+        self,
+        ev: Event,
+        stack: Sequence[str] = (),
+        *,
+        skb_text: str = "",
+        shinfo_text: str = "",
+    ) -> str:
         """One event as one line (no trailing newline); ``stack`` holds symbol
         names of the event's stack, innermost first, for --output-stack."""
         raise NotImplementedError
@@ -212,7 +219,14 @@ class TextRenderer(Renderer):
             text = self._tuples[tup] = tuple_text(tup, self.options.output_tcp_flags)
         return text
 
-    def render(self, ev: Event, stack: Sequence[str] = ()) -> str:
+    def render(
+        self,
+        ev: Event,
+        stack: Sequence[str] = (),
+        *,
+        skb_text: str = "",
+        shinfo_text: str = "",
+    ) -> str:
         o = self.options
         names = self.names
         ts_mode = self._ts_mode
@@ -256,6 +270,10 @@ class TextRenderer(Renderer):
             parts.append(f" {name}={value}")
         if o.output_stack:
             parts.extend("\n" + frame for frame in stack)
+        if skb_text:
+            parts.append("\n" + skb_text)
+        if shinfo_text:
+            parts.append("\n" + shinfo_text)
         if o.output_tunnel:
             parts.append(" " + self._tuple(ev.tunnel_tuple))
         return "".join(parts)
@@ -281,7 +299,14 @@ class JsonRenderer(Renderer):
             text = self._tuples[tup] = _dumps(tuple_json(tup, self.options.output_tcp_flags))
         return text
 
-    def render(self, ev: Event, stack: Sequence[str] = ()) -> str:
+    def render(
+        self,
+        ev: Event,
+        stack: Sequence[str] = (),
+        *,
+        skb_text: str = "",
+        shinfo_text: str = "",
+    ) -> str:
         o = self.options
         names = self.names
         parts = [f'{{"skb":"{ev.skb_addr:#x}"']
@@ -323,6 +348,10 @@ class JsonRenderer(Renderer):
             parts.append(',"tunnel_tuple":' + self._tuple(ev.tunnel_tuple))
         if o.output_stack and stack:
             parts.append(',"stack":' + _json_str("".join("\n" + frame for frame in stack)))
+        if skb_text:  # cilium/pwru's field name for the printed skb
+            parts.append(',"skb_metadata":' + _json_str("\n" + skb_text))
+        if shinfo_text:
+            parts.append(',"skb_shared_info":' + _json_str("\n" + shinfo_text))
         parts.append("}")
         return "".join(parts)
 

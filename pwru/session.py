@@ -14,18 +14,28 @@ import contextlib
 import logging
 import re
 import signal
+import struct
 import sys
 import time
 from pathlib import Path
 from types import FrameType
 from typing import IO, Callable
 
-from pwru import capabilities, loader, tracepoint
+from pwru import backends, capabilities, loader, tcxdp
 from pwru.btf import KernelBtf
 from pwru.errors import EnvironmentProblem, UsageError
 from pwru.events import Event, decode_event
 from pwru.filters import compile_filters
-from pwru.layout import Config
+from pwru.ksyms import Kallsyms
+from pwru.layout import (
+    EVENT_SIZE,
+    PWRU_EVENT_FEXIT,
+    PWRU_EVENT_HAS_STACK,
+    PWRU_EVENT_KPROBE,
+    PWRU_EVENT_KPROBE_MULTI,
+    PWRU_MAX_STACK_FRAMES,
+    Config,
+)
 from pwru.libbpf import RingBuffer
 from pwru.names import SystemNames, resolve_ifindex, resolve_netns
 from pwru.options import Options
@@ -67,6 +77,10 @@ def note(message: str) -> None:
     print(f"pwru: {message}", file=sys.stderr, flush=True)
 
 
+STACK_FRAMES_FOR_CALLER = 8  # enough to step over tracing frames to the caller
+SKB_TEXT_LEN = 4096  # bytes of bpf_snprintf_btf output per event (cilium/pwru's default)
+
+
 def build_config(options: Options) -> Config:
     """Meta filters and output switches, as the BPF side reads them from .rodata."""
     config = Config()
@@ -79,7 +93,44 @@ def build_config(options: Options) -> Config:
     config.output_meta = int(options.output_meta)
     config.output_tuple = int(options.output_tuple)
     config.track_skb = int(options.filter_track_skb)
+    config.output_tunnel = int(options.output_tunnel)
+    if options.output_stack:
+        config.stack_frames = PWRU_MAX_STACK_FRAMES
+    elif options.output_caller:
+        config.stack_frames = STACK_FRAMES_FOR_CALLER
+    config.skb_text_len = SKB_TEXT_LEN if options.output_skb else 0
+    config.shinfo_text_len = SKB_TEXT_LEN if options.output_skb_shared_info else 0
     return config
+
+
+# Frames that belong to the tracing machinery, not to the traced code path.
+_TRACING_FRAMES = (
+    "bpf_",
+    "__bpf_",
+    "__traceiter_",
+    "trace_",
+    "perf_",
+    "kprobe",
+    "ftrace",
+    "fprobe",
+)
+
+
+def caller_of(event: Event, frames: list[int], ksyms: Kallsyms) -> int:
+    """The address pwru shows as CALLER: for a kprobe, the return address into the
+    function that called the probed one; for a tracepoint, the first frame past the
+    tracing machinery (the function that hit the tracepoint)."""
+    names = [(ip, ksyms.name_at(ip) or "") for ip in frames]
+    if event.type in (PWRU_EVENT_KPROBE, PWRU_EVENT_KPROBE_MULTI):
+        probed = names[0][1] if names else ""
+        for ip, name in names[1:]:
+            if name != probed and not name.startswith(_TRACING_FRAMES):
+                return ip
+        return 0
+    for ip, name in names:
+        if not name.startswith(_TRACING_FRAMES):
+            return ip
+    return 0
 
 
 def func_matcher(options: Options) -> Callable[[str], bool]:
@@ -96,30 +147,25 @@ class Session:
     def __init__(self, options: Options, stop: StopFlag) -> None:
         self.options = options
         self.stop = stop
-        self.fds: list[int] = []
+        self.held = backends.Attachments(batch=options.filter_kprobe_batch)
+        self.targets: tcxdp.Targets | None = None
         self.obj: loader.ProbeObject | None = None
         self.ring: RingBuffer | None = None
         self.out: IO[str] | None = None
         self.printed = 0
         self.table = ProbeTable()
+        self._ksyms: Kallsyms | None = None
+        self.stack_frames = 0
+        self.skb_text_len = 0
+        self.shinfo_text_len = 0
+
+    def ksyms(self) -> Kallsyms:
+        """/proc/kallsyms, read once and only when something needs it."""
+        if self._ksyms is None:
+            self._ksyms = Kallsyms.load()
+        return self._ksyms
 
     # -- setup -----------------------------------------------------------------
-
-    def choose_backend(self) -> str:
-        backend = self.options.backend
-        found = capabilities.Backends.probe()
-        if backend in ("kprobe", "kprobe-multi"):
-            if not found.kprobe:
-                raise EnvironmentProblem(
-                    f"--backend {backend} cannot work here: {found.kprobe_reason}"
-                )
-            raise EnvironmentProblem(
-                f"--backend {backend} is not implemented yet; use --backend tracepoint"
-            )
-        if not backend:
-            reason = found.kprobe_reason or "kprobe backends are not implemented yet"
-            note(f"using the tracepoint backend: {reason}")
-        return "tracepoint"
 
     def setup(self) -> None:
         options = self.options
@@ -131,43 +177,40 @@ class Session:
         config = build_config(options)
         config.have_pcap_filter = int(compiled.pcap)
         config.have_tunnel_filter = int(compiled.tunnel)
-        config.output_tunnel = int(options.output_tunnel)
+        self.stack_frames = config.stack_frames
+        self.skb_text_len = config.skb_text_len
+        self.shinfo_text_len = config.shinfo_text_len
         if compiled.bodies:
             log.debug("filters compiled and translated in %.1f ms", compiled.seconds * 1000)
         self.out = self._open_output()
-        self.choose_backend()
+
         kernel_btf = KernelBtf.load(options.kernel_btf or capabilities.KERNEL_BTF)
         self.drop_reasons = kernel_btf.drop_reasons()
         # tp_btf programs attach by the running kernel's own BTF ids
         running_btf = (
             kernel_btf if not options.kernel_btf else KernelBtf.load(capabilities.KERNEL_BTF)
         )
-        plan = tracepoint.plan(running_btf.skb_tracepoints(), self.table, func_matcher(options))
-        for name in plan.skipped:
-            log.debug(
-                "skipping tracepoint %s: its sk_buff argument is past position %d",
-                name,
-                tracepoint.MAX_SKB_POSITION,
-            )
-        if not plan.probes:
-            raise UsageError(f"no skb tracepoint matches --filter-func {options.filter_func!r}")
+        backend = backends.requested(options, note)
+        chosen = backends.plan(
+            options, backend, kernel_btf, running_btf, self.ksyms, self.table, func_matcher(options)
+        )
+        self.targets = chosen.targets
+        for line in chosen.notes:
+            note(line)
 
         self.stop.check()
         self.obj = loader.load(
             config,
-            tracepoint.load_requests(plan.probes),
+            chosen.requests,
             filters=compiled.bodies,
             ringbuf_bytes=options.ringbuf_size_bytes,
             btf_custom_path=options.kernel_btf or None,
         )
         self.stop.check()
-        tracepoint.attach(self.obj, plan.probes, self.fds)
+        backends.attach(options, chosen, self.obj, self.held, note, lambda: bool(self.stop.signal))
         self.stop.check()
-        log.debug("attached %d tracepoints", len(plan.probes))
 
-        names = SystemNames(
-            probe_name=lambda ev: self.table.name(ev.probe_id), drop_reasons=self.drop_reasons
-        )
+        names = SystemNames(probe_name=self._probe_name, drop_reasons=self.drop_reasons)
         self.renderer: Renderer = make_renderer(options, names)
         self.ring = RingBuffer(self.obj.events.fd, self._on_sample)
         self.pending: list[str] = []
@@ -182,6 +225,13 @@ class Session:
         if header is not None:
             self.pending.append(header)
         self._flush()
+
+    def _probe_name(self, ev: Event) -> str:
+        """FUNC for an event: the probe's name; an XDP exit adds the verdict."""
+        name = self.table.name(ev.probe_id)
+        if ev.flags & PWRU_EVENT_FEXIT:
+            return f"{name}({tcxdp.XDP_VERDICTS.get(ev.reason or 0, ev.reason)})"
+        return name
 
     def _open_output(self) -> IO[str]:
         """Open --output-file before anything is loaded, so a bad path costs nothing."""
@@ -199,11 +249,41 @@ class Session:
 
     def _on_sample(self, data: bytes) -> None:
         event: Event = decode_event(data)
-        self.pending.append(self.renderer.render(event))
+        if len(data) > EVENT_SIZE:
+            self.pending.append(self._render_with_extras(event, data))
+        else:
+            self.pending.append(self.renderer.render(event))
         self.printed += 1
         limit = self.options.output_limit_lines
         if limit and self.printed >= limit:
             raise Stop("output limit reached")
+
+    def _render_with_extras(self, event: Event, data: bytes) -> str:
+        """Events followed by a stack and/or BTF-printed skb text (see bpf/pwru.h)."""
+        offset = EVENT_SIZE
+        stack: list[str] = []
+        if self.stack_frames:
+            frames: list[int] = []
+            if event.flags & PWRU_EVENT_HAS_STACK:
+                raw = struct.unpack_from(f"{self.stack_frames}Q", data, offset)
+                frames = [ip for ip in raw if ip]
+            offset += self.stack_frames * 8
+            if self.options.output_caller:
+                event = event._replace(caller_ip=caller_of(event, frames, self.ksyms()))
+            if self.options.output_stack:
+                stack = [self.ksyms().name_at(ip) or f"{ip:#x}" for ip in frames]
+                while stack and stack[0].startswith(_TRACING_FRAMES):
+                    stack.pop(0)  # pwru's own program and the trace/kprobe glue
+        texts = {}
+        for what, length in (("skb", self.skb_text_len), ("shinfo", self.shinfo_text_len)):
+            if length:
+                texts[what] = (
+                    data[offset : offset + length].split(b"\0", 1)[0].decode(errors="replace")
+                )
+                offset += length
+        return self.renderer.render(
+            event, stack, skb_text=texts.get("skb", ""), shinfo_text=texts.get("shinfo", "")
+        )
 
     def _flush(self) -> None:
         if self.pending and self.out is not None:
@@ -235,7 +315,9 @@ class Session:
 
         ``drain``: print what was still in the ring (a normal stop, not an error).
         """
-        loader.close_fds(self.fds)
+        log.debug("detached in %.2f s", self.held.close())
+        if self.targets is not None:
+            self.targets.close()
         if drain:
             with contextlib.suppress(OSError, Stop):
                 self.drain()

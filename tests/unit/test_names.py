@@ -98,7 +98,7 @@ def test_symbols(tmp_path: Path) -> None:
         "ffffffff81000000 T _stext\n"
         "ffffffff81000100 t ip_rcv_core\n"
         "ffffffff81000200 D some_data\n"
-        "ffffffff81000300 T ip_output [mymod]\n"
+        "ffffffff81000300 T ip_output\t[mymod]\n"  # kallsyms puts a tab before modules
     )
     names = SystemNames(kallsyms=str(kallsyms))
     assert names.symbol(0xFFFFFFFF81000123) == "ip_rcv_core"

@@ -1,0 +1,213 @@
+"""Which probes a run uses, how they load, and how they attach and detach.
+
+A run plans before it loads (the object is loaded once, with every program it
+will need) and attaches after. ``--backend`` picks the probes:
+
+* ``tracepoint``: the skb tracepoints (pwru/tracepoint.py);
+* ``kprobe-multi`` / ``kprobe``: every function taking an sk_buff (pwru/kprobe.py);
+* empty: kprobe-multi if a test attach works, else kprobe, else tracepoints,
+  with one line on stderr saying which and why.
+
+tc/XDP programs (--filter-trace-tc/xdp) come on top of any of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from pwru import capabilities, kprobe, tcxdp, tracepoint
+from pwru.btf import KernelBtf
+from pwru.discovery import discover
+from pwru.errors import EnvironmentProblem, UsageError
+from pwru.ksyms import Kallsyms
+from pwru.libbpf import BpfLink, LibbpfError
+from pwru.loader import LoadRequest, ProbeObject
+from pwru.options import Options
+from pwru.probes import Probe, ProbeTable
+
+log = logging.getLogger("pwru")
+
+TRACEPOINT = "tracepoint"
+AUTO = "auto"
+# --filter-track-skb with kprobes: where skbs are freed, cloned and copied
+TRACK_FREE = "kfree_skbmem"
+TRACK_CLONES = ("skb_clone", "skb_copy")
+
+
+@dataclass
+class Plan:
+    """What to load and attach."""
+
+    backend: str  # TRACEPOINT, kprobe.KPROBE, kprobe.KPROBE_MULTI, or AUTO (decided after load)
+    probes: list[Probe]  # tracepoints, or functions planned for kprobe-multi
+    bpf_probes: list[Probe] = field(default_factory=list)  # tc/XDP programs
+    targets: tcxdp.Targets | None = None
+    requests: list[LoadRequest] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Attachments:
+    """Every link and fd a run holds; close() releases them all (detach = close)."""
+
+    batch: int = 10
+    fds: list[int] = field(default_factory=list)
+    links: list[BpfLink] = field(default_factory=list)
+
+    def close(self) -> float:
+        """Detach everything; returns the seconds it took."""
+        seconds = kprobe.detach(self.links, self.batch)
+        while self.fds:
+            with contextlib.suppress(OSError):
+                os.close(self.fds.pop())
+        return seconds
+
+
+def requested(options: Options, note: Callable[[str], None]) -> str:
+    """The backend asked for, or AUTO; a named one that cannot work is an error."""
+    found = capabilities.Backends.probe()
+    if options.backend == TRACEPOINT:
+        return TRACEPOINT
+    if options.backend in (kprobe.KPROBE, kprobe.KPROBE_MULTI):
+        if not found.kprobe:
+            raise EnvironmentProblem(
+                f"--backend {options.backend} cannot work here: {found.kprobe_reason}"
+            )
+        return options.backend
+    if not found.kprobe:
+        note(f"using the tracepoint backend: {found.kprobe_reason}")
+        return TRACEPOINT
+    return AUTO
+
+
+def plan(
+    options: Options,
+    backend: str,
+    kernel_btf: KernelBtf,
+    running_btf: KernelBtf,
+    ksyms: Callable[[], Kallsyms],
+    table: ProbeTable,
+    wanted: Callable[[str], bool],
+) -> Plan:
+    """Number every probe in ``table`` and list the programs to load."""
+    if backend == TRACEPOINT:
+        tp = tracepoint.plan(running_btf.skb_tracepoints(), table, wanted)
+        for name in tp.skipped:
+            log.debug(
+                "skipping tracepoint %s: its sk_buff is past position %d",
+                name,
+                tracepoint.MAX_SKB_POSITION,
+            )
+        if not tp.probes:
+            raise UsageError(f"no skb tracepoint matches --filter-func {options.filter_func!r}")
+        result = Plan(backend, tp.probes, requests=tracepoint.load_requests(tp.probes))
+    else:
+        found = discover(
+            kernel_btf, ksyms(), wanted=wanted, kmods=options.kmods, all_kmods=options.all_kmods
+        )
+        if not found.functions:
+            raise UsageError(f"no skb function matches --filter-func {options.filter_func!r}")
+        skipped = ", ".join(f"{n} {why}" for why, n in sorted(found.skipped.items()))
+        notes = [
+            *found.notes,
+            f"{len(found.functions)} skb functions to probe"
+            + (f" (skipped: {skipped})" if skipped else ""),
+        ]
+        first = kprobe.KPROBE if backend == kprobe.KPROBE else kprobe.KPROBE_MULTI
+        probes = kprobe.plan(first, found.functions, table)
+        families = [first] if backend != AUTO else [kprobe.KPROBE_MULTI, kprobe.KPROBE]
+        requests = [
+            r for family in families for r in kprobe.load_requests(_as_backend(probes, family))
+        ]
+        if options.filter_track_skb:
+            requests += [
+                LoadRequest("pwru_kp_skbmem"),
+                LoadRequest("pwru_kp_clone"),
+                LoadRequest("pwru_krp_clone"),
+            ]
+        result = Plan(backend, probes, requests=requests, notes=notes)
+    if options.filter_track_skb and backend == TRACEPOINT:
+        result.notes.append(
+            "--filter-track-skb without kprobes: clones and copies are not followed"
+        )
+    if options.filter_trace_tc or options.filter_trace_xdp:
+        result.targets = tcxdp.Targets(options.filter_trace_tc, options.filter_trace_xdp)
+        result.bpf_probes = tcxdp.plan(result.targets, table)
+        result.requests += tcxdp.load_requests(result.bpf_probes)
+        kinds = " and ".join(
+            k
+            for k, on in (("tc", options.filter_trace_tc), ("XDP", options.filter_trace_xdp))
+            if on
+        )
+        result.notes.append(f"tracing {len(result.targets.programs)} {kinds} programs")
+    return result
+
+
+def _as_backend(probes: list[Probe], backend: str) -> list[Probe]:
+    """The same probes served by the other kprobe family's programs."""
+    prefix = {kprobe.KPROBE: "pwru_kp_", kprobe.KPROBE_MULTI: "pwru_km_"}[backend]
+    # both families name their programs pwru_k?_<what>: swap the 8-character prefix
+    return [replace(p, kind=backend, program=prefix + p.program[8:]) for p in probes]
+
+
+def attach(
+    options: Options,
+    chosen: Plan,
+    obj: ProbeObject,
+    held: Attachments,
+    note: Callable[[str], None],
+    stopped: Callable[[], bool],
+) -> str:
+    """Attach everything planned; returns the backend finally used."""
+    backend = chosen.backend
+    started = time.monotonic()
+    if backend == TRACEPOINT:
+        tracepoint.attach(obj, chosen.probes, held.fds)
+        summary = f"attached {len(chosen.probes)} tracepoints"
+    else:
+        if backend in (AUTO, kprobe.KPROBE_MULTI):
+            works, why = kprobe.kprobe_multi_works(obj, chosen.probes[0])
+            if works:
+                if backend == AUTO:
+                    note("using the kprobe-multi backend")
+                backend = kprobe.KPROBE_MULTI
+            elif backend == kprobe.KPROBE_MULTI:
+                raise EnvironmentProblem(f"--backend kprobe-multi cannot work here: {why}")
+            else:
+                note(f"using the kprobe backend: {why}")
+                backend = kprobe.KPROBE
+        probes = _as_backend(chosen.probes, backend)
+        report = kprobe.AttachReport()
+        if backend == kprobe.KPROBE_MULTI:
+            kprobe.attach_multi(obj, probes, held.links, report)
+        else:
+            kprobe.attach_each(
+                obj, probes, held.links, report, options.filter_kprobe_batch, stopped
+            )
+        skipped = ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items()))
+        summary = f"attached {report.attached} functions with {backend}" + (
+            f" (skipped: {skipped})" if skipped else ""
+        )
+        if options.filter_track_skb:
+            _attach_tracking(obj, held)
+    if chosen.bpf_probes:
+        tcxdp.attach(obj, chosen.bpf_probes, held.fds)
+    note(f"{summary} in {time.monotonic() - started:.2f} s")
+    return backend
+
+
+def _attach_tracking(obj: ProbeObject, held: Attachments) -> None:
+    """kfree_skbmem forgets freed skbs; skb_clone/skb_copy hand tracking to the new skb."""
+    todo = [("pwru_kp_skbmem", TRACK_FREE, False)]
+    for func in TRACK_CLONES:
+        todo += [("pwru_kp_clone", func, False), ("pwru_krp_clone", func, True)]
+    for program, func, ret in todo:
+        try:
+            held.links.append(obj.obj.program(program).attach_kprobe(func, retprobe=ret))
+        except LibbpfError as error:
+            log.warning("--filter-track-skb: cannot probe %s: %s", func, error)
