@@ -13,9 +13,7 @@ straight with bpf_prog_load, without reopening the object.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import os
 import platform
 import time
 from collections.abc import Mapping
