@@ -16,12 +16,14 @@ Three sources are intersected:
    copy by address; ``available_filter_functions`` only by name, once per copy.
    When tracefs is not mounted, it is mounted for the read and unmounted again.
    When neither list can be read (this development machine answers EPERM), the
-   result is BTF ∩ kallsyms and a note says so: some of those functions may
-   then refuse to attach.
+   result is BTF ∩ kallsyms less the functions in init code (freed after boot)
+   and ``noinstr`` code, found from the kernel's section markers in kallsyms; a
+   note says so, as other ``notrace`` functions may then refuse to attach.
 
 Names that kallsyms lists more than once are static functions of the same name in
-several files. The BTF of such a name describes every copy (pahole leaves out
-names whose copies disagree in prototype), so each copy is probed: one SkbFunc per
+several files. The BTF of such a name describes every copy (pahole 1.25+, which
+kernels since 6.4 use for this, leaves out names whose copies disagree in
+prototype), so each copy is probed: one SkbFunc per
 address, all with the same name, as cilium/pwru does with kprobe-multi (it attaches
 every address kallsyms has for a name). The exception is a name-only ftrace list
 that has fewer entries for the name than kallsyms has copies: some copy cannot be
@@ -62,6 +64,12 @@ SKIP_AMBIGUOUS = "ambiguous name"
 SKIP_ALIAS = "alias"
 
 _MOUNT_TIMEOUT_S = 10.0
+# Section markers in kallsyms around code ftrace cannot hook (include/asm-generic/sections.h).
+_UNTRACEABLE_SECTIONS = (
+    ("_sinittext", "_einittext"),
+    ("__noinstr_text_start", "__noinstr_text_end"),
+    ("__entry_text_start", "__entry_text_end"),
+)
 
 
 @dataclass(frozen=True)
@@ -131,25 +139,28 @@ def discover(
     else:
         source = "BTF (no function selected)"
 
-    symbols = ksyms.find(fn.name for _, fn in selected)
+    markers = [name for section in _UNTRACEABLE_SECTIONS for name in section]
+    symbols = ksyms.find([fn.name for _, fn in selected] + markers)
+    untraceable = _untraceable_sections(symbols) if ftrace is None else []
     functions: list[SkbFunc] = []
     for module, fn in selected:
         copies = [s for s in symbols.get(fn.name, ()) if s.module == module]
         if not copies:
             skipped[SKIP_NO_SYMBOL] += 1
             continue
-        if ftrace is not None:
-            if ftrace.ips is not None:
-                copies = [s for s in copies if _traced(s, ftrace.ips, ksyms)]
-            else:
-                listed = ftrace.names[f"{fn.name} [{module}]" if module else fn.name]
-                if 0 < listed < len(copies):
-                    skipped[SKIP_AMBIGUOUS] += 1
-                    continue
-                copies = copies if listed else []
-            if not copies:
-                skipped[SKIP_NOT_TRACEABLE] += 1
+        if ftrace is None:
+            copies = [s for s in copies if not any(lo <= s.addr < hi for lo, hi in untraceable)]
+        elif ftrace.ips is not None:
+            copies = [s for s in copies if _traced(s, ftrace.ips, ksyms)]
+        else:
+            listed = ftrace.names[f"{fn.name} [{module}]" if module else fn.name]
+            if 0 < listed < len(copies):
+                skipped[SKIP_AMBIGUOUS] += 1
                 continue
+            copies = copies if listed else []
+        if not copies:
+            skipped[SKIP_NOT_TRACEABLE] += 1
+            continue
         functions += [SkbFunc(fn.name, fn.skb_arg, s.addr, module) for s in copies]
 
     functions = _drop_aliases(functions, ksyms, skipped)
@@ -182,7 +193,7 @@ def _module_btfs(
     else:
         names = list(dict.fromkeys(m for m in kmods if m and m != "vmlinux"))
         for module in names:
-            if not os.path.isfile(os.path.join(btf_dir, module)):
+            if "/" in module or not os.path.isfile(os.path.join(btf_dir, module)):
                 raise UsageError(
                     f"--kmods: module {module!r} has no BTF in {btf_dir} "
                     "(is it loaded, and built with CONFIG_DEBUG_INFO_BTF_MODULES?)"
@@ -252,7 +263,12 @@ def _read_first(tracing_dirs: Sequence[str]) -> _Ftrace | _Unread | None:
     return _Unread(f"{AVAILABLE} unreadable", errors.get(AVAILABLE) or errors[AVAILABLE_ADDRS])
 
 
-_ADDR_LINE = re.compile(r"^([0-9a-fA-F]+) (.*)$", re.MULTILINE)
+# ftrace prints records it cannot place at a function start (left over from overridden
+# weak functions) as "__ftrace_invalid_address___<offset>"; they hook nothing.
+_ADDR_LINE = re.compile(r"^([0-9a-fA-F]+) (?!__ftrace_invalid_address__)(.*)$", re.MULTILINE)
+# How far into a function its ftrace call site may be: 0, 4 after x86's endbr64
+# (IBT), 4 or 8 on arm64 (patchable NOPs, BTI landing pad); 16 leaves room.
+_MAX_CALL_SITE_OFFSET = 16
 
 
 def _parse_ftrace(path: str, text: str, with_addrs: bool) -> _Ftrace:
@@ -271,7 +287,7 @@ def _traced(symbol: Symbol, ips: array[int], ksyms: Kallsyms) -> bool:
     """Whether ftrace has a call site inside this function (at its start, or after an
     ``endbr64``/BTI landing pad)."""
     i = bisect_left(ips, symbol.addr)
-    if i == len(ips):
+    if i == len(ips) or ips[i] - symbol.addr > _MAX_CALL_SITE_OFFSET:
         return False
     inside = ksyms.symbol_at(ips[i])
     return inside is not None and inside.addr == symbol.addr
@@ -289,6 +305,25 @@ def _run(argv: list[str]) -> str:
         lines = (done.stderr or done.stdout).strip().splitlines()
         return lines[-1] if lines else f"{argv[0]} exited with {done.returncode}"
     return ""
+
+
+# ---- without ftrace's list -------------------------------------------------------
+
+
+def _untraceable_sections(symbols: dict[str, list[Symbol]]) -> list[tuple[int, int]]:
+    """Address ranges of vmlinux that ftrace never hooks, from the kernel's section
+    markers: init code (freed after boot) and ``noinstr`` code (entry, idle)."""
+
+    def marker(name: str) -> int | None:
+        found = [s.addr for s in symbols.get(name, ()) if not s.module]
+        return found[0] if len(found) == 1 else None
+
+    ranges = []
+    for start, end in _UNTRACEABLE_SECTIONS:
+        lo, hi = marker(start), marker(end)
+        if lo is not None and hi is not None and lo < hi:
+            ranges.append((lo, hi))
+    return ranges
 
 
 # ---- aliases ---------------------------------------------------------------------

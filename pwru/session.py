@@ -169,6 +169,12 @@ class Session:
 
     def setup(self) -> None:
         options = self.options
+        for flag, used in (
+            ("--filter-track-skb-by-stackid", options.filter_track_skb_by_stackid),
+            ("--filter-non-skb-funcs", bool(options.filter_non_skb_funcs)),
+        ):
+            if used:  # never ignore a flag silently
+                raise UsageError(f"{flag} is not supported yet (use --filter-track-skb)")
         # usage errors first: a bad expression is reported even without privileges
         compiled = compile_filters(
             options.pcap_filter, options.filter_tunnel_pcap_l2, options.filter_tunnel_pcap_l3

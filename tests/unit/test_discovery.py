@@ -25,6 +25,7 @@ VMLINUX_FUNCS = {  # name -> position of the sk_buff * (-1: none)
     "alias_a": 2,  # alias_a and alias_b share an address
     "alias_b": 2,
     "sock_only": -1,
+    "init_rcv": 0,  # __init: freed after boot
 }
 MODULE_FUNCS = {"veth_xmit": 0, "mod_rcv": 1, "helper": 0}
 
@@ -40,6 +41,9 @@ ffffffff81001500 t alias_a
 ffffffff81001500 t alias_b
 ffffffff81001600 T sock_only
 ffffffff81001700 t inlined.isra.0
+ffffffff83000000 T _sinittext
+ffffffff83000100 t init_rcv
+ffffffff83001000 T _einittext
 ffffffffc0100000 t mod_rcv\t[veth]
 ffffffffc0100100 t helper\t[veth]
 ffffffffc0100200 T veth_xmit\t[veth]
@@ -132,8 +136,9 @@ def test_names_list(machine: Machine) -> None:
     found = machine.discover()
     assert found.source == "available_filter_functions"
     assert found.functions == [ALIAS_A, HELPER_1, HELPER_2, IP_RCV, DROP]
-    assert found.btf_total == 7  # sock_only takes no sk_buff
-    assert found.skipped == {"not in kallsyms": 1, "not traceable": 2}  # inlined; untraced, alias_b
+    assert found.btf_total == 8  # sock_only takes no sk_buff
+    # inlined; untraced, alias_b (ftrace names the address alias_a), init_rcv
+    assert found.skipped == {"not in kallsyms": 1, "not traceable": 3}
     assert found.notes == []
 
 
@@ -142,7 +147,7 @@ def test_names_list_with_fewer_copies_than_kallsyms(machine: Machine) -> None:
     (machine.tracing / discovery.AVAILABLE).write_text("ip_rcv\nhelper\n")
     found = machine.discover()
     assert found.functions == [IP_RCV]
-    assert found.skipped == {"not in kallsyms": 1, "not traceable": 4, "ambiguous name": 1}
+    assert found.skipped == {"not in kallsyms": 1, "not traceable": 5, "ambiguous name": 1}
 
 
 def test_addrs_list_is_exact(machine: Machine) -> None:
@@ -152,7 +157,7 @@ def test_addrs_list_is_exact(machine: Machine) -> None:
     assert found.source == "available_filter_functions_addrs"
     assert found.functions == [ALIAS_A, HELPER_1, IP_RCV, DROP]  # the second helper is notrace
     # By address, alias_b is traceable (it is alias_a's code), then left out as an alias.
-    assert found.skipped == {"not in kallsyms": 1, "not traceable": 1, "alias": 1}
+    assert found.skipped == {"not in kallsyms": 1, "not traceable": 2, "alias": 1}
 
 
 def test_addrs_list_with_call_site_at_function_start(machine: Machine) -> None:
@@ -161,6 +166,16 @@ def test_addrs_list_with_call_site_at_function_start(machine: Machine) -> None:
     )
     found = machine.discover()
     assert found.functions == [HELPER_2, IP_RCV, UNTRACED]
+
+
+def test_addrs_list_call_sites_must_be_at_function_start(machine: Machine) -> None:
+    (machine.tracing / discovery.AVAILABLE_ADDRS).write_text(
+        "ffffffff81001014 ip_rcv\n"
+        "ffffffff81001204 __ftrace_invalid_address___4\n"  # ftrace: no function here
+        "ffffffff81001320 helper\n"  # 0x20 in: not a call site at the start
+    )
+    found = machine.discover()
+    assert found.functions == [IP_RCV]
 
 
 def test_addrs_list_with_hidden_addresses_uses_names(machine: Machine) -> None:
@@ -187,9 +202,10 @@ def test_unreadable_list_falls_back(machine: Machine) -> None:
         f"cannot read {path} (Is a directory): using BTF and kallsyms; "
         "some functions may not attach"
     ]
-    # Without ftrace's word, every symbol is taken; alias_b shares alias_a's address.
+    # Without ftrace's word, every symbol outside init and noinstr code is taken;
+    # alias_b shares alias_a's address.
     assert found.functions == [ALIAS_A, HELPER_1, HELPER_2, IP_RCV, DROP, UNTRACED]
-    assert found.skipped == {"not in kallsyms": 1, "alias": 1}
+    assert found.skipped == {"not in kallsyms": 1, "not traceable": 1, "alias": 1}
 
 
 def test_unreadable_addrs_then_readable_names(machine: Machine) -> None:
@@ -264,20 +280,26 @@ def test_filter_func(machine: Machine) -> None:
     pattern = re.compile(r"ip_.*|untraced")
     found = machine.discover(wanted=lambda name: pattern.fullmatch(name) is not None)
     assert found.functions == [IP_RCV]
-    assert found.skipped == {"--filter-func": 5, "not traceable": 1}
+    assert found.skipped == {"--filter-func": 6, "not traceable": 1}
     nothing = machine.discover(wanted=lambda name: False)
     assert nothing.functions == []
-    assert nothing.skipped == {"--filter-func": 7}
+    assert nothing.skipped == {"--filter-func": 8}
     assert nothing.source == "BTF (no function selected)"
 
 
 def test_kmods(machine: Machine) -> None:
     machine.write_names(machine.tracing)
     found = machine.discover(kmods=["veth", "veth", "vmlinux"])
-    assert found.btf_total == 10
+    assert found.btf_total == 11
     assert [f for f in found.functions if f.module] == [MOD_HELPER, MOD_RCV, VETH_XMIT]
     assert found.functions[:3] == [ALIAS_A, HELPER_1, HELPER_2]
     assert found.functions[3] == MOD_HELPER  # same name: vmlinux first, then modules
+
+
+def test_kmods_addrs_list(machine: Machine) -> None:
+    machine.write_addrs(machine.tracing, drop=(0xFFFFFFFFC0100004,))
+    found = machine.discover(kmods=["veth"])
+    assert [f for f in found.functions if f.module] == [MOD_HELPER, VETH_XMIT]
 
 
 def test_kmods_module_not_traceable(machine: Machine) -> None:
@@ -290,13 +312,15 @@ def test_kmods_module_not_traceable(machine: Machine) -> None:
 def test_all_kmods(machine: Machine) -> None:
     machine.write_names(machine.tracing)
     found = machine.discover(all_kmods=True)
-    assert found.btf_total == 10
+    assert found.btf_total == 11
     assert {f.module for f in found.functions} == {"", "veth"}
 
 
 def test_kmods_without_btf(machine: Machine) -> None:
     with pytest.raises(UsageError, match="'nf_tables' has no BTF"):
         machine.discover(kmods=["veth", "nf_tables"])
+    with pytest.raises(UsageError, match="'../btf/veth' has no BTF"):
+        machine.discover(kmods=["../btf/veth"])
 
 
 def test_kmods_bad_btf(machine: Machine) -> None:

@@ -1,0 +1,771 @@
+"""--filter-skb-expr and --output-skb-metadata: code for two stubs, from the kernel's BTF.
+
+``--filter-skb-expr 'skb->dev->ifindex == 2'`` keeps only the skbs for which a
+comparison holds; ``--output-skb-metadata 'skb->hash,skb->mark'`` adds up to four
+fields to every event. Both name a field by one C member-access chain that starts
+at ``skb`` (``->`` follows a pointer, ``.`` enters an embedded struct or union,
+members of anonymous structs/unions are found as in C), e.g.
+``skb->dev->nd_net.net->ns.inum``. A filter compares that field with a constant::
+
+    chain  OP  constant       OP: == (or =, as cilium/pwru accepts)  !=  <  <=  >  >=
+                                  &  ("has any of these bits")
+                              constant: 42, -1, 0x2a, 0o52, 0b101010 (C suffixes u/l
+                              allowed), or an enumerator name from the kernel's BTF,
+                              e.g. SKB_DROP_REASON_NOT_SPECIFIED
+
+Offsets come from the running kernel's BTF, so the code is exact for this
+kernel and needs no CO-RE relocation. The generated bodies replace the stubs
+of bpf/pwru.bpf.c (spliced like the pcap filters, see pwru/splice.py):
+
+* ``filter_skb_expr(struct sk_buff *skb)``: r1 = skb; r0 = 1 to keep the skb, 0 not.
+* ``read_skb_metadata(struct sk_buff *skb, __u64 *out)``: r1 = skb, r2 = the
+  event's four u64 slots (ring-buffer memory, written with plain stores); r0 = 0.
+
+Every read goes through ``bpf_probe_read_kernel`` into the subprogram's own
+stack (r10 - 8); a NULL pointer anywhere in the chain, or a read the kernel
+refuses, means "no match" for the filter and 0 for a metadata field.
+
+Decisions (what a value *is* before it is compared or stored):
+
+* Big-endian fields (a typedef named ``__be16``/``__be32``/``__be64`` on the way
+  to the integer type, like ``skb->protocol``) are byte-swapped to host order,
+  so ``skb->protocol == 0x0800`` means IPv4 as users write it and ``<``/``>``
+  order numerically. cilium/pwru gets the same ``==`` answers by swapping the
+  constant instead; its metadata output shows the raw (swapped) number, pwru
+  the host-order one, in hex (``protocol=0x0800``, like the PROTO column).
+* Signed integers and signed enums are sign-extended to 64 bits and compared
+  with signed jumps; unsigned ones are zero-extended. Metadata slots hold the
+  same 64-bit value (two's complement for negative numbers).
+* Bitfields (``skb->pkt_type``, ``skb->cloned``) read the fewest bytes (1, 2, 4
+  or 8) that cover the field, then shift it out; signed bitfields are
+  sign-extended. Bit numbering is little-endian, as on every CPU pwru supports.
+* A constant must fit the field (``skb->protocol == 0x10000`` is an error, not
+  a filter that never matches); comparisons are 64-bit, so no constant is
+  silently truncated.
+* Pointer fields can be compared and printed (``skb->sk != 0``); structs,
+  unions, arrays and floats cannot.
+
+Unlike cilium/pwru, ``.`` and ``->`` must be used as in C (cilium/pwru accepts
+either and decides from the type); the error says which one to write.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from pwru import ebpf
+from pwru.btf import KernelBtf, Kind
+from pwru.ebpf import (
+    FP,
+    R0,
+    R1,
+    R2,
+    R3,
+    R6,
+    R7,
+    BPF_FUNC_probe_read_kernel,
+    Builder,
+    Insn,
+)
+from pwru.errors import UsageError
+from pwru.options import MAX_SKB_METADATA, Options
+
+log = logging.getLogger("pwru.filter")
+
+FILTER_STUB = "filter_skb_expr"
+METADATA_STUB = "read_skb_metadata"
+FILTER_FLAG = "--filter-skb-expr"
+METADATA_FLAG = "--output-skb-metadata"
+
+_BUF = -8  # the stack slot every read lands in
+_MASK64 = (1 << 64) - 1
+_S32_MIN, _S32_MAX = -(1 << 31), (1 << 31) - 1
+
+# BTF_INT_* encoding bits (include/uapi/linux/btf.h)
+_INT_SIGNED = 1
+_INT_CHAR = 2
+_INT_BOOL = 4
+
+_QUALIFIERS = (Kind.TYPEDEF, Kind.VOLATILE, Kind.CONST, Kind.RESTRICT, Kind.TYPE_TAG)
+
+# operator -> (unsigned jump, signed jump)
+_JUMPS = {
+    "==": (ebpf.BPF_JEQ, ebpf.BPF_JEQ),
+    "!=": (ebpf.BPF_JNE, ebpf.BPF_JNE),
+    "<": (ebpf.BPF_JLT, ebpf.BPF_JSLT),
+    "<=": (ebpf.BPF_JLE, ebpf.BPF_JSLE),
+    ">": (ebpf.BPF_JGT, ebpf.BPF_JSGT),
+    ">=": (ebpf.BPF_JGE, ebpf.BPF_JSGE),
+    "&": (ebpf.BPF_JSET, ebpf.BPF_JSET),
+}
+
+
+class SkbExprError(UsageError):
+    """An expression pwru cannot turn into code: the message names the flag, the
+    expression and what is wrong, on one line."""
+
+    def __init__(self, flag: str, expr: str, problem: str) -> None:
+        super().__init__(f"invalid {flag} {expr!r}: {problem}")
+        self.flag = flag
+        self.expr = expr
+        self.problem = problem
+
+
+class _Problem(Exception):
+    """Raised below the public functions, which add the flag and the expression."""
+
+
+# --------------------------------------------------------------------------
+# Parsing
+
+
+@dataclass(frozen=True)
+class Step:
+    """One member access: ``->name`` (arrow) or ``.name``."""
+
+    arrow: bool
+    name: str
+
+    def __str__(self) -> str:
+        return ("->" if self.arrow else ".") + self.name
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``chain op constant``; the constant is a number or an enumerator name."""
+
+    chain: tuple[Step, ...]
+    op: str  # one of _JUMPS ("=" is stored as "==")
+    number: int | None
+    enumerator: str | None
+    negative: bool = False  # "-NAME"
+
+
+_OPERATORS = ("==", "!=", "<=", ">=", "<", ">", "=", "&")
+_NUMBER = re.compile(
+    r"(0[xX][0-9a-fA-F]+|0[oO][0-7]+|0[bB][01]+|0|[1-9][0-9]*)"  # value
+    r"([uU]?[lL]{0,2}|[lL]{1,2}[uU])"  # C suffix
+)
+_WORD = re.compile(r"\w+", re.ASCII)
+
+
+def _tokens(text: str) -> Iterator[tuple[str, str]]:
+    """(kind, text) pairs: name, number, arrow, dot, op, minus."""
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isspace():
+            i += 1
+        elif text.startswith("->", i):
+            yield "arrow", "->"
+            i += 2
+        elif c == ".":
+            yield "dot", "."
+            i += 1
+        elif c == "-":
+            yield "minus", "-"
+            i += 1
+        elif c.isascii() and (c.isalnum() or c == "_"):
+            m = _WORD.match(text, i)
+            assert m is not None
+            yield ("number" if c.isdigit() else "name"), m.group()
+            i = m.end()
+        else:
+            op = next((o for o in _OPERATORS if text.startswith(o, i)), None)
+            if op is None:
+                raise _Problem(f"unexpected character {c!r} at position {i}")
+            yield "op", op
+            i += len(op)
+
+
+def parse_number(text: str) -> int:
+    """A C integer literal: decimal, 0x, 0o or 0b, with an optional u/l suffix."""
+    m = _NUMBER.fullmatch(text)
+    if m is None:
+        if re.fullmatch(r"0[0-9]+[uUlL]*", text):
+            raise _Problem(
+                f"ambiguous constant {text!r}: write 0o{text[1:]} for octal "
+                f"or {text.lstrip('0')} for decimal"
+            )
+        raise _Problem(f"bad constant {text!r} (use decimal, 0x hex, 0o octal or 0b binary)")
+    return int(m.group(1), 0)
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.toks = list(_tokens(text))
+        self.pos = 0
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.toks[self.pos] if self.pos < len(self.toks) else None
+
+    def take(self) -> tuple[str, str] | None:
+        tok = self.peek()
+        self.pos += tok is not None
+        return tok
+
+    def chain(self) -> tuple[Step, ...]:
+        first = self.take()
+        if first is None:
+            raise _Problem("empty expression")
+        if first != ("name", "skb"):
+            raise _Problem(f"must start with skb (e.g. skb->mark), not {first[1]!r}")
+        steps: list[Step] = []
+        while (tok := self.peek()) is not None and tok[0] in ("arrow", "dot"):
+            self.take()
+            name = self.take()
+            if name is None or name[0] != "name":
+                found = "the end" if name is None else repr(name[1])
+                raise _Problem(f"expected a member name after {tok[1]!r}, found {found}")
+            steps.append(Step(tok[0] == "arrow", name[1]))
+        if not steps:
+            raise _Problem("name a member of skb, e.g. skb->mark")
+        return tuple(steps)
+
+    def end(self, what: str) -> None:
+        tok = self.peek()
+        if tok is not None:
+            raise _Problem(f"unexpected {tok[1]!r} after {what}")
+
+
+def parse_chain(text: str) -> tuple[Step, ...]:
+    """The member-access chain of an --output-skb-metadata field."""
+    p = _Parser(text)
+    chain = p.chain()
+    p.end("the member access (--output-skb-metadata takes a field, not a comparison)")
+    return chain
+
+
+def parse_comparison(text: str) -> Comparison:
+    """``skb->a->b OP constant``."""
+    p = _Parser(text)
+    chain = p.chain()
+    op = p.take()
+    if op is None:
+        raise _Problem("missing comparison, e.g. skb->mark == 0x42")
+    if op[0] != "op":
+        raise _Problem(
+            f"expected an operator (== != < <= > >= &) after the member, found {op[1]!r}"
+        )
+    negative = False
+    value = p.take()
+    if value is not None and value[0] == "minus":
+        negative = True
+        value = p.take()
+    if value is None or value[0] not in ("number", "name"):
+        found = "nothing" if value is None else repr(value[1])
+        raise _Problem(f"expected a number or an enum name after {op[1]!r}, found {found}")
+    p.end("the constant")
+    name = "==" if op[1] == "=" else op[1]
+    if value[0] == "number":
+        number = parse_number(value[1])
+        return Comparison(chain, name, -number if negative else number, None)
+    return Comparison(chain, name, None, value[1], negative)
+
+
+# --------------------------------------------------------------------------
+# BTF questions pwru.btf does not answer (yet): they read its raw records.
+
+
+def _int_encoding(btf: KernelBtf, tid: int) -> int:
+    words, pos, _ = btf._record(btf.resolve(tid))
+    return int(words[pos + 3]) >> 24 & 0xF
+
+
+def _enumerators(btf: KernelBtf, tid: int) -> list[tuple[str, int]]:
+    """(name, value) of each enumerator of the ENUM/ENUM64 ``tid``, signed as declared."""
+    words, pos, info = btf._record(btf.resolve(tid))
+    signed, count = info >> 31, info & 0xFFFF
+    out: list[tuple[str, int]] = []
+    if (info >> 24 & 0x1F) == Kind.ENUM:
+        for item in range(pos + 3, pos + 3 + 2 * count, 2):
+            value = int(words[item + 1])
+            out.append((btf._str(words[item]), value - (signed and value >> 31) * (1 << 32)))
+    else:
+        for item in range(pos + 3, pos + 3 + 3 * count, 3):
+            value = int(words[item + 2]) << 32 | int(words[item + 1])
+            out.append((btf._str(words[item]), value - (signed and value >> 63) * (1 << 64)))
+    return out
+
+
+def _enum_ids(btf: KernelBtf) -> Iterator[int]:
+    """Ids of every ENUM and ENUM64, base BTF first."""
+    layers: list[KernelBtf] = []
+    layer: KernelBtf | None = btf
+    while layer is not None:
+        layers.append(layer)
+        layer = layer._base
+    for part in reversed(layers):
+        for pos in part._positions(Kind.ENUM, Kind.ENUM64):
+            yield part._id_at(pos)
+
+
+def _member_names(btf: KernelBtf, tid: int) -> list[str]:
+    """Names reachable as members of a struct/union, through anonymous members."""
+    words, pos, info = btf._record(btf.resolve(tid))
+    names: list[str] = []
+    for item in range(pos + 3, pos + 3 + 3 * (info & 0xFFFF), 3):
+        name, mtype = btf._str(words[item]), int(words[item + 1])
+        if name:
+            names.append(name)
+        elif btf.kind(btf.resolve(mtype)) in (Kind.STRUCT, Kind.UNION):
+            names += _member_names(btf, mtype)
+    return names
+
+
+def type_text(btf: KernelBtf, tid: int, depth: int = 0) -> str:
+    """A C spelling of a type for messages: ``struct net_device *``, ``__u32``."""
+    kind = btf.kind(tid)
+    name = btf.type_name(tid)
+    if depth > 8:
+        return "..."
+    if kind == Kind.PTR:
+        return type_text(btf, btf.target(tid), depth + 1) + " *"
+    if kind in (Kind.CONST, Kind.VOLATILE, Kind.RESTRICT, Kind.TYPE_TAG):
+        return type_text(btf, btf.target(tid), depth + 1)
+    if kind == Kind.ARRAY:
+        return type_text(btf, btf.target(tid), depth + 1) + "[]"
+    tag = {Kind.STRUCT: "struct ", Kind.UNION: "union ", Kind.ENUM: "enum ", Kind.ENUM64: "enum "}
+    if kind in tag:
+        return tag[kind] + (name or "(anonymous)")
+    if kind == Kind.FWD:
+        return name
+    return name or kind.name.lower()
+
+
+def _big_endian(btf: KernelBtf, tid: int) -> bool:
+    """A ``__be*`` typedef on the way from ``tid`` to its integer type."""
+    for _ in range(64):
+        kind = btf.kind(tid)
+        if kind not in _QUALIFIERS:
+            return False
+        if kind == Kind.TYPEDEF and btf.type_name(tid).startswith("__be"):
+            return True
+        tid = btf.target(tid)
+    return False
+
+
+def _suggest(word: str, candidates: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --------------------------------------------------------------------------
+# Resolving a chain into reads
+
+
+@dataclass(frozen=True)
+class Access:
+    """How to read a field from the skb address.
+
+    ``derefs``: byte offsets, in order, of the pointers to follow (each relative
+    to the previous pointer, the first to skb); then ``size`` bytes at
+    ``offset`` from the last pointer, whose bits ``shift`` .. ``shift + bits``
+    are the value.
+    """
+
+    text: str  # the chain as written, normalised: skb->dev->ifindex
+    name: str  # its last member: ifindex
+    derefs: tuple[int, ...]
+    offset: int
+    size: int
+    shift: int
+    bits: int
+    type_id: int
+    kind: str  # "int", "enum", "pointer", "bool", "char"
+    signed: bool
+    big_endian: bool
+    bitfield: bool
+
+
+def resolve_chain(btf: KernelBtf, chain: Sequence[Step]) -> Access:
+    """Walk ``chain`` from ``struct sk_buff *skb`` through the BTF (see module doc)."""
+    skb = btf.find_type_id("sk_buff", Kind.STRUCT)
+    if skb is None:
+        raise _Problem("the kernel's BTF has no struct sk_buff")
+    text = "skb"
+    derefs: list[int] = []
+    offset_bits = 0
+    container: int | None = None  # struct/union the next member is looked up in
+    field = 0  # type of the value reached so far (0: skb itself)
+    bitfield = 0
+    for step in chain:
+        if step.arrow:
+            if field == 0:
+                container = skb
+            else:
+                ptr = btf.resolve(field)
+                if btf.kind(ptr) != Kind.PTR:
+                    hint = ": use '.'" if _is_aggregate(btf, field) else ""
+                    raise _Problem(
+                        f"{text} is not a pointer ({type_text(btf, field)}), "
+                        f"so '{step}' cannot follow it{hint}"
+                    )
+                pointee = btf.resolve(btf.target(ptr))
+                if btf.kind(pointee) not in (Kind.STRUCT, Kind.UNION):
+                    raise _Problem(
+                        f"{text} points to {type_text(btf, btf.target(ptr))}, "
+                        f"not a struct or union: '{step}' cannot follow it"
+                    )
+                derefs.append(offset_bits // 8)
+                container = pointee
+            offset_bits = 0
+        else:
+            if field == 0 or btf.kind(btf.resolve(field)) == Kind.PTR:
+                what = "struct sk_buff *" if field == 0 else type_text(btf, field)
+                raise _Problem(f"{text} is a pointer ({what}): use '->{step.name}'")
+            if not _is_aggregate(btf, field):
+                raise _Problem(
+                    f"{text} is a {type_text(btf, field)}, not a struct or union: "
+                    f"'{step}' cannot follow it"
+                )
+            container = btf.resolve(field)
+        assert container is not None
+        member = btf.struct_member(container, step.name)
+        if member is None:
+            owner = type_text(btf, container)
+            raise _Problem(
+                f"{owner} has no member {step.name!r}"
+                + _suggest(step.name, _member_names(btf, container))
+            )
+        offset_bits += member.offset_bits
+        field = member.type_id
+        bitfield = member.bitfield_bits
+        text += str(step)
+    return _leaf(btf, text, chain[-1].name, tuple(derefs), offset_bits, field, bitfield)
+
+
+def _is_aggregate(btf: KernelBtf, tid: int) -> bool:
+    return btf.kind(btf.resolve(tid)) in (Kind.STRUCT, Kind.UNION)
+
+
+def _leaf(
+    btf: KernelBtf,
+    text: str,
+    name: str,
+    derefs: tuple[int, ...],
+    offset_bits: int,
+    tid: int,
+    bitfield: int,
+) -> Access:
+    """The Access for a final field of type ``tid`` at ``offset_bits``."""
+    real = btf.resolve(tid)
+    kind = btf.kind(real)
+    signed = False
+    if kind == Kind.INT:
+        encoding = _int_encoding(btf, real)
+        signed = bool(encoding & _INT_SIGNED)
+        leaf_kind = "bool" if encoding & _INT_BOOL else "char" if encoding & _INT_CHAR else "int"
+    elif kind in (Kind.ENUM, Kind.ENUM64):
+        signed = btf.is_signed(real)
+        leaf_kind = "enum"
+    elif kind == Kind.PTR:
+        leaf_kind = "pointer"
+    elif kind in (Kind.STRUCT, Kind.UNION):
+        members = _member_names(btf, real)
+        example = f", e.g. {text}.{members[0]}" if members else ""
+        raise _Problem(f"{text} is a {type_text(btf, tid)}: name one of its members{example}")
+    else:
+        raise _Problem(
+            f"{text} is a {type_text(btf, tid)}; only integers, enums and pointers can be used"
+        )
+    size = btf.type_size(real)
+    if size not in (1, 2, 4, 8):
+        raise _Problem(f"{text} is {size} bytes wide; pwru reads fields of 1, 2, 4 or 8 bytes")
+    if bitfield:
+        shift = offset_bits % 8
+        need = (shift + bitfield + 7) // 8
+        read = next((n for n in (1, 2, 4, 8) if n >= need), 0)
+        if not read:
+            raise _Problem(f"{text} is a bitfield spread over more than 8 bytes")
+        return Access(
+            text, name, derefs, offset_bits // 8, read, shift, bitfield, tid, leaf_kind, signed,
+            False, True,
+        )  # fmt: skip
+    big = size > 1 and _big_endian(btf, tid)
+    return Access(
+        text, name, derefs, offset_bits // 8, size, 0, 8 * size, tid, leaf_kind, signed, big,
+        False,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------
+# Code generation
+
+
+def _emit_read(b: Builder, access: Access, skb: int, fail: str) -> None:
+    """r1 = the field's value (extended to 64 bits); jump to ``fail`` on a NULL
+    pointer or a refused read. ``skb`` holds the sk_buff address; r1..r5 and r0
+    are clobbered."""
+
+    def probe_read(size: int) -> None:
+        b.emit(
+            ebpf.mov64_reg(R1, FP),
+            ebpf.alu64_imm(ebpf.BPF_ADD, R1, _BUF),
+            ebpf.mov64_imm(R2, size),
+            ebpf.call_helper(BPF_FUNC_probe_read_kernel),
+            ebpf.jmp_imm(ebpf.BPF_JNE, R0, 0, fail),
+        )
+
+    b.emit(ebpf.mov64_reg(R3, skb), ebpf.jmp_imm(ebpf.BPF_JEQ, R3, 0, fail))
+    for off in access.derefs:
+        if off:
+            b.emit(ebpf.alu64_imm(ebpf.BPF_ADD, R3, off))
+        probe_read(8)
+        b.emit(ebpf.ldx_mem(8, R3, FP, _BUF), ebpf.jmp_imm(ebpf.BPF_JEQ, R3, 0, fail))
+    if access.offset:
+        b.emit(ebpf.alu64_imm(ebpf.BPF_ADD, R3, access.offset))
+    probe_read(access.size)
+    b.emit(ebpf.ldx_mem(access.size, R1, FP, _BUF))
+    width = 8 * access.size
+    if access.bitfield:
+        left = 64 - access.shift - access.bits
+        right = 64 - access.bits
+        if left:
+            b.emit(ebpf.alu64_imm(ebpf.BPF_LSH, R1, left))
+        if right:
+            op = ebpf.BPF_ARSH if access.signed else ebpf.BPF_RSH
+            b.emit(ebpf.alu64_imm(op, R1, right))
+    elif access.signed and width < 64:
+        b.emit(
+            ebpf.alu64_imm(ebpf.BPF_LSH, R1, 64 - width),
+            ebpf.alu64_imm(ebpf.BPF_ARSH, R1, 64 - width),
+        )
+    elif access.big_endian:
+        b.emit(ebpf.endian(R1, width, big=True))
+
+
+def _value_range(access: Access) -> tuple[int, int]:
+    """Smallest and largest value the field can hold."""
+    if access.signed:
+        return -(1 << (access.bits - 1)), (1 << (access.bits - 1)) - 1
+    return 0, (1 << access.bits) - 1
+
+
+def _describe(btf: KernelBtf, access: Access) -> str:
+    sign = "signed" if access.signed else "unsigned"
+    what = f"{access.bits}-bit bitfield" if access.bitfield else type_text(btf, access.type_id)
+    return f"{access.text} ({what}, {sign})" if access.bitfield else f"{access.text} ({what})"
+
+
+def _find_enumerator(btf: KernelBtf, name: str, access: Access) -> int:
+    """Value of enumerator ``name``: the field's own enum first, then any enum."""
+    if access.kind == "enum":
+        for ename, value in _enumerators(btf, access.type_id):
+            if ename == name:
+                return value
+    values = {
+        value for tid in _enum_ids(btf) for ename, value in _enumerators(btf, tid) if ename == name
+    }
+    if len(values) == 1:
+        return values.pop()
+    if values:
+        listed = ", ".join(str(v) for v in sorted(values))
+        raise _Problem(f"{name} has different values in different kernel enums ({listed})")
+    hint = ""
+    if access.kind == "enum":
+        hint = _suggest(name, [n for n, _ in _enumerators(btf, access.type_id)])
+    if not hint:
+        everything = [n for tid in _enum_ids(btf) for n, _ in _enumerators(btf, tid)]
+        # difflib over ~20k names takes a quarter second: try likely ones first
+        hint = _suggest(name, [n for n in everything if n[:3] == name[:3]])
+    hint = hint or " (a #define, such as PACKET_HOST, is not in BTF: write its number)"
+    raise _Problem(f"unknown name {name!r}: no enum of the kernel has it{hint}")
+
+
+def _constant(btf: KernelBtf, cmp: Comparison, access: Access) -> int:
+    if cmp.enumerator is not None:
+        value = _find_enumerator(btf, cmp.enumerator, access)
+        if cmp.negative:
+            value = -value
+        shown = ("-" if cmp.negative else "") + f"{cmp.enumerator} ({value})"
+    else:
+        assert cmp.number is not None
+        value = cmp.number
+        shown = str(value) if -256 < value < 256 else f"{value:#x}"
+    low, high = _value_range(access)
+    if not low <= value <= high:
+        raise _Problem(f"{shown} does not fit {_describe(btf, access)}, which holds {low}..{high}")
+    if cmp.op == "&" and value == 0:
+        raise _Problem("'& 0' never matches: name the bits to test, e.g. & 0x4")
+    return value
+
+
+def filter_insns(expr: str, btf: KernelBtf) -> list[Insn]:
+    """The body of ``filter_skb_expr`` for ``expr`` (first instruction labelled
+    with the stub's name). Raises SkbExprError."""
+    try:
+        cmp = parse_comparison(expr)
+        access = resolve_chain(btf, cmp.chain)
+        value = _constant(btf, cmp, access)
+    except _Problem as problem:
+        raise SkbExprError(FILTER_FLAG, expr, str(problem)) from None
+    name = FILTER_STUB
+    match, reject = f"{name}.match", f"{name}.reject"
+    b = Builder()
+    b.label(name)
+    _emit_read(b, access, R1, reject)
+    op = _JUMPS[cmp.op][access.signed]
+    if _S32_MIN <= value <= _S32_MAX:
+        # imm is sign-extended to 64 bits, exactly like the value when it is signed
+        b.emit(ebpf.jmp_imm(op, R1, value, match))
+    else:
+        b.emit(ebpf.ld_imm64(R2, value & _MASK64), ebpf.jmp_reg(op, R1, R2, match))
+    b.label(reject)
+    b.emit(ebpf.mov32_imm(R0, 0), ebpf.exit_insn())
+    b.label(match)
+    b.emit(ebpf.mov32_imm(R0, 1), ebpf.exit_insn())
+    return b.build()
+
+
+def compile_filter_expr(expr: str, btf: KernelBtf) -> bytes:
+    """Encoded body for the ``filter_skb_expr`` stub (see module doc)."""
+    return ebpf.encode(filter_insns(expr, btf))
+
+
+# --------------------------------------------------------------------------
+# Metadata
+
+
+@dataclass(frozen=True)
+class MetadataField:
+    """One --output-skb-metadata field: what the event slot holds and how to print it.
+
+    The slot holds the field's value extended to 64 bits (sign-extended when
+    ``signed``, host order for big-endian fields, 0 when it could not be read).
+    """
+
+    expr: str  # as given on the command line
+    size: int  # bytes of the field's type (a bitfield's storage type)
+    signed: bool
+    is_enum: str | None  # the enum's name ("" when anonymous), None when not an enum
+    name: str = ""  # the label pwru prints: the last member name ("mark")
+    kind: str = "int"  # "int", "enum", "pointer", "bool" or "char"
+    bits: int = 0  # width of a bitfield, else 0
+    big_endian: bool = False  # a __be16/__be32/__be64 field (stored in host order)
+    enumerators: tuple[tuple[int, str], ...] = ()  # (value, name), for enums
+
+    def value(self, raw: int) -> int:
+        """The slot's u64 as the number it stands for (negative for signed fields)."""
+        raw &= _MASK64
+        return raw - (1 << 64) if self.signed and raw >> 63 else raw
+
+    def format(self, raw: int) -> str:
+        """The value as pwru prints it after ``name=``: decimal for integers (signed
+        ones with their sign), the enumerator's name for enums (decimal when none
+        matches), hex for pointers, zero-padded hex for big-endian fields,
+        ``true``/``false`` for bools, a quoted character for printable chars."""
+        value = self.value(raw)
+        if self.kind == "pointer":
+            return f"{value:#x}"
+        if self.kind == "bool":
+            return "true" if value else "false"
+        if self.kind == "char" and 0x20 <= value < 0x7F:
+            return repr(chr(value))
+        if self.kind == "char":
+            return f"{value:#x}"
+        if self.kind == "enum":
+            for number, enumerator in self.enumerators:
+                if number == value:
+                    return enumerator
+            return str(value)
+        if self.big_endian:
+            return f"{value:#0{2 + 2 * self.size}x}"
+        return str(value)
+
+
+def _metadata_field(btf: KernelBtf, expr: str, access: Access) -> MetadataField:
+    enum_name: str | None = None
+    enumerators: tuple[tuple[int, str], ...] = ()
+    if access.kind == "enum":
+        enum_name = btf.type_name(btf.resolve(access.type_id))
+        enumerators = tuple((v, n) for n, v in _enumerators(btf, access.type_id))
+    return MetadataField(
+        expr=expr,
+        size=btf.type_size(access.type_id),
+        signed=access.signed,
+        is_enum=enum_name,
+        name=access.name,
+        kind=access.kind,
+        bits=access.bits if access.bitfield else 0,
+        big_endian=access.big_endian,
+        enumerators=enumerators,
+    )
+
+
+def metadata_insns(fields: Sequence[str], btf: KernelBtf) -> tuple[list[Insn], list[MetadataField]]:
+    """The body of ``read_skb_metadata`` and a description of each slot. Empty
+    entries (``skb->mark,``) are skipped, as cilium/pwru does."""
+    exprs = [f for f in fields if f.strip()]
+    if len(exprs) > MAX_SKB_METADATA:
+        raise SkbExprError(
+            METADATA_FLAG,
+            ",".join(exprs),
+            f"at most {MAX_SKB_METADATA} fields, got {len(exprs)}",
+        )
+    if not exprs:
+        raise SkbExprError(METADATA_FLAG, ",".join(fields), "no field given")
+    accesses: list[Access] = []
+    described: list[MetadataField] = []
+    for expr in exprs:
+        try:
+            access = resolve_chain(btf, parse_chain(expr))
+        except _Problem as problem:
+            raise SkbExprError(METADATA_FLAG, expr, str(problem)) from None
+        accesses.append(access)
+        described.append(_metadata_field(btf, expr, access))
+    name = METADATA_STUB
+    skb, out = R6, R7  # callee-saved: they survive the helper calls
+    b = Builder()
+    b.label(name)
+    b.emit(ebpf.mov64_reg(skb, R1), ebpf.mov64_reg(out, R2))
+    for i, access in enumerate(accesses):
+        fail, store = f"{name}.f{i}.fail", f"{name}.f{i}.store"
+        _emit_read(b, access, skb, fail)
+        b.emit(ebpf.ja(store))
+        b.label(fail)
+        b.emit(ebpf.mov64_imm(R1, 0))
+        b.label(store)
+        b.emit(ebpf.stx_mem(8, out, R1, 8 * i))
+    b.emit(ebpf.mov32_imm(R0, 0), ebpf.exit_insn())
+    return b.build(), described
+
+
+def compile_metadata(fields: Sequence[str], btf: KernelBtf) -> tuple[bytes, list[MetadataField]]:
+    """Encoded body for the ``read_skb_metadata`` stub, and what each slot holds."""
+    insns, described = metadata_insns(fields, btf)
+    return ebpf.encode(insns), described
+
+
+# --------------------------------------------------------------------------
+# For the session
+
+
+def skb_expr_bodies(
+    options: Options, btf: KernelBtf
+) -> tuple[dict[str, bytes], list[MetadataField]]:
+    """Stub bodies for the options that ask for them (none: empty dict) and the
+    metadata slots' descriptions. ``btf`` must describe the running kernel:
+    the offsets in the code are its own. Raises SkbExprError."""
+    bodies: dict[str, bytes] = {}
+    fields: list[MetadataField] = []
+    debug = log.isEnabledFor(logging.DEBUG)
+    if options.filter_skb_expr.strip():
+        insns = filter_insns(options.filter_skb_expr, btf)
+        bodies[FILTER_STUB] = ebpf.encode(insns)
+        if debug:
+            log.debug("%s for %r:", FILTER_STUB, options.filter_skb_expr)
+            for line in ebpf.disassemble(insns):
+                log.debug("  ebpf  %s", line)
+    if any(f.strip() for f in options.output_skb_metadata):
+        insns, fields = metadata_insns(options.output_skb_metadata, btf)
+        bodies[METADATA_STUB] = ebpf.encode(insns)
+        if debug:
+            log.debug("%s for %s:", METADATA_STUB, ",".join(options.output_skb_metadata))
+            for line in ebpf.disassemble(insns):
+                log.debug("  ebpf  %s", line)
+    return bodies, fields
