@@ -32,11 +32,14 @@ import json
 import re
 import time
 from collections.abc import Sequence
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from pwru.events import Event, Tuple5
 from pwru.layout import PWRU_EVENT_TC, PWRU_EVENT_XDP
 from pwru.options import Options
+
+if TYPE_CHECKING:
+    from pwru.skbexpr import MetadataField
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6
@@ -120,7 +123,13 @@ def metadata_name(expr: str) -> str:
 class Renderer:
     """Turns events into lines. Keeps per-trace state (relative timestamps, widths)."""
 
-    def __init__(self, options: Options, names: NameResolver, wall_offset_ns: int) -> None:
+    def __init__(
+        self,
+        options: Options,
+        names: NameResolver,
+        wall_offset_ns: int,
+        metadata: Sequence[MetadataField] = (),
+    ) -> None:
         self.options = options
         self.names = names
         self._ts_mode = options.timestamp
@@ -129,6 +138,8 @@ class Renderer:
         self._wall_sec = -1
         self._wall_prefix = ""
         self._metadata_names = [metadata_name(e) for e in options.output_skb_metadata]
+        # --output-skb-metadata fields as compiled (pwru.skbexpr); they know their types
+        self._metadata = tuple(metadata)
 
     def header(self) -> str | None:
         """The column header line, or None when the format has none."""
@@ -182,8 +193,14 @@ class Renderer:
 class TextRenderer(Renderer):
     """pwru's text columns."""
 
-    def __init__(self, options: Options, names: NameResolver, wall_offset_ns: int) -> None:
-        super().__init__(options, names, wall_offset_ns)
+    def __init__(
+        self,
+        options: Options,
+        names: NameResolver,
+        wall_offset_ns: int,
+        metadata: Sequence[MetadataField] = (),
+    ) -> None:
+        super().__init__(options, names, wall_offset_ns, metadata)
         self._tuple_width = 0
         self._func_width = 0
         self._tuples: dict[Tuple5 | None, str] = {}
@@ -251,8 +268,7 @@ class TextRenderer(Renderer):
                         self._ifaces.clear()
                     self._ifaces[key] = iface
             parts.append(
-                f" {ev.netns:<10} {ev.mark:<8x} {iface} {ev.protocol:#06x} "
-                f"{ev.mtu:<5} {ev.len:<5}"
+                f" {ev.netns:<10} {ev.mark:<8x} {iface} {ev.protocol:#06x} {ev.mtu:<5} {ev.len:<5}"
             )
         if o.output_tuple:
             tup = self._tuple(ev.tuple)
@@ -266,8 +282,14 @@ class TextRenderer(Renderer):
             parts.append(f" {func:<{self._func_width}} {names.symbol(ev.caller_ip)}")
         else:
             parts.append(f" {func}")
-        for name, value in zip(self._metadata_names, ev.skb_metadata):
-            parts.append(f" {name}={value}")
+        if self._metadata:
+            # like cilium/pwru: " mark=66", typed; XDP events carry no skb to read
+            if ev.type != PWRU_EVENT_XDP:
+                for field, value in zip(self._metadata, ev.skb_metadata):
+                    parts.append(f" {field.name}={field.format(value)}")
+        else:
+            for name, value in zip(self._metadata_names, ev.skb_metadata):
+                parts.append(f" {name}={value}")
         if o.output_stack:
             parts.extend("\n" + frame for frame in stack)
         if skb_text:
@@ -287,8 +309,14 @@ class JsonRenderer(Renderer):
     tuple objects are encoded once per distinct tuple.
     """
 
-    def __init__(self, options: Options, names: NameResolver, wall_offset_ns: int) -> None:
-        super().__init__(options, names, wall_offset_ns)
+    def __init__(
+        self,
+        options: Options,
+        names: NameResolver,
+        wall_offset_ns: int,
+        metadata: Sequence[MetadataField] = (),
+    ) -> None:
+        super().__init__(options, names, wall_offset_ns, metadata)
         self._tuples: dict[Tuple5 | None, str] = {}
 
     def _tuple(self, tup: Tuple5 | None) -> str:
@@ -367,13 +395,18 @@ def wall_clock_offset_ns() -> int:
 
 
 def make_renderer(
-    options: Options, names: NameResolver, *, wall_offset_ns: int | None = None
+    options: Options,
+    names: NameResolver,
+    *,
+    wall_offset_ns: int | None = None,
+    metadata: Sequence[MetadataField] = (),
 ) -> Renderer:
     """The renderer for ``options`` (JSON lines with --output-json, else text).
 
-    ``wall_offset_ns`` (realtime - monotonic) defaults to the current offset.
+    ``wall_offset_ns`` (realtime - monotonic) defaults to the current offset;
+    ``metadata`` describes the --output-skb-metadata slots (pwru.skbexpr).
     """
     offset = wall_clock_offset_ns() if wall_offset_ns is None else wall_offset_ns
     if options.output_json:
-        return JsonRenderer(options, names, offset)
-    return TextRenderer(options, names, offset)
+        return JsonRenderer(options, names, offset, metadata)
+    return TextRenderer(options, names, offset, metadata)

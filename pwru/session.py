@@ -41,6 +41,7 @@ from pwru.names import SystemNames, resolve_ifindex, resolve_netns
 from pwru.options import Options
 from pwru.probes import ProbeTable
 from pwru.render import Renderer, make_renderer
+from pwru.skbexpr import FILTER_STUB, METADATA_STUB, skb_expr_bodies
 
 log = logging.getLogger("pwru")
 
@@ -179,8 +180,12 @@ class Session:
         compiled = compile_filters(
             options.pcap_filter, options.filter_tunnel_pcap_l2, options.filter_tunnel_pcap_l3
         )
+        kernel_btf = KernelBtf.load(options.kernel_btf or capabilities.KERNEL_BTF)
+        skb_bodies, self.metadata_fields = skb_expr_bodies(options, kernel_btf)
         capabilities.check_privileges()
         config = build_config(options)
+        config.have_skb_expr = int(FILTER_STUB in skb_bodies)
+        config.output_skb_metadata = int(METADATA_STUB in skb_bodies)
         config.have_pcap_filter = int(compiled.pcap)
         config.have_tunnel_filter = int(compiled.tunnel)
         self.stack_frames = config.stack_frames
@@ -190,7 +195,6 @@ class Session:
             log.debug("filters compiled and translated in %.1f ms", compiled.seconds * 1000)
         self.out = self._open_output()
 
-        kernel_btf = KernelBtf.load(options.kernel_btf or capabilities.KERNEL_BTF)
         self.drop_reasons = kernel_btf.drop_reasons()
         # tp_btf programs attach by the running kernel's own BTF ids
         running_btf = (
@@ -208,7 +212,7 @@ class Session:
         self.obj = loader.load(
             config,
             chosen.requests,
-            filters=compiled.bodies,
+            filters={**compiled.bodies, **skb_bodies},
             ringbuf_bytes=options.ringbuf_size_bytes,
             btf_custom_path=options.kernel_btf or None,
         )
@@ -217,7 +221,7 @@ class Session:
         self.stop.check()
 
         names = SystemNames(probe_name=self._probe_name, drop_reasons=self.drop_reasons)
-        self.renderer: Renderer = make_renderer(options, names)
+        self.renderer: Renderer = make_renderer(options, names, metadata=self.metadata_fields)
         self.ring = RingBuffer(self.obj.events.fd, self._on_sample)
         self.pending: list[str] = []
         if options.ready_file:

@@ -143,6 +143,7 @@ class Comparison:
     number: int | None
     enumerator: str | None
     negative: bool = False  # "-NAME"
+    text: str = ""  # the constant as written, for messages
 
 
 _OPERATORS = ("==", "!=", "<=", ">=", "<", ">", "=", "&")
@@ -261,10 +262,11 @@ def parse_comparison(text: str) -> Comparison:
         raise _Problem(f"expected a number or an enum name after {op[1]!r}, found {found}")
     p.end("the constant")
     name = "==" if op[1] == "=" else op[1]
+    written = ("-" if negative else "") + value[1]
     if value[0] == "number":
         number = parse_number(value[1])
-        return Comparison(chain, name, -number if negative else number, None)
-    return Comparison(chain, name, None, value[1], negative)
+        return Comparison(chain, name, -number if negative else number, None, text=written)
+    return Comparison(chain, name, None, value[1], negative, written)
 
 
 # --------------------------------------------------------------------------
@@ -333,7 +335,7 @@ def type_text(btf: KernelBtf, tid: int, depth: int = 0) -> str:
     if kind in tag:
         return tag[kind] + (name or "(anonymous)")
     if kind == Kind.FWD:
-        return name
+        return f"struct {name} (declared only)"
     return name or kind.name.lower()
 
 
@@ -349,8 +351,8 @@ def _big_endian(btf: KernelBtf, tid: int) -> bool:
     return False
 
 
-def _suggest(word: str, candidates: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+def _suggest(word: str, candidates: Sequence[str], cutoff: float = 0.6) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=cutoff)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -420,7 +422,7 @@ def resolve_chain(btf: KernelBtf, chain: Sequence[Step]) -> Access:
                 raise _Problem(f"{text} is a pointer ({what}): use '->{step.name}'")
             if not _is_aggregate(btf, field):
                 raise _Problem(
-                    f"{text} is a {type_text(btf, field)}, not a struct or union: "
+                    f"{text} has type {type_text(btf, field)}, not a struct or union: "
                     f"'{step}' cannot follow it"
                 )
             container = btf.resolve(field)
@@ -468,10 +470,10 @@ def _leaf(
     elif kind in (Kind.STRUCT, Kind.UNION):
         members = _member_names(btf, real)
         example = f", e.g. {text}.{members[0]}" if members else ""
-        raise _Problem(f"{text} is a {type_text(btf, tid)}: name one of its members{example}")
+        raise _Problem(f"{text} has type {type_text(btf, tid)}: name one of its members{example}")
     else:
         raise _Problem(
-            f"{text} is a {type_text(btf, tid)}; only integers, enums and pointers can be used"
+            f"{text} has type {type_text(btf, tid)}; only integers, enums and pointers can be used"
         )
     size = btf.type_size(real)
     if size not in (1, 2, 4, 8):
@@ -552,6 +554,25 @@ def _describe(btf: KernelBtf, access: Access) -> str:
     return f"{access.text} ({what}, {sign})" if access.bitfield else f"{access.text} ({what})"
 
 
+# Names users reach for that are #defines (so not in BTF), for a helpful error.
+_DEFINES = {
+    "PACKET_HOST": 0,
+    "PACKET_BROADCAST": 1,
+    "PACKET_MULTICAST": 2,
+    "PACKET_OTHERHOST": 3,
+    "PACKET_OUTGOING": 4,
+    "PACKET_LOOPBACK": 5,
+    "ETH_P_IP": 0x0800,
+    "ETH_P_ARP": 0x0806,
+    "ETH_P_8021Q": 0x8100,
+    "ETH_P_IPV6": 0x86DD,
+    "CHECKSUM_NONE": 0,
+    "CHECKSUM_UNNECESSARY": 1,
+    "CHECKSUM_COMPLETE": 2,
+    "CHECKSUM_PARTIAL": 3,
+}
+
+
 def _find_enumerator(btf: KernelBtf, name: str, access: Access) -> int:
     """Value of enumerator ``name``: the field's own enum first, then any enum."""
     if access.kind == "enum":
@@ -566,14 +587,20 @@ def _find_enumerator(btf: KernelBtf, name: str, access: Access) -> int:
     if values:
         listed = ", ".join(str(v) for v in sorted(values))
         raise _Problem(f"{name} has different values in different kernel enums ({listed})")
+    if name in _DEFINES:
+        value = _DEFINES[name]
+        written = f"{value:#06x}" if value > 0xFF else str(value)
+        raise _Problem(
+            f"{name} is a #define, not an enum, so BTF does not know it: write {written}"
+        )
     hint = ""
     if access.kind == "enum":
         hint = _suggest(name, [n for n, _ in _enumerators(btf, access.type_id)])
     if not hint:
         everything = [n for tid in _enum_ids(btf) for n, _ in _enumerators(btf, tid)]
         # difflib over ~20k names takes a quarter second: try likely ones first
-        hint = _suggest(name, [n for n in everything if n[:3] == name[:3]])
-    hint = hint or " (a #define, such as PACKET_HOST, is not in BTF: write its number)"
+        hint = _suggest(name, [n for n in everything if n[:3] == name[:3]], cutoff=0.8)
+    hint = hint or " (a #define is not in BTF: write its number)"
     raise _Problem(f"unknown name {name!r}: no enum of the kernel has it{hint}")
 
 
@@ -582,11 +609,11 @@ def _constant(btf: KernelBtf, cmp: Comparison, access: Access) -> int:
         value = _find_enumerator(btf, cmp.enumerator, access)
         if cmp.negative:
             value = -value
-        shown = ("-" if cmp.negative else "") + f"{cmp.enumerator} ({value})"
+        shown = f"{cmp.text} ({value})"
     else:
         assert cmp.number is not None
         value = cmp.number
-        shown = str(value) if -256 < value < 256 else f"{value:#x}"
+        shown = cmp.text
     low, high = _value_range(access)
     if not low <= value <= high:
         raise _Problem(f"{shown} does not fit {_describe(btf, access)}, which holds {low}..{high}")
