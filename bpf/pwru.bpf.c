@@ -63,6 +63,33 @@ struct {
 	__type(value, __u8);
 } tracked_skbs SEC(".maps");
 
+/*
+ * --filter-track-skb-by-stackid: the call path (stack id, probed function's own
+ * frame left out) in which each tracked skb was seen, both ways, so that other
+ * skbs and non-skb functions (--filter-non-skb-funcs) met in the same call path
+ * are attributed to it. Entries go when the skb is freed.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 4096);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, PWRU_MAX_STACK_FRAMES * sizeof(__u64));
+} call_paths SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);   /* stack id */
+	__type(value, __u64); /* skb */
+} path_skb SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u64);   /* skb */
+	__type(value, __u64); /* stack id */
+} skb_path SEC(".maps");
+
 /* skb_clone/skb_copy in progress, per task: the skb being cloned. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -307,12 +334,40 @@ static __always_inline bool filter_tunnel(struct sk_buff *skb)
 	       filter_pcap_tunnel_l3(head + inner + ETH_HLEN, end);
 }
 
-static __always_inline bool filter_skb(struct sk_buff *skb)
+/* The call path below the probed function (kprobes: skip its own frame). */
+static __always_inline __s64 call_path(void *ctx)
+{
+	return bpf_get_stackid(ctx, &call_paths, BPF_F_FAST_STACK_CMP | 1);
+}
+
+static __always_inline void remember_path(void *ctx, __u64 addr)
+{
+	__s64 path = call_path(ctx);
+
+	if (path >= 0) {
+		__u64 key = path;
+
+		bpf_map_update_elem(&path_skb, &key, &addr, BPF_ANY);
+		bpf_map_update_elem(&skb_path, &addr, &key, BPF_ANY);
+	}
+}
+
+static __always_inline bool filter_skb(void *ctx, struct sk_buff *skb)
 {
 	__u64 addr = (__u64)skb;
+	__u8 one = 1;
 
 	if (CFG.track_skb && bpf_map_lookup_elem(&tracked_skbs, &addr))
 		return true;
+	if (CFG.track_skb_by_stackid) {
+		__s64 path = call_path(ctx);
+		__u64 key = path;
+
+		if (path >= 0 && bpf_map_lookup_elem(&path_skb, &key)) {
+			bpf_map_update_elem(&tracked_skbs, &addr, &one, BPF_ANY);
+			return true;
+		}
+	}
 	if (!filter_meta(skb))
 		return false;
 	if (CFG.have_pcap_filter && !filter_pcap(skb))
@@ -321,11 +376,10 @@ static __always_inline bool filter_skb(struct sk_buff *skb)
 		return false;
 	if (CFG.have_skb_expr && !filter_skb_expr(skb))
 		return false;
-	if (CFG.track_skb) {
-		__u8 one = 1;
-
+	if (CFG.track_skb)
 		bpf_map_update_elem(&tracked_skbs, &addr, &one, BPF_ANY);
-	}
+	if (CFG.track_skb_by_stackid)
+		remember_path(ctx, addr);
 	return true;
 }
 
@@ -396,7 +450,7 @@ static __always_inline int handle_skb(void *ctx, struct sk_buff *skb, __u32 type
 {
 	struct pwru_event *ev;
 
-	if (!skb || !filter_skb(skb))
+	if (!skb || !filter_skb(ctx, skb))
 		return 0;
 
 	ev = bpf_ringbuf_reserve(&events, RECORD_SIZE, 0);
@@ -435,9 +489,19 @@ static __always_inline int handle_skb(void *ctx, struct sk_buff *skb, __u32 type
 static __always_inline void forget_skb(struct sk_buff *skb)
 {
 	__u64 addr = (__u64)skb;
+	__u64 *path;
 
 	if (CFG.track_skb)
 		bpf_map_delete_elem(&tracked_skbs, &addr);
+	if (CFG.track_skb_by_stackid) {
+		path = bpf_map_lookup_elem(&skb_path, &addr);
+		if (path) {
+			__u64 key = *path;
+
+			bpf_map_delete_elem(&path_skb, &key);
+			bpf_map_delete_elem(&skb_path, &addr);
+		}
+	}
 }
 
 /*
@@ -534,6 +598,25 @@ int pwru_kp_skbmem(struct pt_regs *ctx)
 {
 	forget_skb((struct sk_buff *)PT_REGS_PARM1(ctx));
 	return 0;
+}
+
+/*
+ * --filter-non-skb-funcs: functions without an sk_buff report the tracked skb
+ * whose call path they run in (--filter-track-skb-by-stackid).
+ */
+SEC("pwru_kprobe/nonskb")
+int pwru_kp_nonskb(struct pt_regs *ctx)
+{
+	__s64 path = call_path(ctx);
+	__u64 key = path, *skb;
+
+	if (path < 0)
+		return 0;
+	skb = bpf_map_lookup_elem(&path_skb, &key);
+	if (!skb)
+		return 0;
+	return handle_skb(ctx, (struct sk_buff *)*skb, PWRU_EVENT_KPROBE, bpf_get_attach_cookie(ctx),
+			  bpf_get_func_ip(ctx), false, 0);
 }
 
 /*

@@ -46,6 +46,7 @@ class Plan:
     backend: str  # TRACEPOINT, kprobe.KPROBE, kprobe.KPROBE_MULTI, or AUTO (decided after load)
     probes: list[Probe]  # tracepoints, or functions planned for kprobe-multi
     bpf_probes: list[Probe] = field(default_factory=list)  # tc/XDP programs
+    nonskb_probes: list[Probe] = field(default_factory=list)  # --filter-non-skb-funcs
     targets: tcxdp.Targets | None = None
     requests: list[LoadRequest] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -124,13 +125,18 @@ def plan(
         requests = [
             r for family in families for r in kprobe.load_requests(_as_backend(probes, family))
         ]
-        if options.filter_track_skb:
+        if _tracking(options):
             requests += [
                 LoadRequest("pwru_kp_skbmem"),
                 LoadRequest("pwru_kp_clone"),
                 LoadRequest("pwru_krp_clone"),
             ]
         result = Plan(backend, probes, requests=requests, notes=notes)
+        if options.filter_non_skb_funcs:
+            result.nonskb_probes = _plan_nonskb(options.filter_non_skb_funcs, ksyms(), table)
+            result.requests.append(LoadRequest("pwru_kp_nonskb"))
+    if options.filter_non_skb_funcs and backend == TRACEPOINT:
+        raise UsageError("--filter-non-skb-funcs needs kprobes, which this kernel does not have")
     if options.filter_track_skb and backend == TRACEPOINT:
         result.notes.append(
             "--filter-track-skb without kprobes: clones and copies are not followed"
@@ -146,6 +152,26 @@ def plan(
         )
         result.notes.append(f"tracing {len(result.targets.programs)} {kinds} programs")
     return result
+
+
+def _tracking(options: Options) -> bool:
+    """Whether skbs are tracked (the by-stackid and non-skb options build on it)."""
+    return bool(
+        options.filter_track_skb
+        or options.filter_track_skb_by_stackid
+        or options.filter_non_skb_funcs
+    )
+
+
+def _plan_nonskb(names: list[str], ksyms: Kallsyms, table: ProbeTable) -> list[Probe]:
+    """A kprobe per --filter-non-skb-funcs function (each copy of a repeated name)."""
+    probes = []
+    for name in names:
+        addrs = ksyms.addresses(name)
+        if not addrs:
+            raise UsageError(f"--filter-non-skb-funcs: no kernel function {name!r}")
+        probes += [table.add(name, kprobe.KPROBE, "pwru_kp_nonskb", addr=a) for a in addrs]
+    return probes
 
 
 def _as_backend(probes: list[Probe], backend: str) -> list[Probe]:
@@ -193,8 +219,12 @@ def attach(
         summary = f"attached {report.attached} functions with {backend}" + (
             f" (skipped: {skipped})" if skipped else ""
         )
-        if options.filter_track_skb:
+        if _tracking(options):
             _attach_tracking(obj, held)
+        if chosen.nonskb_probes:
+            nonskb = kprobe.AttachReport()
+            kprobe.attach_each(obj, chosen.nonskb_probes, held.links, nonskb, 4, stopped)
+            summary += f", {nonskb.attached} non-skb functions"
     if chosen.bpf_probes:
         tcxdp.attach(obj, chosen.bpf_probes, held.fds)
     note(f"{summary} in {time.monotonic() - started:.2f} s")

@@ -93,7 +93,10 @@ def build_config(options: Options) -> Config:
     config.mark_mask = options.filter_mark_mask
     config.output_meta = int(options.output_meta)
     config.output_tuple = int(options.output_tuple)
-    config.track_skb = int(options.filter_track_skb)
+    # --filter-non-skb-funcs needs call paths, which need tracked skbs
+    by_stackid = options.filter_track_skb_by_stackid or bool(options.filter_non_skb_funcs)
+    config.track_skb_by_stackid = int(by_stackid)
+    config.track_skb = int(options.filter_track_skb or by_stackid)
     config.output_tunnel = int(options.output_tunnel)
     if options.output_stack:
         config.stack_frames = PWRU_MAX_STACK_FRAMES
@@ -170,12 +173,6 @@ class Session:
 
     def setup(self) -> None:
         options = self.options
-        for flag, used in (
-            ("--filter-track-skb-by-stackid", options.filter_track_skb_by_stackid),
-            ("--filter-non-skb-funcs", bool(options.filter_non_skb_funcs)),
-        ):
-            if used:  # never ignore a flag silently
-                raise UsageError(f"{flag} is not supported yet (use --filter-track-skb)")
         # usage errors first: a bad expression is reported even without privileges
         compiled = compile_filters(
             options.pcap_filter, options.filter_tunnel_pcap_l2, options.filter_tunnel_pcap_l3

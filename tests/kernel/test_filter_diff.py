@@ -41,6 +41,7 @@ ALL_PROGRAMS = [
     "pwru_km_kfree_reason",
     "pwru_km_skdrop_reason",
     "pwru_kp_skbmem",
+    "pwru_kp_nonskb",
     "pwru_kp_clone",
     "pwru_krp_clone",
     "pwru_selftest_l2",
@@ -193,6 +194,7 @@ def test_every_probe_program_verifies_with_filter(expr: str) -> None:
     config = Config(
         output_meta=1, output_tuple=1, output_tunnel=1, output_skb_metadata=1,
         have_pcap_filter=1, have_tunnel_filter=1, have_skb_expr=1, track_skb=1,
+        track_skb_by_stackid=1,
         stack_frames=50, skb_text_len=4096, shinfo_text_len=4096,
     )  # fmt: skip
     requests = [_request(name) for name in ALL_PROGRAMS]

@@ -3,23 +3,28 @@
 Every test runs once per backend: ``kprobe`` (restricted with --filter-func to the functions
 the test looks at: attaching ~1,600 kprobes one by one is slow under TCG) and
 ``kprobe-multi`` (every skb function). Where kernels.txt says kprobe.multi does not work
-(Debian 6.1: CONFIG_FPROBE off), the kprobe-multi case runs the same command and asserts
-pwru's one-line error naming CONFIG_FPROBE and exit code 1.
+(Debian 6.1: CONFIG_FPROBE off), the kprobe-multi case runs the same pwru command and
+asserts pwru's one-line error naming CONFIG_FPROBE and exit code 1.
 
-Traffic crosses a veth pair between two namespaces made by tests/kernel/netlab.py's Lab;
-it is sent from a thread that setns()-es into the sender's namespace (a Python start under
-TCG costs 2-5 s, so no `ip netns exec python3`). pwru is the installed console command
-next to the interpreter running pytest ($PWRU_BIN overrides), started through netlab's
-PwruRun, which waits for --ready-file before any traffic is sent.
-
-  1. iptables DROP in the receiver's INPUT: the SYN passes the ip_local_out family and
-     nf_hook_slow and ends in kfree_skb_reason / sk_skb_reason_drop (6.11+) with
+  1. iptables DROP in the receiver's INPUT: a TCP SYN passes the ip_local_out family and
+     nf_hook_slow and ends in kfree_skb_reason (< 6.11) / sk_skb_reason_drop (6.11+) with
      SKB_DROP_REASON_NETFILTER_DROP.
-  2. --filter-track-skb follows a DNAT'ed datagram to its new destination.
-  3. --output-stack: the drop event's stack contains nf_hook_slow (same run as 1).
+  2. --filter-track-skb follows a DNAT'ed datagram to its new destination; without it the
+     translated packet is not shown.
+  3. --output-stack: the drop event's stack (run of 1) contains nf_hook_slow.
   4. --filter-trace-tc sees a tc classifier loaded with tc(8) (progs/tc.bpf.c).
   5. a pcap filter restricts the output to the matching port.
   6. Geneve (the CI host has no geneve module): inner-packet filter and inner tuple.
+
+How (time: a pwru start costs ~10 s of CPU under TCG — Python, BTF, discovery, load):
+one lab for the module (tests/kernel/netlab.py's Lab: two namespaces on a veth pair) with
+every scenario's rules, tc filter and tunnel in place; per backend, the seven pwru runs of
+the six tests start at the same time (netlab's PwruRun, each waits for its --ready-file),
+then all the traffic is sent, from a thread that setns()-es into the sender's namespace (no
+`ip netns exec python3`: a Python start is 2-5 s here), then they stop; the tests assert
+on their own run's output. Each scenario's traffic crosses every other scenario's filter,
+so each run also proves its filter rejects the rest. pwru is the console script next to the
+interpreter running pytest ($PWRU_BIN overrides), since the guest's PATH has no pyenv.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -50,10 +55,38 @@ pytestmark = pytest.mark.vm
 
 KPROBE, KPROBE_MULTI = "kprobe", "kprobe-multi"
 BACKENDS = (KPROBE, KPROBE_MULTI)
-READY_TIMEOUT = 180.0  # pwru start under TCG: ~10 s (Python, BTF, discovery, load, attach)
+READY_TIMEOUT = 240.0  # seven pwru starting at once on 2 TCG vCPUs: ~40-60 s
 SETTLE = 1.0  # softirq delivery under TCG before pwru is stopped
 CLONE_NEWNET = 0x40000000
 NETFILTER_DROP = "SKB_DROP_REASON_NETFILTER_DROP"
+T = TypeVar("T")
+
+# Ports: one scenario each; every source port is fixed so tuples can be compared whole.
+DROP_PORT, DROP_SPORT = 7701, 41701
+NAT_PORT, NAT_TO_PORT, NAT_SPORT = 7721, 7722, 41721
+TC_PORT, TC_SPORT = 7741, 41741
+PCAP_PORT, PCAP_SPORT, PCAP_OTHER, PCAP_OTHER_SPORT = 7801, 41801, 7802, 41802
+GENEVE_PORT, GENEVE_VNI = 6081, "7"
+INNER_PORT, INNER_SPORT, INNER_OTHER, INNER_OTHER_SPORT = 7811, 41811, 7812, 41812
+INNER = ("198.51.100.1", "198.51.100.2")  # gn0 in a, b
+TC_PROG = "vm_tc_ingress"  # tests/vm/guest/progs/tc.bpf.c
+
+# --filter-func for the kprobe backend: the functions each test looks at (names absent
+# from a kernel simply do not match)
+DROP_FUNCS = (
+    "__ip_queue_xmit|__ip_local_out|ip_local_out|ip_output|ip_finish_output2|ip_rcv|"
+    "ip_local_deliver|nf_hook_slow|tcp_v4_rcv|kfree_skb_reason|sk_skb_reason_drop"
+)
+NAT_FUNCS = (
+    "__ip_local_out|ip_local_out|nf_hook_slow|ip_output|ip_finish_output2|"
+    "__dev_queue_xmit|ip_rcv|ip_local_deliver|__udp4_lib_rcv"
+)
+TC_FUNCS = "ip_rcv|__netif_receive_skb|tcf_classify"
+PCAP_FUNCS = "__ip_local_out|ip_output|__dev_queue_xmit|ip_rcv|ip_local_deliver|__udp4_lib_rcv"
+GENEVE_FUNCS = "ip_rcv|ip_local_deliver|udp_rcv|__udp4_lib_rcv"
+
+LOCAL_OUT = {"__ip_local_out", "ip_local_out", "ip_output"}
+PAST_INPUT = {"ip_local_deliver_finish", "ip_protocol_deliver_rcu", "tcp_v4_rcv"}
 
 
 # --------------------------------------------------------------------------- pwru
@@ -65,27 +98,30 @@ def _pwru_bin() -> None:
     assert os.access(os.environ["PWRU_BIN"], os.X_OK), f"no pwru at {os.environ['PWRU_BIN']}"
 
 
-def multi_refused(backend: str, vm_kernel: KernelExpect) -> bool:
-    return backend == KPROBE_MULTI and vm_kernel.expect["kprobe_multi"] != "ok"
+def parallel(fns: list[Callable[[], T]]) -> list[T]:
+    """Call every fn at once; all finish before the first error (if any) is raised."""
+    with ThreadPoolExecutor(max_workers=len(fns)) as pool:
+        futures = [pool.submit(fn) for fn in fns]
+        errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
+    return [f.result() for f in futures]
 
 
-def pwru_args(backend: str, kprobe_funcs: str, args: list[str]) -> list[str]:
-    """--backend, plus --filter-func for the one-by-one kprobe backend."""
-    extra = ["--filter-func", kprobe_funcs] if backend == KPROBE else []
-    return ["--backend", backend, *extra, *args]
-
-
-def assert_multi_refused(args: list[str], vm_kernel: KernelExpect) -> None:
-    """The kernel has no kprobe.multi: pwru must say so in one line (naming CONFIG_FPROBE)
-    and exit 1, before printing any trace."""
-    res = subprocess.run(
+def pwru_refusal(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [os.environ["PWRU_BIN"], *args],
         capture_output=True,
         text=True,
         timeout=READY_TIMEOUT,
         stdin=subprocess.DEVNULL,
     )
-    detail = f"{vm_kernel.release}: pwru {' '.join(args)} -> rc={res.returncode}\n{res.stderr}"
+
+
+def assert_refused(res: subprocess.CompletedProcess[str], release: str) -> None:
+    """No kprobe.multi in this kernel: one line naming CONFIG_FPROBE, exit 1, no trace."""
+    detail = f"{release}: {' '.join(res.args)} -> rc={res.returncode}\n{res.stderr}"
     assert res.returncode == 1, detail
     assert res.stdout == "", detail
     errors = [ln for ln in res.stderr.splitlines() if "CONFIG_FPROBE" in ln]
@@ -95,27 +131,27 @@ def assert_multi_refused(args: list[str], vm_kernel: KernelExpect) -> None:
     assert "Traceback" not in res.stderr, detail
 
 
-def start_pwru(arg_sets: list[list[str]], workdir: Path) -> list[PwruRun]:
-    """Start several pwru at once (their ~10 s starts overlap) and wait until all are ready."""
-    with ThreadPoolExecutor(max_workers=len(arg_sets)) as pool:
-        futures = [pool.submit(PwruRun, args, workdir, READY_TIMEOUT) for args in arg_sets]
-        runs, errors = [], []
-        for f in futures:
-            try:
-                runs.append(f.result())
-            except Exception as error:  # noqa: BLE001 - reported below, after cleanup
-                errors.append(error)
-    if errors:
+def start_all(arg_sets: list[list[str]], workdir: Path) -> list[PwruRun]:
+    """Start several pwru at once and wait until every one is ready."""
+    starts: list[Callable[[], PwruRun]] = [
+        lambda a=args: PwruRun(a, workdir, READY_TIMEOUT)  # type: ignore[misc]
+        for args in arg_sets
+    ]
+    with ThreadPoolExecutor(max_workers=len(starts)) as pool:
+        futures = [pool.submit(fn) for fn in starts]
+        errors = [f.exception() for f in futures]
+    runs = [f.result() for f in futures if f.exception() is None]
+    if any(errors):
         for r in runs:
             with contextlib.suppress(Exception):
                 r.stop()
-        raise errors[0]
+        raise next(e for e in errors if e is not None)
     return runs
 
 
-def stop_pwru(runs: list[PwruRun]) -> None:
+def stop_all(runs: list[PwruRun]) -> None:
     time.sleep(SETTLE)
-    codes = [r.stop(signal.SIGINT, timeout=120) for r in runs]
+    codes = parallel([lambda r=r: r.stop(signal.SIGINT, timeout=120) for r in runs])
     for r, code in zip(runs, codes):
         assert code == 0, f"pwru {' '.join(r.args)} -> {code}\n{r.stderr}"
 
@@ -124,7 +160,7 @@ def stop_pwru(runs: list[PwruRun]) -> None:
 TUPLE = re.compile(
     r"(?P<src>\S*):(?P<sport>\d+)->(?P<dst>\S*):(?P<dport>\d+)\((?P<proto>\w*)(?::[A-Z|]+)?\)"
 )
-EVENT = re.compile(r"^(0x[0-9a-f]+)\s+\d+\s")
+EVENT = re.compile(r"^(0x[0-9a-f]+)\s+\d+\s")  # SKB CPU ...; a stack frame is one token
 
 
 @dataclass
@@ -147,11 +183,11 @@ def _tuple(m: re.Match[str]) -> tuple[str, int, str, int, str]:
     return (m["src"], int(m["sport"]), m["dst"], int(m["dport"]), m["proto"])
 
 
-def events(run_: PwruRun) -> list[Event]:
+def events(pw: PwruRun) -> list[Event]:
     """pwru's text output as events; --output-stack frames (one per line) go to the event."""
     found: list[Event] = []
-    lines = run_.stdout.splitlines()
-    assert lines and lines[0].startswith("SKB "), f"no header: {run_.stdout[:500]}"
+    lines = pw.stdout.splitlines()
+    assert lines and lines[0].startswith("SKB "), f"no header: {pw.stdout[:500]}"
     for line in lines[1:]:
         if not line.strip():
             continue
@@ -167,25 +203,17 @@ def events(run_: PwruRun) -> list[Event]:
     return found
 
 
-def show(run_: PwruRun, limit: int = 120) -> str:
-    out = run_.stdout.splitlines()
-    return "\n".join([f"$ pwru {' '.join(run_.args[1:])}", *out[:limit], "[stderr]", run_.stderr])
+def show(pw: PwruRun, limit: int = 150) -> str:
+    out = pw.stdout.splitlines()
+    more = [f"... {len(out) - limit} more lines"] if len(out) > limit else []
+    return "\n".join([f"$ {' '.join(pw.args)}", *out[:limit], *more, "[stderr]", pw.stderr])
 
 
-# --------------------------------------------------------------------------- network
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    lab = Lab.create(subnet=2)
-    try:
-        yield lab
-    finally:
-        lab.close()
-
-
-def in_netns(host: Host, fn: Callable[[], Any]) -> Any:
+# --------------------------------------------------------------------------- traffic
+def in_netns(host: Host, fn: Callable[[], T]) -> T:
     """Run fn in a short-lived thread that joined host's network namespace."""
     libc = ctypes.CDLL(None, use_errno=True)
-    result: list[Any] = []
+    result: list[T] = []
     errors: list[BaseException] = []
 
     def body() -> None:
@@ -194,7 +222,7 @@ def in_netns(host: Host, fn: Callable[[], Any]) -> Any:
                 if libc.setns(ns.fileno(), CLONE_NEWNET) != 0:
                     raise OSError(ctypes.get_errno(), f"setns({host.netns})")
             result.append(fn())
-        except BaseException as error:  # noqa: BLE001 - re-raised in the caller
+        except BaseException as error:  # re-raised in the caller
             errors.append(error)
 
     t = threading.Thread(target=body, name=f"in-{host.netns}")
@@ -203,21 +231,21 @@ def in_netns(host: Host, fn: Callable[[], Any]) -> Any:
     assert not t.is_alive(), f"traffic from {host.netns} hung"
     if errors:
         raise errors[0]
-    return result[0] if result else None
+    return result[0]
 
 
-def send_udp(host: Host, dst: str, port: int, sport: int, count: int = 1) -> None:
+def udp(dst: str, port: int, sport: int, count: int = 1) -> Callable[[], None]:
     def send() -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.bind(("", sport))
             for _ in range(count):
                 s.sendto(b"pwru-vm", (dst, port))
 
-    in_netns(host, send)
+    return send
 
 
-def tcp_syn(host: Host, dst: str, port: int, sport: int) -> str:
-    """One connection attempt (the SYN; the 0.5 s timeout is below TCP's 1 s initial RTO)."""
+def tcp_syn(dst: str, port: int, sport: int) -> Callable[[], str]:
+    """One connection attempt: the SYN (the 0.5 s timeout is below TCP's 1 s initial RTO)."""
 
     def connect() -> str:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -231,25 +259,175 @@ def tcp_syn(host: Host, dst: str, port: int, sport: int) -> str:
             except socket.timeout:
                 return "timeout"
 
-    return str(in_netns(host, connect))
+    return connect
 
 
-def ipt(host: Host, *args: str) -> None:
-    run("ip", "netns", "exec", host.netns, tool("iptables"), "-w", *args)
+# --------------------------------------------------------------------------- the lab
+@dataclass
+class GuestLab:
+    lab: Lab
+    virtual: str  # the DNAT'ed destination X (on the veth subnet, nobody has it)
+    drop_rule: list[str]
+    nat_rule: list[str]
+    tc_obj: Path
+
+    @property
+    def a(self) -> Host:
+        return self.lab.a
+
+    @property
+    def b(self) -> Host:
+        return self.lab.b
+
+
+def ipt(host: Host, *args: str, check: bool = True) -> None:
+    run("ip", "netns", "exec", host.netns, tool("iptables"), "-w", *args, check=check)
+
+
+def tc(host: Host, *args: str, check: bool = True) -> str:
+    return run(tool("tc"), "-n", host.netns, *args, check=check).stdout
+
+
+def add_geneve(lab: Lab) -> None:
+    """A Geneve tunnel (gn0, VNI 7, UDP 6081) between a and b over the veth."""
+    if not Path("/sys/module/geneve").exists():
+        run(tool("modprobe"), "geneve")
+    inner = {lab.a.netns: INNER[0], lab.b.netns: INNER[1]}
+    for here, there in ((lab.a, lab.b), (lab.b, lab.a)):
+        here.run("ip", "link", "add", "gn0", "type", "geneve", "id", GENEVE_VNI,
+                 "remote", there.ipv4)  # fmt: skip
+        here.run("ip", "addr", "add", f"{inner[here.netns]}/24", "dev", "gn0")
+        here.run("ip", "link", "set", "gn0", "up")
+    for here, there in ((lab.a, lab.b), (lab.b, lab.a)):  # static neighbours, as netlab
+        mac = there.run("cat", "/sys/class/net/gn0/address").stdout.strip()
+        here.run("ip", "neigh", "replace", inner[there.netns], "lladdr", mac, "dev", "gn0",
+                 "nud", "permanent")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def guest_lab(probes_dir: Path) -> Iterator[GuestLab]:
+    """a and b on a veth pair, with everything the scenarios need:
+    b: iptables DROP of TCP to 7701 in INPUT; clsact + tc.bpf.o on veth-b ingress;
+    a: iptables DNAT X:7721 -> b:7722 in nat OUTPUT; a Geneve tunnel between a and b."""
+    tc_obj = probes_dir / "tc.bpf.o"
+    assert tc_obj.is_file(), f"{tc_obj} missing: matrix.sh builds it (tests/vm/guest/progs)"
+    lab = Lab.create(subnet=2)
+    virtual = lab.b.ipv4.rsplit(".", 1)[0] + ".99"
+    drop_rule = ["INPUT", "-p", "tcp", "--dport", str(DROP_PORT), "-j", "DROP"]
+    nat_rule = ["OUTPUT", "-p", "udp", "-d", virtual, "--dport", str(NAT_PORT),
+                "-j", "DNAT", "--to-destination", f"{lab.b.ipv4}:{NAT_TO_PORT}"]  # fmt: skip
+    dev = ["dev", lab.b.ifname]
+    try:
+        ipt(lab.b, "-A", *drop_rule)
+        ipt(lab.a, "-t", "nat", "-A", *nat_rule)
+        tc(lab.b, "qdisc", "add", *dev, "clsact")
+        tc(lab.b, "filter", "add", *dev, "ingress", "bpf", "da", "obj", str(tc_obj), "sec", "tc")
+        shown = tc(lab.b, "filter", "show", *dev, "ingress")
+        assert f"name {TC_PROG}" in shown, shown
+        add_geneve(lab)
+        yield GuestLab(lab, virtual, drop_rule, nat_rule, tc_obj)
+    finally:
+        # the namespaces take all of it with them; undo explicitly anyway
+        for host in (lab.a, lab.b):
+            host.run("ip", "link", "del", "gn0", check=False)
+        tc(lab.b, "qdisc", "del", *dev, "clsact", check=False)
+        ipt(lab.a, "-t", "nat", "-D", *nat_rule, check=False)
+        ipt(lab.b, "-D", *drop_rule, check=False)
+        lab.close()
+
+
+# --------------------------------------------------------------------------- the runs
+@dataclass
+class Scenario:
+    args: list[str]
+    run: PwruRun | None = None  # None: kprobe-multi refused (see refusal)
+    refusal: subprocess.CompletedProcess[str] | None = None
+
+
+@dataclass
+class Traces:
+    backend: str
+    gl: GuestLab
+    scenarios: dict[str, Scenario]
+    syn: str  # what the TCP connect to the dropped port saw
+
+    def get(self, name: str, release: str) -> PwruRun | None:
+        """The scenario's finished pwru run; None after asserting kprobe-multi's refusal."""
+        sc = self.scenarios[name]
+        if sc.refusal is not None:
+            assert_refused(sc.refusal, release)
+            return None
+        assert sc.run is not None
+        return sc.run
+
+
+def scenario_args(gl: GuestLab, backend: str) -> dict[str, list[str]]:
+    def args(kprobe_funcs: str, *rest: str) -> list[str]:
+        only = ["--filter-func", kprobe_funcs] if backend == KPROBE else []
+        return ["--backend", backend, *only, *rest]
+
+    nat_expr = f"dst host {gl.virtual} and dst port {NAT_PORT}"
+    return {
+        "drop": args(DROP_FUNCS, "--output-stack", f"tcp and dst port {DROP_PORT}"),
+        "dnat-tracked": args(NAT_FUNCS, "--filter-track-skb", nat_expr),
+        "dnat-plain": args(NAT_FUNCS, nat_expr),
+        "tc": args(TC_FUNCS, "--filter-trace-tc", f"udp and dst port {TC_PORT}"),
+        "pcap": args(PCAP_FUNCS, f"udp and dst port {PCAP_PORT}"),
+        "geneve": args(GENEVE_FUNCS, "--filter-netns", gl.b.netns_path, "--output-tunnel",
+                       "--filter-tunnel-pcap-l3", f"udp dst port {INNER_PORT}",
+                       f"udp dst port {GENEVE_PORT}"),  # fmt: skip
+    }
+
+
+def send_everything(gl: GuestLab) -> str:
+    """Every scenario's traffic, all from a; returns the dropped connection's outcome."""
+    a, b = gl.a, gl.b
+    syn = in_netns(a, tcp_syn(b.ipv4, DROP_PORT, DROP_SPORT))
+    for send in (
+        udp(gl.virtual, NAT_PORT, NAT_SPORT),
+        udp(b.ipv4, TC_PORT, TC_SPORT, count=2),
+        udp(b.ipv4, PCAP_PORT, PCAP_SPORT),
+        udp(b.ipv4, PCAP_OTHER, PCAP_OTHER_SPORT),
+        udp(INNER[1], INNER_PORT, INNER_SPORT),
+        udp(INNER[1], INNER_OTHER, INNER_OTHER_SPORT),
+    ):
+        in_netns(a, send)
+    return syn
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def traces(
+    request: pytest.FixtureRequest,
+    guest_lab: GuestLab,
+    vm_kernel: KernelExpect,
+    vm_results: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Traces:
+    backend: str = request.param
+    wanted = scenario_args(guest_lab, backend)
+    key = "pwru_" + backend.replace("-", "_")
+    started = time.monotonic()
+    if backend == KPROBE_MULTI and vm_kernel.expect["kprobe_multi"] != "ok":
+        refusals = parallel([lambda a=a: pwru_refusal(a) for a in wanted.values()])
+        vm_results[key] = "refused: " + refusals[0].stderr.strip().splitlines()[-1]
+        scenarios = {n: Scenario(a, refusal=r) for (n, a), r in zip(wanted.items(), refusals)}
+        return Traces(backend, guest_lab, scenarios, "")
+    runs = start_all(list(wanted.values()), tmp_path_factory.mktemp(backend))
+    ready = time.monotonic() - started
+    try:
+        syn = send_everything(guest_lab)
+    finally:
+        stop_all(runs)
+    attached = re.search(r"attached \d+ functions.*", runs[0].stderr)
+    vm_results[key] = (
+        f"{len(runs)} runs ready after {ready:.1f} s; drop run: "
+        f"{attached.group(0) if attached else '?'}"
+    )
+    scenarios = {n: Scenario(a, run=r) for (n, a), r in zip(wanted.items(), runs)}
+    return Traces(backend, guest_lab, scenarios, syn)
 
 
 # --------------------------------------------------------------------------- 1 + 3: drop
-DROP_PORT, DROP_SPORT = 7701, 41701
-# the functions tests 1 and 3 look at (kprobe backend); absent ones simply do not match
-DROP_FUNCS = (
-    "__ip_queue_xmit|__ip_local_out|ip_local_out|ip_output|ip_finish_output2|ip_rcv|"
-    "ip_local_deliver|nf_hook_slow|tcp_v4_rcv|kfree_skb_reason|sk_skb_reason_drop"
-)
-LOCAL_OUT = {"__ip_local_out", "ip_local_out", "ip_output"}
-# functions reached after the drop by the packet that was not dropped
-PAST_INPUT = {"ip_local_deliver_finish", "ip_protocol_deliver_rcu", "tcp_v4_rcv"}
-
-
 def drop_function(release: str) -> str:
     """6.11 ("net: introduce sk_skb_reason_drop") moved drops to sk_skb_reason_drop;
     kfree_skb_reason became an inline wrapper."""
@@ -262,259 +440,130 @@ def kernel_has_function(name: str) -> bool:
         return any(line.split()[2] == name for line in f if line.rstrip().endswith(name))
 
 
-@dataclass
-class DropTrace:
-    run: PwruRun | None  # None: kprobe-multi refused (asserted)
-    lab_a: str
-    lab_b: str
-    netns_b: int
-    outcome: str
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def drop_trace(
-    request: pytest.FixtureRequest, vm_kernel: KernelExpect, tmp_path_factory: Any
-) -> Iterator[DropTrace]:
-    """One pwru run (with --output-stack) over a TCP SYN that b's INPUT drops."""
-    backend: str = request.param
-    expr = f"tcp and dst port {DROP_PORT}"
-    args = pwru_args(backend, DROP_FUNCS, ["--output-stack", expr])
-    if multi_refused(backend, vm_kernel):
-        assert_multi_refused(args, vm_kernel)
-        yield DropTrace(None, "", "", 0, "")
-        return
-    lab = Lab.create(subnet=3)
-    try:
-        ipt(lab.b, "-A", "INPUT", "-p", "tcp", "--dport", str(DROP_PORT), "-j", "DROP")
-        (pw,) = start_pwru([args], tmp_path_factory.mktemp(f"drop-{backend}"))
-        outcome = tcp_syn(lab.a, lab.b.ipv4, DROP_PORT, DROP_SPORT)
-        stop_pwru([pw])
-        yield DropTrace(pw, lab.a.ipv4, lab.b.ipv4, lab.b.inode, outcome)
-        ipt(lab.b, "-D", "INPUT", "-p", "tcp", "--dport", str(DROP_PORT), "-j", "DROP")
-    finally:
-        lab.close()
-
-
-def _drop_event(trace: DropTrace, release: str) -> tuple[list[Event], Event]:
+def syn_events(tr: Traces, pw: PwruRun, release: str) -> tuple[list[Event], Event]:
     """The SYN's events (one skb) and its drop event."""
-    assert trace.run is not None
-    evs = events(trace.run)
-    want = (trace.lab_a, DROP_SPORT, trace.lab_b, DROP_PORT, "tcp")
-    drops = [e for e in evs if e.name == drop_function(release) and e.tuple == want]
-    assert drops, f"no {drop_function(release)} event for {want}\n{show(trace.run)}"
-    drop = drops[0]
-    return [e for e in evs if e.skb == drop.skb], drop
+    evs = events(pw)
+    want = (tr.gl.a.ipv4, DROP_SPORT, tr.gl.b.ipv4, DROP_PORT, "tcp")
+    fn = drop_function(release)
+    drops = [e for e in evs if e.name == fn and e.tuple == want]
+    assert drops, f"no {fn} event for {want}\n{show(pw)}"
+    return [e for e in evs if e.skb == drops[0].skb], drops[0]
 
 
-def test_iptables_drop(drop_trace: DropTrace, vm_kernel: KernelExpect) -> None:
+def test_iptables_drop(traces: Traces, vm_kernel: KernelExpect) -> None:
     """The SYN leaves a through the ip_local_out family, reaches nf_hook_slow in b and is
-    dropped there with SKB_DROP_REASON_NETFILTER_DROP by the kernel's drop function."""
-    if drop_trace.run is None:
-        return  # kprobe-multi refused: asserted by the fixture
-    pw = drop_trace.run
-    assert drop_trace.outcome == "timeout", f"the SYN was not dropped: {drop_trace.outcome}"
+    dropped there with SKB_DROP_REASON_NETFILTER_DROP by this kernel's drop function."""
+    pw = traces.get("drop", vm_kernel.release)
+    if pw is None:
+        return
+    assert traces.syn == "timeout", f"the SYN was not dropped: {traces.syn}"
     fn = drop_function(vm_kernel.release)
-    assert kernel_has_function(fn), f"{vm_kernel.release} has no {fn} in /proc/kallsyms"
-    skb_events, drop = _drop_event(drop_trace, vm_kernel.release)
+    assert kernel_has_function(fn), f"{vm_kernel.release}: no {fn} in /proc/kallsyms"
+    skb_events, drop = syn_events(traces, pw, vm_kernel.release)
     names = [e.name for e in skb_events]
     detail = "\n".join(e.line for e in skb_events) + "\n---\n" + show(pw)
     assert drop.func == f"{fn}({NETFILTER_DROP})", detail
-    assert drop.netns == drop_trace.netns_b, detail
+    assert drop.netns == traces.gl.b.inode, detail
     first_out = min(i for i, n in enumerate(names) if n in LOCAL_OUT)
     i_drop = skb_events.index(drop)
-    hooks = [i for i, n in enumerate(names) if n == "nf_hook_slow"]
     assert first_out < i_drop, detail
-    assert any(first_out < i < i_drop for i in hooks), detail
     assert "ip_rcv" in names[first_out:i_drop], detail
-    # no other drop function in this kernel's trace, and nothing past INPUT
-    other = {"kfree_skb_reason", "sk_skb_reason_drop"} - {fn}
-    assert not other & set(names), detail
+    assert "nf_hook_slow" in names[first_out:i_drop], detail
+    # the other kernel generation's drop function is not there; nothing past INPUT
+    assert not ({"kfree_skb_reason", "sk_skb_reason_drop"} - {fn}) & set(names), detail
     assert not PAST_INPUT & set(names), detail
 
 
-def test_output_stack(drop_trace: DropTrace, vm_kernel: KernelExpect) -> None:
-    """--output-stack: the drop happened under nf_hook_slow, and the stack says so."""
-    if drop_trace.run is None:
+def test_output_stack(traces: Traces, vm_kernel: KernelExpect) -> None:
+    """--output-stack: the drop happened under nf_hook_slow, and its stack says so."""
+    pw = traces.get("drop", vm_kernel.release)
+    if pw is None:
         return
-    _, drop = _drop_event(drop_trace, vm_kernel.release)
-    detail = f"{drop.line}\n" + "\n".join(drop.stack) + "\n---\n" + show(drop_trace.run)
-    assert drop.stack, detail
+    _, drop = syn_events(traces, pw, vm_kernel.release)
+    detail = f"{drop.line}\n" + "\n".join(drop.stack) + "\n---\n" + show(pw)
     frames = [f.split("+", 1)[0] for f in drop.stack]
     assert "nf_hook_slow" in frames, detail
-    # symbolized: names, outermost frames of the receive path below nf_hook_slow
-    assert sum(not f.startswith("0x") for f in frames) >= 3, detail
+    # symbolized, with the receive path below nf_hook_slow
     assert frames.index("nf_hook_slow") < len(frames) - 1, detail
+    assert sum(not f.startswith("0x") for f in frames) >= 3, detail
+    assert not frames[0].startswith(("bpf_", "kprobe", "fprobe")), detail
 
 
 # --------------------------------------------------------------------------- 2: DNAT
-NAT_PORT, NAT_TO_PORT, NAT_SPORT = 7721, 7722, 41721
-NAT_FUNCS = (
-    "__ip_local_out|ip_local_out|nf_hook_slow|ip_output|ip_finish_output2|"
-    "__dev_queue_xmit|ip_rcv|ip_local_deliver|__udp4_lib_rcv"
-)
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_track_skb_follows_dnat(
-    backend: str, lab: Lab, vm_kernel: KernelExpect, tmp_path: Path
-) -> None:
+def test_track_skb_follows_dnat(traces: Traces, vm_kernel: KernelExpect) -> None:
     """a DNATs X:7721 to b:7722 in its OUTPUT chain; pwru filters on X:7721. With
     --filter-track-skb the same skb is shown again with b:7722, without it never."""
-    virtual = lab.b.ipv4.rsplit(".", 1)[0] + ".99"  # X: on the veth subnet, nobody has it
-    expr = f"dst host {virtual} and dst port {NAT_PORT}"
-    tracked = pwru_args(backend, NAT_FUNCS, ["--filter-track-skb", expr])
-    plain = pwru_args(backend, NAT_FUNCS, [expr])
-    if multi_refused(backend, vm_kernel):
-        assert_multi_refused(tracked, vm_kernel)
+    tracked = traces.get("dnat-tracked", vm_kernel.release)
+    plain = traces.get("dnat-plain", vm_kernel.release)
+    if tracked is None or plain is None:
         return
-    rule = ["-t", "nat", "-A", "OUTPUT", "-p", "udp", "-d", virtual, "--dport", str(NAT_PORT),
-            "-j", "DNAT", "--to-destination", f"{lab.b.ipv4}:{NAT_TO_PORT}"]  # fmt: skip
-    ipt(lab.a, *rule)
-    try:
-        runs = start_pwru([tracked, plain], tmp_path)
-        send_udp(lab.a, virtual, NAT_PORT, NAT_SPORT)
-        stop_pwru(runs)
-    finally:
-        ipt(lab.a, "-t", "nat", "-D", *rule[3:])
-    original = (lab.a.ipv4, NAT_SPORT, virtual, NAT_PORT, "udp")
-    natted = (lab.a.ipv4, NAT_SPORT, lab.b.ipv4, NAT_TO_PORT, "udp")
-    with_track, without = (events(r) for r in runs)
+    a, b = traces.gl.a, traces.gl.b
+    original = (a.ipv4, NAT_SPORT, traces.gl.virtual, NAT_PORT, "udp")
+    natted = (a.ipv4, NAT_SPORT, b.ipv4, NAT_TO_PORT, "udp")
 
-    detail = show(runs[0])
-    before = [e for e in with_track if e.tuple == original]
+    evs, detail = events(tracked), show(tracked)
+    before = [e for e in evs if e.tuple == original]
+    after = [e for e in evs if e.tuple == natted]
     assert before, detail
-    after = [e for e in with_track if e.tuple == natted]
     assert after, f"--filter-track-skb lost the packet after DNAT\n{detail}"
     assert {e.skb for e in after} & {e.skb for e in before}, detail
-    # after NAT it left a and arrived in b
-    assert {e.netns for e in after} == {lab.a.inode, lab.b.inode}, detail
+    assert {e.netns for e in after} == {a.inode, b.inode}, detail  # left a, arrived in b
     assert "ip_rcv" in {e.name for e in after}, detail
+    assert {e.tuple for e in evs} == {original, natted}, detail
 
-    detail = show(runs[1])
-    assert [e for e in without if e.tuple == original], detail
-    assert all(e.tuple == original for e in without), f"without tracking\n{detail}"
+    evs, detail = events(plain), show(plain)
+    assert [e for e in evs if e.tuple == original], detail
+    assert {e.tuple for e in evs} == {original}, f"without --filter-track-skb\n{detail}"
 
 
 # --------------------------------------------------------------------------- 4: tc
-TC_PORT, TC_SPORT = 7741, 41741
-TC_PROG = "vm_tc_ingress"  # tests/vm/guest/progs/tc.bpf.c
-TC_FUNCS = "ip_rcv|__netif_receive_skb|tcf_classify"
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_filter_trace_tc(
-    backend: str, lab: Lab, vm_kernel: KernelExpect, probes_dir: Path, tmp_path: Path
-) -> None:
+def test_filter_trace_tc(traces: Traces, vm_kernel: KernelExpect) -> None:
     """A tc classifier on b's veth ingress, loaded with tc(8): pwru --filter-trace-tc shows
-    the packet passing through it as `vm_tc_ingress(tc)`, before ip_rcv."""
-    obj = probes_dir / "tc.bpf.o"
-    assert obj.is_file(), f"{obj} missing: matrix.sh builds it (make -C tests/vm/guest/progs)"
-    args = pwru_args(backend, TC_FUNCS, ["--filter-trace-tc", f"udp and dst port {TC_PORT}"])
-    if multi_refused(backend, vm_kernel):
-        assert_multi_refused(args, vm_kernel)
+    both datagrams passing through it as `vm_tc_ingress(tc)`, before ip_rcv."""
+    pw = traces.get("tc", vm_kernel.release)
+    if pw is None:
         return
-    tc = tool("tc")
-    dev = ["dev", lab.b.ifname]
-    run(tc, "-n", lab.b.netns, "qdisc", "add", *dev, "clsact")
-    try:
-        run(tc, "-n", lab.b.netns, "filter", "add", *dev, "ingress",
-            "bpf", "da", "obj", str(obj), "sec", "tc")  # fmt: skip
-        shown = run(tc, "-n", lab.b.netns, "filter", "show", *dev, "ingress").stdout
-        assert f"name {TC_PROG}" in shown, shown
-        (pw,) = start_pwru([args], tmp_path)
-        assert re.search(r"tracing [1-9]\d* tc programs", pw.stderr), pw.stderr
-        send_udp(lab.a, lab.b.ipv4, TC_PORT, TC_SPORT, count=2)
-        stop_pwru([pw])
-    finally:
-        run(tc, "-n", lab.b.netns, "qdisc", "del", *dev, "clsact", check=False)
+    assert re.search(r"tracing 1 tc programs", pw.stderr), show(pw)
     evs = events(pw)
-    want = (lab.a.ipv4, TC_SPORT, lab.b.ipv4, TC_PORT, "udp")
+    a, b = traces.gl.a, traces.gl.b
+    want = (a.ipv4, TC_SPORT, b.ipv4, TC_PORT, "udp")
     tc_events = [e for e in evs if e.func == f"{TC_PROG}(tc)"]
-    assert len(tc_events) >= 2, show(pw)
-    assert all(e.tuple == want and e.netns == lab.b.inode for e in tc_events), show(pw)
-    # the classifier runs in b before IP: ip_rcv comes after it for the same skb
-    first = tc_events[0]
-    later = evs[evs.index(first) + 1 :]
-    assert any(e.skb == first.skb and e.name == "ip_rcv" for e in later), show(pw)
+    assert len(tc_events) == 2, show(pw)
+    assert all(e.tuple == want and e.netns == b.inode for e in tc_events), show(pw)
+    assert {e.tuple for e in evs} == {want}, show(pw)
+    for ev in tc_events:  # the classifier runs in b before IP
+        later = evs[evs.index(ev) + 1 :]
+        assert any(e.skb == ev.skb and e.name == "ip_rcv" for e in later), show(pw)
 
 
 # --------------------------------------------------------------------------- 5: pcap filter
-PCAP_FUNCS = "__ip_local_out|ip_output|__dev_queue_xmit|ip_rcv|ip_local_deliver|__udp4_lib_rcv"
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_pcap_filter(backend: str, lab: Lab, vm_kernel: KernelExpect, tmp_path: Path) -> None:
-    """'udp and dst port 7801' with datagrams to 7801 and 7802: only 7801 is printed."""
-    args = pwru_args(backend, PCAP_FUNCS, ["udp and dst port 7801"])
-    if multi_refused(backend, vm_kernel):
-        assert_multi_refused(args, vm_kernel)
+def test_pcap_filter(traces: Traces, vm_kernel: KernelExpect) -> None:
+    """'udp and dst port 7801', with datagrams to 7801 and 7802 (and every other scenario's
+    traffic) on the wire: only the datagram to 7801 is printed, on its whole path."""
+    pw = traces.get("pcap", vm_kernel.release)
+    if pw is None:
         return
-    (pw,) = start_pwru([args], tmp_path)
-    send_udp(lab.a, lab.b.ipv4, 7801, 41801)
-    send_udp(lab.a, lab.b.ipv4, 7802, 41802)
-    stop_pwru([pw])
+    a, b = traces.gl.a, traces.gl.b
     evs = events(pw)
-    assert evs, show(pw)
-    assert {e.tuple for e in evs} == {(lab.a.ipv4, 41801, lab.b.ipv4, 7801, "udp")}, show(pw)
-    # the whole path: sent in a, received in b
-    assert {e.netns for e in evs} == {lab.a.inode, lab.b.inode}, show(pw)
+    assert {e.tuple for e in evs} == {(a.ipv4, PCAP_SPORT, b.ipv4, PCAP_PORT, "udp")}, show(pw)
+    assert {e.netns for e in evs} == {a.inode, b.inode}, show(pw)  # sent in a, received in b
     assert {"ip_output", "ip_rcv"} <= {e.name for e in evs}, show(pw)
 
 
 # --------------------------------------------------------------------------- 6: Geneve
-GENEVE_PORT = 6081
-INNER = ("198.51.100.1", "198.51.100.2")
-GENEVE_FUNCS = "ip_rcv|ip_local_deliver|udp_rcv|__udp4_lib_rcv|__dev_queue_xmit|ip_output"
-
-
-def _geneve(lab: Lab) -> tuple[str, str]:
-    """A Geneve tunnel (VNI 7) between a and b over the veth; returns the inner addresses."""
-    if not Path("/sys/module/geneve").exists():
-        run(tool("modprobe"), "geneve")
-    inner = {lab.a.netns: INNER[0], lab.b.netns: INNER[1]}
-    for here, there in ((lab.a, lab.b), (lab.b, lab.a)):
-        here.run("ip", "link", "add", "gn0", "type", "geneve", "id", "7", "remote", there.ipv4)
-        here.run("ip", "addr", "add", f"{inner[here.netns]}/24", "dev", "gn0")
-        here.run("ip", "link", "set", "gn0", "up")
-    for here, there in ((lab.a, lab.b), (lab.b, lab.a)):
-        mac = there.run("cat", "/sys/class/net/gn0/address").stdout.strip()
-        here.run("ip", "neigh", "replace", inner[there.netns], "lladdr", mac, "dev", "gn0",
-                 "nud", "permanent")  # fmt: skip
-    return inner[lab.a.netns], inner[lab.b.netns]
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_geneve_inner_filter(
-    backend: str, lab: Lab, vm_kernel: KernelExpect, tmp_path: Path
-) -> None:
-    """Outer filter 'udp dst port 6081' + --filter-tunnel-pcap-l3 'udp dst port 7811': only
+def test_geneve_inner_filter(traces: Traces, vm_kernel: KernelExpect) -> None:
+    """Outer 'udp dst port 6081' + --filter-tunnel-pcap-l3 'udp dst port 7811' in b: only
     the tunnelled datagram to 7811 is printed, with its inner tuple (--output-tunnel)."""
-    args = pwru_args(
-        backend,
-        GENEVE_FUNCS,
-        ["--filter-netns", lab.b.netns_path, "--output-tunnel",
-         "--filter-tunnel-pcap-l3", "udp dst port 7811", f"udp dst port {GENEVE_PORT}"],
-    )  # fmt: skip
-    if multi_refused(backend, vm_kernel):
-        assert_multi_refused(args, vm_kernel)
+    pw = traces.get("geneve", vm_kernel.release)
+    if pw is None:
         return
-    inner_a, inner_b = _geneve(lab)
-    try:
-        (pw,) = start_pwru([args], tmp_path)
-        send_udp(lab.a, inner_b, 7811, 41811)
-        send_udp(lab.a, inner_b, 7812, 41812)
-        stop_pwru([pw])
-    finally:
-        for host in (lab.a, lab.b):
-            host.run("ip", "link", "del", "gn0", check=False)
+    a, b = traces.gl.a, traces.gl.b
     evs = events(pw)
     assert evs, show(pw)
-    names = set()
     for e in evs:
-        assert e.tuple[2:] == (lab.b.ipv4, GENEVE_PORT, "udp"), show(pw)
-        assert e.netns == lab.b.inode, show(pw)
+        assert e.tuple[0] == a.ipv4 and e.tuple[2:] == (b.ipv4, GENEVE_PORT, "udp"), show(pw)
+        assert e.netns == b.inode, show(pw)
         inner = TUPLE.search(" ".join(e.after))
         assert inner, f"no inner tuple: {e.line}\n{show(pw)}"
-        assert _tuple(inner) == (inner_a, 41811, inner_b, 7811, "udp"), show(pw)
-        names.add(e.name)
-    assert "ip_rcv" in names, show(pw)
+        assert _tuple(inner) == (INNER[0], INNER_SPORT, INNER[1], INNER_PORT, "udp"), show(pw)
+    assert {"ip_rcv", "udp_rcv"} & {e.name for e in evs}, show(pw)
