@@ -18,9 +18,10 @@
 #   PWRU_VM_MEM / PWRU_VM_CPUS  guest size (default 2G / 2)
 #   PWRU_VM_PLUGIN_AUTOLOAD=1   let pytest autoload installed plugins in the guest (off:
 #                    saves ~4 s a boot; add plugins explicitly with -p NAME instead)
-# Output: $PWRU_VM_DIR/results/<pkg>.{log,xml,json} (console log, JUnit XML, observations).
+# Output: $PWRU_VM_DIR/results/<pkg>.{log,xml,json} (console log, JUnit XML, observations)
+#         and <pkg>.pwru/ (pwru's output of each tests/vm/guest/test_pwru.py run).
 set -u -o pipefail
-case "${1:-}" in -h|--help) sed -n '2,21p' "$0"; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,22p' "$0"; exit 0 ;; esac
 HERE=$(dirname "$(readlink -f "$0")")
 REPO=$(readlink -f "$HERE/../..")
 VM_DIR=${PWRU_VM_DIR:-/var/cache/pwru-vm}
@@ -48,6 +49,11 @@ PY=$("$PY" -c 'import sys; print(sys.executable)') && [ -n "$PY" ] || die "canno
 [ -x "$VM_DIR/vng/bin/vng" ] || die "$VM_DIR is not set up: run tests/vm/setup-host.sh"
 KLIST=$("$HERE/resolve-kernels.sh") || die "could not resolve tests/vm/kernels.txt (see above)"
 make -s -C "$HERE/guest/progs" O="$PROGS" >&2 || die "building the probes failed"
+# The repo is read-only in the guest and PYTHONDONTWRITEBYTECODE=1 there: without fresh
+# __pycache__ (git-ignored) every pwru start in the guest compiles pwru's modules again
+# (~1 s of TCG CPU each; test_pwru.py starts 12 per kernel). compileall writes them even
+# when PYTHONDONTWRITEBYTECODE is set on the host.
+"$PY" -m compileall -q "$REPO/pwru" "$REPO/tests" >/dev/null || log "warning: compileall failed"
 mkdir -p "$RESULTS"
 # run dirs of failed VM runs are kept for debugging (run-in-guest.sh): drop old ones
 find "$VM_DIR/runs" -mindepth 1 -maxdepth 1 -name 'run.*' -mtime +2 -exec rm -rf {} + 2>/dev/null
@@ -71,6 +77,7 @@ for a in "$@"; do PYTEST_ARGS+=" $(printf %q "$a")"; done
 SUMMARY=() FAILED=0
 while read -r pkg pat suite exp_kp exp_kpm exp_fe; do
   rm -f "$RESULTS/$pkg".{log,xml,json}
+  rm -rf "$RESULTS/$pkg.pwru"  # pwru's outputs from tests/vm/guest/test_pwru.py
   # - no plugin autoload (PWRU_VM_PLUGIN_AUTOLOAD=1 re-enables it): installed plugins
   #   (hypothesis, benchmark, ...) cost ~4 s of startup per boot under TCG
   # - the repo is read-only in the guest: no .pytest_cache, no .hypothesis database
@@ -96,10 +103,17 @@ while read -r pkg pat suite exp_kp exp_kpm exp_fe; do
   sleep 0.2  # let the tee processes drain
   tests=$(sed -nE 's/.*(=+ .*(passed|failed|error|deselected|no tests ran).* in [0-9.]+s.*=+)$/\1/p' "$RESULTS/$pkg.log" | tail -1 | tr -d '=' | sed 's/^ *//; s/ *$//')
   seen=$("/usr/bin/python3" - "$RESULTS/$pkg.json" <<'EOF' 2>/dev/null
-import json, sys
+import json, re, sys
 d = json.load(open(sys.argv[1]))
 short = lambda s: "ok" if str(s).startswith("ok") else str(s).replace("attach failed: ", "")
-print(" ".join(f"{k}={short(d[k])}" for k in ("kprobe", "kprobe_multi", "fentry") if k in d))
+seen = [f"{k}={short(d[k])}" for k in ("kprobe", "kprobe_multi", "fentry") if k in d]
+for key, tag in (("pwru_kprobe", "pwru-kp"), ("pwru_kprobe_multi", "pwru-kpm")):
+    v = str(d.get(key, ""))  # test_pwru.py: "... attached N functions with B in X s"
+    m = re.search(r"attached (\d+) functions with \S+ in ([\d.]+) s", v)
+    if v:
+        seen.append(f"{tag}=" + ("refused" if v.startswith("refused") else
+                                 f"{m[1]}fn/{m[2]}s" if m else "?"))
+print(" ".join(seen))
 EOF
 )
   if [ "$rc" = 0 ]; then status=PASS; else status="FAIL(rc=$rc)"; FAILED=1; fi

@@ -16,15 +16,16 @@ asserts pwru's one-line error naming CONFIG_FPROBE and exit code 1.
   5. a pcap filter restricts the output to the matching port.
   6. Geneve (the CI host has no geneve module): inner-packet filter and inner tuple.
 
-How (time: a pwru start costs ~10 s of CPU under TCG — Python, BTF, discovery, load):
+How (time: one pwru start costs ~10 s of CPU under TCG — Python, BTF, discovery, load):
 one lab for the module (tests/kernel/netlab.py's Lab: two namespaces on a veth pair) with
-every scenario's rules, tc filter and tunnel in place; per backend, the seven pwru runs of
-the six tests start at the same time (netlab's PwruRun, each waits for its --ready-file),
-then all the traffic is sent, from a thread that setns()-es into the sender's namespace (no
-`ip netns exec python3`: a Python start is 2-5 s here), then they stop; the tests assert
-on their own run's output. Each scenario's traffic crosses every other scenario's filter,
-so each run also proves its filter rejects the rest. pwru is the console script next to the
-interpreter running pytest ($PWRU_BIN overrides), since the guest's PATH has no pyenv.
+every scenario's rules, tc filter and tunnel in place. Per backend, the six pwru runs of
+the six tests (1 and 3 share one, 2 needs two) start at the same time (netlab's PwruRun:
+each waits for its --ready-file), then all the traffic is sent, from a thread that
+setns()-es into the sender's namespace (no `ip netns exec python3`: 2-5 s a start here),
+then they stop and each test asserts on its own run's output. Every scenario's traffic
+crosses every other run's filter, so each run also proves its filter rejects the rest.
+pwru is the console script next to the interpreter running pytest ($PWRU_BIN overrides):
+the guest's PATH has no pyenv. pwru's outputs are kept in $PWRU_VM_RESULTS/<package>.pwru/.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,7 +57,7 @@ pytestmark = pytest.mark.vm
 
 KPROBE, KPROBE_MULTI = "kprobe", "kprobe-multi"
 BACKENDS = (KPROBE, KPROBE_MULTI)
-READY_TIMEOUT = 240.0  # seven pwru starting at once on 2 TCG vCPUs: ~40-60 s
+READY_TIMEOUT = 240.0  # six pwru starting at once on 2 TCG vCPUs: ~30-50 s
 SETTLE = 1.0  # softirq delivery under TCG before pwru is stopped
 CLONE_NEWNET = 0x40000000
 NETFILTER_DROP = "SKB_DROP_REASON_NETFILTER_DROP"
@@ -133,12 +135,8 @@ def assert_refused(res: subprocess.CompletedProcess[str], release: str) -> None:
 
 def start_all(arg_sets: list[list[str]], workdir: Path) -> list[PwruRun]:
     """Start several pwru at once and wait until every one is ready."""
-    starts: list[Callable[[], PwruRun]] = [
-        lambda a=args: PwruRun(a, workdir, READY_TIMEOUT)  # type: ignore[misc]
-        for args in arg_sets
-    ]
-    with ThreadPoolExecutor(max_workers=len(starts)) as pool:
-        futures = [pool.submit(fn) for fn in starts]
+    with ThreadPoolExecutor(max_workers=len(arg_sets)) as pool:
+        futures = [pool.submit(PwruRun, args, workdir, READY_TIMEOUT) for args in arg_sets]
         errors = [f.exception() for f in futures]
     runs = [f.result() for f in futures if f.exception() is None]
     if any(errors):
@@ -151,7 +149,7 @@ def start_all(arg_sets: list[list[str]], workdir: Path) -> list[PwruRun]:
 
 def stop_all(runs: list[PwruRun]) -> None:
     time.sleep(SETTLE)
-    codes = parallel([lambda r=r: r.stop(signal.SIGINT, timeout=120) for r in runs])
+    codes = parallel([partial(r.stop, signal.SIGINT, timeout=120) for r in runs])
     for r, code in zip(runs, codes):
         assert code == 0, f"pwru {' '.join(r.args)} -> {code}\n{r.stderr}"
 
@@ -373,9 +371,15 @@ def scenario_args(gl: GuestLab, backend: str) -> dict[str, list[str]]:
         "dnat-plain": args(NAT_FUNCS, nat_expr),
         "tc": args(TC_FUNCS, "--filter-trace-tc", f"udp and dst port {TC_PORT}"),
         "pcap": args(PCAP_FUNCS, f"udp and dst port {PCAP_PORT}"),
-        "geneve": args(GENEVE_FUNCS, "--filter-netns", gl.b.netns_path, "--output-tunnel",
-                       "--filter-tunnel-pcap-l3", f"udp dst port {INNER_PORT}",
-                       f"udp dst port {GENEVE_PORT}"),  # fmt: skip
+        "geneve": args(
+            GENEVE_FUNCS,
+            "--filter-netns",
+            gl.b.netns_path,
+            "--output-tunnel",
+            "--filter-tunnel-pcap-l3",
+            f"udp dst port {INNER_PORT}",
+            f"udp dst port {GENEVE_PORT}",
+        ),
     }
 
 
@@ -408,7 +412,7 @@ def traces(
     key = "pwru_" + backend.replace("-", "_")
     started = time.monotonic()
     if backend == KPROBE_MULTI and vm_kernel.expect["kprobe_multi"] != "ok":
-        refusals = parallel([lambda a=a: pwru_refusal(a) for a in wanted.values()])
+        refusals = parallel([partial(pwru_refusal, a) for a in wanted.values()])
         vm_results[key] = "refused: " + refusals[0].stderr.strip().splitlines()[-1]
         scenarios = {n: Scenario(a, refusal=r) for (n, a), r in zip(wanted.items(), refusals)}
         return Traces(backend, guest_lab, scenarios, "")
@@ -418,6 +422,7 @@ def traces(
         syn = send_everything(guest_lab)
     finally:
         stop_all(runs)
+    keep_outputs(backend, wanted, runs)
     attached = re.search(r"attached \d+ functions.*", runs[0].stderr)
     vm_results[key] = (
         f"{len(runs)} runs ready after {ready:.1f} s; drop run: "
@@ -425,6 +430,18 @@ def traces(
     )
     scenarios = {n: Scenario(a, run=r) for (n, a), r in zip(wanted.items(), runs)}
     return Traces(backend, guest_lab, scenarios, syn)
+
+
+def keep_outputs(backend: str, wanted: dict[str, list[str]], runs: list[PwruRun]) -> None:
+    """pwru's outputs, for reading after the VM is gone: $PWRU_VM_RESULTS/<package>.pwru/."""
+    results = os.environ.get("PWRU_VM_RESULTS")
+    if not results:
+        return
+    out = Path(results, os.environ.get("PWRU_VM_PKG", os.uname().release) + ".pwru")
+    out.mkdir(exist_ok=True)
+    for name, pw in zip(wanted, runs):
+        text = f"$ {' '.join(pw.args)}\n{pw.stdout}[stderr]\n{pw.stderr}"
+        (out / f"{backend}-{name}.txt").write_text(text)
 
 
 # --------------------------------------------------------------------------- 1 + 3: drop
@@ -566,4 +583,4 @@ def test_geneve_inner_filter(traces: Traces, vm_kernel: KernelExpect) -> None:
         inner = TUPLE.search(" ".join(e.after))
         assert inner, f"no inner tuple: {e.line}\n{show(pw)}"
         assert _tuple(inner) == (INNER[0], INNER_SPORT, INNER[1], INNER_PORT, "udp"), show(pw)
-    assert {"ip_rcv", "udp_rcv"} & {e.name for e in evs}, show(pw)
+    assert "ip_rcv" in {e.name for e in evs}, show(pw)
