@@ -16,13 +16,14 @@ from __future__ import annotations
 import ctypes
 import platform
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pwru import libbpf
 from pwru.errors import EnvironmentProblem
 from pwru.layout import Config
+from pwru.probes import Probe
 from pwru.splice import Program, patch_probe_id, replace_functions
 
 OBJECT_DIR = Path(__file__).parent / "bpf"
@@ -171,6 +172,20 @@ class ProbeObject:
             func_info=p.func_info,
             line_info=p.line_info,
         )
+
+    def program_fds(self, probes: list[Probe], fds: list[int]) -> Iterator[tuple[Probe, int]]:
+        """Each probe with the program fd that serves it: libbpf's load for the first
+        probe of each program, a fresh copy for the others (added to ``fds`` at once,
+        so the caller releases it whatever happens next)."""
+        loaded_by_libbpf: set[str] = set()
+        for probe in probes:
+            if probe.program not in loaded_by_libbpf:
+                loaded_by_libbpf.add(probe.program)
+                yield probe, self.program_fd(probe.program)
+            else:
+                fd = self.load_copy(probe.program, probe.id, probe.attach_btf_id, probe.target_fd)
+                fds.append(fd)
+                yield probe, fd
 
     def lost_events(self) -> int:
         """Events the BPF side could not put into the ring buffer, over all CPUs."""

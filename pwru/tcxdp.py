@@ -79,14 +79,7 @@ def load_requests(probes: list[Probe]) -> list[LoadRequest]:
 
 
 def attach(obj: ProbeObject, probes: list[Probe], fds: list[int]) -> None:
-    """Attach each probe to its target program."""
-    loaded_by_libbpf: set[str] = set()
-    for probe in probes:
-        if probe.program not in loaded_by_libbpf:
-            loaded_by_libbpf.add(probe.program)
-            prog_fd = obj.program_fd(probe.program)
-        else:
-            prog_fd = obj.load_copy(probe.program, probe.id, probe.attach_btf_id, probe.target_fd)
-            fds.append(prog_fd)
+    """Attach each probe to its target program (fds kept in ``fds`` for release)."""
+    for probe, prog_fd in obj.program_fds(probes, fds):
         fds.append(libbpf.raw_tracepoint_open(prog_fd))
         log.debug("attached %s to %s program %s", probe.program, probe.kind, probe.name)

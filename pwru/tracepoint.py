@@ -71,13 +71,6 @@ def load_requests(probes: list[Probe]) -> list[LoadRequest]:
 def attach(obj: ProbeObject, probes: list[Probe], fds: list[int]) -> None:
     """Attach every probe. Each fd is appended to ``fds`` as soon as it exists,
     so the caller can release everything if a later step fails."""
-    loaded_by_libbpf: set[str] = set()
-    for probe in probes:
-        if probe.program not in loaded_by_libbpf:
-            loaded_by_libbpf.add(probe.program)
-            prog_fd = obj.program_fd(probe.program)
-        else:
-            prog_fd = obj.load_copy(probe.program, probe.id, probe.attach_btf_id)
-            fds.append(prog_fd)
+    for probe, prog_fd in obj.program_fds(probes, fds):
         fds.append(libbpf.raw_tracepoint_open(prog_fd))
         log.debug("attached %s to tracepoint %s", probe.program, probe.name)
