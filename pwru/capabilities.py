@@ -8,6 +8,7 @@ they are.
 from __future__ import annotations
 
 import os
+import resource
 from dataclasses import dataclass
 
 from pwru.errors import EnvironmentProblem
@@ -42,6 +43,20 @@ def check_privileges() -> None:
     has_perfmon = caps & (1 << CAP_PERFMON) or caps & (1 << CAP_SYS_ADMIN)
     if not (has_bpf and has_perfmon):
         raise EnvironmentProblem("pwru needs root (or CAP_BPF and CAP_PERFMON): run it with sudo")
+
+
+FD_LIMIT = 1 << 16  # kprobes hold two fds each; ~2,400 functions and tc copies need more than 1024
+
+
+def raise_fd_limit() -> None:
+    """Lift the open-file limit: the default 1024 is too few for one kprobe per function."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= FD_LIMIT:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, max(hard, FD_LIMIT)))
+    except (ValueError, OSError):  # not allowed to raise the hard limit: go as far as it
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 @dataclass(frozen=True)

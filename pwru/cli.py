@@ -16,7 +16,7 @@ from pwru.libbpf import VerifierError
 
 
 def _configure_logging(debug: bool) -> None:
-    logging.basicConfig(format="pwru: %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(format="%(name)s: %(message)s", stream=sys.stderr)  # "pwru: ..."
     logging.getLogger("pwru").setLevel(logging.DEBUG if debug else logging.WARNING)
     # libbpf's own chatter (and its warnings, which pwru restates) only with --debug
     logging.getLogger("pwru.libbpf").setLevel(logging.DEBUG if debug else logging.CRITICAL)

@@ -166,6 +166,8 @@ def attach_each(
                     return
                 chunk = probes[start : start + batch * 8]
                 for probe, result in zip(chunk, pool.map(attach_one, chunk)):
+                    if isinstance(result, OSError) and result.errno in (errno.EMFILE, errno.ENFILE):
+                        raise result  # out of file descriptors: not this function's fault
                     if isinstance(result, OSError):
                         log.debug("kprobe: skipping %s: %s", probe.name, result)
                         report.skip(_reason(result))

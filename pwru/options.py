@@ -158,8 +158,7 @@ def parse_ringbuf_mb(text: str) -> int:
     mb = _parse_count(1)(text)
     if mb & (mb - 1) or mb > MAX_RINGBUF_MB:
         raise argparse.ArgumentTypeError(
-            f"ring buffer size must be a power of two between 1 and {MAX_RINGBUF_MB} MiB, "
-            f"got {mb}"
+            f"ring buffer size must be a power of two between 1 and {MAX_RINGBUF_MB} MiB, got {mb}"
         )
     return int(mb)
 
@@ -269,58 +268,127 @@ def build_parser() -> argparse.ArgumentParser:
     add("--kernel-btf", default="", metavar="FILE", help="kernel BTF file")
     add("--kmods", action=ListFlag, default=[], metavar="a,b", help="kernel modules to attach to")
     add("--all-kmods", action=BoolFlag, help="attach to all available kernel modules")
-    add("--backend", default="", choices=BACKENDS,
-        help='"kprobe", "kprobe-multi" or "tracepoint"; chosen automatically if not given')
+    add(
+        "--backend",
+        default="",
+        choices=BACKENDS,
+        help='"kprobe", "kprobe-multi" or "tracepoint"; chosen automatically if not given',
+    )
 
     f = p.add_argument_group("filters")
     fa = f.add_argument
-    fa("--filter-func", default="", type=parse_regex, metavar="REGEX",
-       help="probe only kernel functions whose name fully matches REGEX")
-    fa("--filter-non-skb-funcs", action=ListFlag, default=[], metavar="a,b",
-       help="also probe these non-skb functions (enables --filter-track-skb-by-stackid)")
-    fa("--filter-netns", default="", metavar="SPEC",
-       help='netns: "/proc/<pid>/ns/net", "/run/netns/NAME", "NAME" or "inode:<inode>"')
-    fa("--filter-mark", default=(0, 0), type=parse_mark, metavar="mark[/mask]",
-       help="skb mark, e.g. 0xa00/0xf00; exact match if mask omitted; default 0/0 = any")
-    fa("--filter-ifname", default="", metavar="NAME",
-       help="skb device name, looked up in --filter-netns (default: current netns)")
-    fa("--filter-track-skb", action=BoolFlag,
-       help="keep tracing a packet that stops matching (e.g. after NAT or decapsulation)")
-    fa("--filter-track-skb-by-stackid", action=BoolFlag,
-       help="keep tracing a packet even after it is freed (e.g. through a bridge)")
+    fa(
+        "--filter-func",
+        default="",
+        type=parse_regex,
+        metavar="REGEX",
+        help="probe only kernel functions whose name fully matches REGEX",
+    )
+    fa(
+        "--filter-non-skb-funcs",
+        action=ListFlag,
+        default=[],
+        metavar="a,b",
+        help="also probe these non-skb functions (enables --filter-track-skb-by-stackid)",
+    )
+    fa(
+        "--filter-netns",
+        default="",
+        metavar="SPEC",
+        help='netns: "/proc/<pid>/ns/net", "/run/netns/NAME", "NAME" or "inode:<inode>"',
+    )
+    fa(
+        "--filter-mark",
+        default=(0, 0),
+        type=parse_mark,
+        metavar="mark[/mask]",
+        help="skb mark, e.g. 0xa00/0xf00; exact match if mask omitted; default 0/0 = any",
+    )
+    fa(
+        "--filter-ifname",
+        default="",
+        metavar="NAME",
+        help="skb device name, looked up in --filter-netns (default: current netns)",
+    )
+    fa(
+        "--filter-track-skb",
+        action=BoolFlag,
+        help="keep tracing a packet that stops matching (e.g. after NAT or decapsulation)",
+    )
+    fa(
+        "--filter-track-skb-by-stackid",
+        action=BoolFlag,
+        help="keep tracing a packet even after it is freed (e.g. through a bridge)",
+    )
     fa("--filter-trace-tc", action=BoolFlag, help="trace tc BPF programs")
     fa("--filter-trace-xdp", action=BoolFlag, help="trace XDP BPF programs")
-    fa("--filter-tunnel-pcap-l2", default="", metavar="EXPR",
-       help="pcap expression for the inner packet of vxlan/geneve (l2)")
-    fa("--filter-tunnel-pcap-l3", default="", metavar="EXPR",
-       help="pcap expression for the inner packet of vxlan/geneve (l3)")
-    fa("--filter-kprobe-batch", default=10, type=_parse_count(1), metavar="N",
-       help="kprobes attached/detached per batch (default 10)")
-    fa("--filter-skb-expr", default="", metavar="EXPR",
-       help="skb C expression, e.g. 'skb->protocol == 0x0800'")
+    fa(
+        "--filter-tunnel-pcap-l2",
+        default="",
+        metavar="EXPR",
+        help="pcap expression for the inner packet of vxlan/geneve (l2)",
+    )
+    fa(
+        "--filter-tunnel-pcap-l3",
+        default="",
+        metavar="EXPR",
+        help="pcap expression for the inner packet of vxlan/geneve (l3)",
+    )
+    fa(
+        "--filter-kprobe-batch",
+        default=10,
+        type=_parse_count(1),
+        metavar="N",
+        help="kprobes attached/detached per batch (default 10)",
+    )
+    fa(
+        "--filter-skb-expr",
+        default="",
+        metavar="EXPR",
+        help="skb C expression, e.g. 'skb->protocol == 0x0800'",
+    )
 
     o = p.add_argument_group("output")
     oa = o.add_argument
-    oa("--timestamp", default="none", choices=TIMESTAMPS,
-       help="timestamp per event: none, current, relative (to the skb's previous event), "
-            "absolute (wall clock)")
+    oa(
+        "--timestamp",
+        default="none",
+        choices=TIMESTAMPS,
+        help="timestamp per event: none, current, relative (to the skb's previous event), "
+        "absolute (wall clock)",
+    )
     oa("--output-meta", action=BoolFlag, default=True, help="print skb metadata (default true)")
     oa("--output-tuple", action=BoolFlag, default=True, help="print L4 tuple (default true)")
     oa("--output-skb", action=BoolFlag, help="print skb")
     oa("--output-skb-shared-info", action=BoolFlag, help="print skb shared info")
     oa("--output-stack", action=BoolFlag, help="print stack")
     oa("--output-caller", action=BoolFlag, help="print caller function name")
-    oa("--output-limit-lines", default=0, type=_parse_count(0), metavar="N",
-       help="exit after N events (default 0 = unlimited)")
+    oa(
+        "--output-limit-lines",
+        default=0,
+        type=_parse_count(0),
+        metavar="N",
+        help="exit after N events (default 0 = unlimited)",
+    )
     oa("--output-tcp-flags", action=BoolFlag, help="print TCP flags")
     oa("--output-tunnel", action=BoolFlag, help="print encapsulated tunnel header data")
-    oa("--output-skb-metadata", action=ListFlag, default=[], metavar="a,b",
-       help=f'skb fields to print, e.g. "skb->mark", "skb->hash" ({MAX_SKB_METADATA} at most)')
+    oa(
+        "--output-skb-metadata",
+        action=ListFlag,
+        default=[],
+        metavar="a,b",
+        help=f'skb fields to print, e.g. "skb->mark", "skb->hash" ({MAX_SKB_METADATA} at most)',
+    )
     oa("--output-file", default="", metavar="PATH", help="write traces to PATH")
     oa("--output-json", action=BoolFlag, help="output traces as JSON lines")
     oa("--ready-file", default="", metavar="PATH", help=argparse.SUPPRESS)
-    oa("--ringbuf-size", default=DEFAULT_RINGBUF_MB, type=parse_ringbuf_mb, metavar="MB",
-       help=f"event ring buffer size in MiB, a power of two (default {DEFAULT_RINGBUF_MB})")
+    oa(
+        "--ringbuf-size",
+        default=DEFAULT_RINGBUF_MB,
+        type=parse_ringbuf_mb,
+        metavar="MB",
+        help=f"event ring buffer size in MiB, a power of two (default {DEFAULT_RINGBUF_MB})",
+    )
 
     g = p.add_argument_group("legacy flags (old pwru releases; prefer a pcap-filter)")
     ga = g.add_argument
@@ -432,8 +500,7 @@ def parse_options(argv: Sequence[str]) -> Options:
         filter_ifname=ns.filter_ifname,
         filter_track_skb=ns.filter_track_skb,
         # as in pwru: tracing non-skb functions needs tracking by stack id
-        filter_track_skb_by_stackid=ns.filter_track_skb_by_stackid
-        or bool(ns.filter_non_skb_funcs),
+        filter_track_skb_by_stackid=ns.filter_track_skb_by_stackid or bool(ns.filter_non_skb_funcs),
         filter_trace_tc=ns.filter_trace_tc,
         filter_trace_xdp=ns.filter_trace_xdp,
         filter_tunnel_pcap_l2=ns.filter_tunnel_pcap_l2,

@@ -180,6 +180,7 @@ class Session:
         kernel_btf = KernelBtf.load(options.kernel_btf or capabilities.KERNEL_BTF)
         skb_bodies, self.metadata_fields = skb_expr_bodies(options, kernel_btf)
         capabilities.check_privileges()
+        capabilities.raise_fd_limit()
         config = build_config(options)
         config.have_skb_expr = int(FILTER_STUB in skb_bodies)
         config.output_skb_metadata = int(METADATA_STUB in skb_bodies)

@@ -170,3 +170,19 @@ def test_nothing_left_after_sigint_sigterm_and_limit(lab: Lab, workdir: Path) ->
         else:
             assert run.stop(getattr(signal, how)) == 0
         assert pwru_programs_left() == [], f"programs left after {how}"
+
+
+def test_runs_under_a_low_open_file_limit(lab: Lab, workdir: Path) -> None:
+    """pwru lifts RLIMIT_NOFILE itself (kprobes need two fds per function): started with a
+    soft limit of 48, it still attaches its 30 tracepoints (~70 fds) and traces."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (48, hard))  # inherited by the pwru child
+    try:
+        run = PwruRun(["--filter-netns", lab.b.netns_path], workdir)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    lab.a.send_udp(lab.b.ipv4, 7793, sport=40014)
+    assert run.stop() == 0, run.stderr
+    assert lines_with(run.lines(), f"->{lab.b.ipv4}:7793(udp)"), run.stdout

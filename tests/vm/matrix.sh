@@ -100,7 +100,12 @@ while read -r pkg pat suite exp_kp exp_kpm exp_fe; do
     [ "$rc" = 125 ] && [ "$attempt" -lt "$RETRIES" ] || break
     attempt=$((attempt + 1)); log "$pkg: VM did not run the suite (rc 125), rebooting"
   done
-  sleep 0.2  # let the tee processes drain
+  # let the tee processes drain (0.2 s was not always enough on a loaded host): wait for
+  # pytest's summary line, at most 5 s (a crashed run has none)
+  for _ in $(seq 25); do
+    grep -qE '^=+ .* in [0-9.]+s' "$RESULTS/$pkg.log" 2>/dev/null && break
+    sleep 0.2
+  done
   tests=$(sed -nE 's/.*(=+ .*(passed|failed|error|deselected|no tests ran).* in [0-9.]+s.*=+)$/\1/p' "$RESULTS/$pkg.log" | tail -1 | tr -d '=' | sed 's/^ *//; s/ *$//')
   seen=$("/usr/bin/python3" - "$RESULTS/$pkg.json" <<'EOF' 2>/dev/null
 import json, re, sys
