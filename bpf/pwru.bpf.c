@@ -63,32 +63,31 @@ struct {
 	__type(value, __u8);
 } tracked_skbs SEC(".maps");
 
-/*
- * --filter-track-skb-by-stackid: the call path (stack id, probed function's own
- * frame left out) in which each tracked skb was seen, both ways, so that other
- * skbs and non-skb functions (--filter-non-skb-funcs) met in the same call path
- * are attributed to it. Entries go when the skb is freed.
- */
-struct {
-	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
-	__uint(max_entries, 4096);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, PWRU_MAX_STACK_FRAMES * sizeof(__u64));
-} call_paths SEC(".maps");
+/* tracked_skbs values: how the skb came to be followed */
+#define TRACKED_BY_MATCH 1 /* it matched the filters, or is a clone of such an skb */
+#define TRACKED_BY_STACK 2 /* met on the stack of a matched skb (by-stackid) */
 
+/*
+ * --filter-track-skb-by-stackid: the kernel stack on which each matched skb was
+ * last seen, both ways. While the skb lives, other skbs and non-skb functions
+ * (--filter-non-skb-funcs) met on the same stack are attributed to it. A stack
+ * is named by the task running on it (for a softirq: the task it interrupted),
+ * so the whole run that handles the packet shares one name, e.g. a sendmsg()
+ * with the receive softirq it triggers. Entries go when the skb is freed.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
-	__type(key, __u64);   /* stack id */
+	__type(key, __u64);   /* stack */
 	__type(value, __u64); /* skb */
-} path_skb SEC(".maps");
+} stack_skb SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 8192);
 	__type(key, __u64);   /* skb */
-	__type(value, __u64); /* stack id */
-} skb_path SEC(".maps");
+	__type(value, __u64); /* stack */
+} skb_stack SEC(".maps");
 
 /* skb_clone/skb_copy in progress, per task: the skb being cloned. */
 struct {
@@ -334,37 +333,52 @@ static __always_inline bool filter_tunnel(struct sk_buff *skb)
 	       filter_pcap_tunnel_l3(head + inner + ETH_HLEN, end);
 }
 
-/* The call path below the probed function (kprobes: skip its own frame). */
-static __always_inline __s64 call_path(void *ctx)
+/* The kernel stack this program runs on (see stack_skb). */
+static __always_inline __u64 current_stack(void)
 {
-	return bpf_get_stackid(ctx, &call_paths, BPF_F_FAST_STACK_CMP | 1);
+	return bpf_get_current_task();
 }
 
-static __always_inline void remember_path(void *ctx, __u64 addr)
+/* Unlink the stack entry that still names ``addr``. */
+static __always_inline void unlink_stack(__u64 stack, __u64 addr)
 {
-	__s64 path = call_path(ctx);
+	__u64 *owner = bpf_map_lookup_elem(&stack_skb, &stack);
 
-	if (path >= 0) {
-		__u64 key = path;
-
-		bpf_map_update_elem(&path_skb, &key, &addr, BPF_ANY);
-		bpf_map_update_elem(&skb_path, &addr, &key, BPF_ANY);
-	}
+	if (owner && *owner == addr)
+		bpf_map_delete_elem(&stack_skb, &stack);
 }
 
-static __always_inline bool filter_skb(void *ctx, struct sk_buff *skb)
+/* A matched skb was seen on this stack: it owns the stack now. */
+static __always_inline void remember_stack(__u64 addr)
+{
+	__u64 stack = current_stack(), *old = bpf_map_lookup_elem(&skb_stack, &addr);
+
+	if (old && *old != stack)
+		unlink_stack(*old, addr);
+	bpf_map_update_elem(&stack_skb, &stack, &addr, BPF_ANY);
+	bpf_map_update_elem(&skb_stack, &addr, &stack, BPF_ANY);
+}
+
+static __always_inline bool filter_skb(struct sk_buff *skb)
 {
 	__u64 addr = (__u64)skb;
-	__u8 one = 1;
+	__u8 *tracked, how = TRACKED_BY_MATCH;
 
-	if (CFG.track_skb && bpf_map_lookup_elem(&tracked_skbs, &addr))
-		return true;
+	if (CFG.track_skb) {
+		tracked = bpf_map_lookup_elem(&tracked_skbs, &addr);
+		if (tracked) {
+			/* skbs followed by stack never own one: no chain reaction */
+			if (CFG.track_skb_by_stackid && *tracked == TRACKED_BY_MATCH)
+				remember_stack(addr);
+			return true;
+		}
+	}
 	if (CFG.track_skb_by_stackid) {
-		__s64 path = call_path(ctx);
-		__u64 key = path;
+		__u64 stack = current_stack();
 
-		if (path >= 0 && bpf_map_lookup_elem(&path_skb, &key)) {
-			bpf_map_update_elem(&tracked_skbs, &addr, &one, BPF_ANY);
+		if (bpf_map_lookup_elem(&stack_skb, &stack)) {
+			how = TRACKED_BY_STACK;
+			bpf_map_update_elem(&tracked_skbs, &addr, &how, BPF_ANY);
 			return true;
 		}
 	}
@@ -377,9 +391,9 @@ static __always_inline bool filter_skb(void *ctx, struct sk_buff *skb)
 	if (CFG.have_skb_expr && !filter_skb_expr(skb))
 		return false;
 	if (CFG.track_skb)
-		bpf_map_update_elem(&tracked_skbs, &addr, &one, BPF_ANY);
+		bpf_map_update_elem(&tracked_skbs, &addr, &how, BPF_ANY);
 	if (CFG.track_skb_by_stackid)
-		remember_path(ctx, addr);
+		remember_stack(addr);
 	return true;
 }
 
@@ -445,33 +459,43 @@ static __always_inline void set_extras(struct pwru_event *ev, void *ctx, struct 
 	}
 }
 
-static __always_inline int handle_skb(void *ctx, struct sk_buff *skb, __u32 type, __u32 probe,
-				      __u64 func_ip, bool has_reason, __u64 reason)
+/* A zeroed ring buffer record with the common header, or NULL (counted as lost). */
+static __always_inline struct pwru_event *new_event(__u64 addr, __u32 type, __u32 probe)
 {
-	struct pwru_event *ev;
+	struct pwru_event *ev = bpf_ringbuf_reserve(&events, RECORD_SIZE, 0);
 
-	if (!skb || !filter_skb(ctx, skb))
-		return 0;
-
-	ev = bpf_ringbuf_reserve(&events, RECORD_SIZE, 0);
 	if (!ev) {
 		count_lost();
-		return 0;
+		return NULL;
 	}
 	__builtin_memset(ev, 0, sizeof(*ev));
 	ev->ts = bpf_ktime_get_ns();
-	ev->skb_addr = (__u64)skb;
-	ev->func_ip = func_ip;
+	ev->skb_addr = addr;
 	ev->probe_id = probe;
 	ev->pid = bpf_get_current_pid_tgid() >> 32;
 	ev->cpu = bpf_get_smp_processor_id();
 	ev->type = type;
 	ev->stack_id = -1;
+	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
+	return ev;
+}
+
+static __always_inline int handle_skb(void *ctx, struct sk_buff *skb, __u32 type, __u32 probe,
+				      __u64 func_ip, bool has_reason, __u64 reason)
+{
+	struct pwru_event *ev;
+
+	if (!skb || !filter_skb(skb))
+		return 0;
+
+	ev = new_event((__u64)skb, type, probe);
+	if (!ev)
+		return 0;
+	ev->func_ip = func_ip;
 	if (has_reason) {
 		ev->reason = reason;
 		ev->flags |= PWRU_EVENT_HAS_REASON;
 	}
-	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	if (CFG.output_meta)
 		set_meta(ev, skb);
 	if (CFG.output_tuple && set_tuple(&ev->tuple, skb))
@@ -488,18 +512,15 @@ static __always_inline int handle_skb(void *ctx, struct sk_buff *skb, __u32 type
 /* The kernel frees this skb: stop following its address (--filter-track-skb). */
 static __always_inline void forget_skb(struct sk_buff *skb)
 {
-	__u64 addr = (__u64)skb;
-	__u64 *path;
+	__u64 addr = (__u64)skb, *stack;
 
 	if (CFG.track_skb)
 		bpf_map_delete_elem(&tracked_skbs, &addr);
 	if (CFG.track_skb_by_stackid) {
-		path = bpf_map_lookup_elem(&skb_path, &addr);
-		if (path) {
-			__u64 key = *path;
-
-			bpf_map_delete_elem(&path_skb, &key);
-			bpf_map_delete_elem(&skb_path, &addr);
+		stack = bpf_map_lookup_elem(&skb_stack, &addr);
+		if (stack) {
+			unlink_stack(*stack, addr);
+			bpf_map_delete_elem(&skb_stack, &addr);
 		}
 	}
 }
@@ -601,18 +622,15 @@ int pwru_kp_skbmem(struct pt_regs *ctx)
 }
 
 /*
- * --filter-non-skb-funcs: functions without an sk_buff report the tracked skb
- * whose call path they run in (--filter-track-skb-by-stackid).
+ * --filter-non-skb-funcs: functions without an sk_buff report the matched skb
+ * that owns the stack they run on (--filter-track-skb-by-stackid).
  */
 SEC("pwru_kprobe/nonskb")
 int pwru_kp_nonskb(struct pt_regs *ctx)
 {
-	__s64 path = call_path(ctx);
-	__u64 key = path, *skb;
+	__u64 stack = current_stack(), *skb;
 
-	if (path < 0)
-		return 0;
-	skb = bpf_map_lookup_elem(&path_skb, &key);
+	skb = bpf_map_lookup_elem(&stack_skb, &stack);
 	if (!skb)
 		return 0;
 	return handle_skb(ctx, (struct sk_buff *)*skb, PWRU_EVENT_KPROBE, bpf_get_attach_cookie(ctx),
@@ -640,13 +658,30 @@ int pwru_krp_clone(struct pt_regs *ctx)
 {
 	__u64 task = bpf_get_current_pid_tgid();
 	__u64 child = PT_REGS_RC(ctx);
-	__u8 one = 1;
+	__u8 how = TRACKED_BY_MATCH;
 
 	if (!bpf_map_lookup_elem(&clone_parents, &task))
 		return 0;
 	bpf_map_delete_elem(&clone_parents, &task);
 	if (child)
-		bpf_map_update_elem(&tracked_skbs, &child, &one, BPF_ANY);
+		bpf_map_update_elem(&tracked_skbs, &child, &how, BPF_ANY);
+	return 0;
+}
+
+/*
+ * The same with fexit, where the kernel allows it: one program sees both the
+ * original (argument 1) and the new skb (the return value after the two
+ * arguments of skb_clone(skb, gfp) and skb_copy(skb, gfp)), with no per-task
+ * map and no kretprobe instance limit.
+ */
+SEC("pwru_fexit/clone")
+int pwru_fexit_clone(__u64 *ctx)
+{
+	__u64 parent = ctx[0], child = ctx[2];
+	__u8 how = TRACKED_BY_MATCH;
+
+	if (CFG.track_skb && child && bpf_map_lookup_elem(&tracked_skbs, &parent))
+		bpf_map_update_elem(&tracked_skbs, &child, &how, BPF_ANY);
 	return 0;
 }
 
@@ -684,24 +719,13 @@ static __always_inline int handle_xdp(void *ctx, struct xdp_buff *xdp, bool exit
 	__be16 ethertype;
 	__u16 l4;
 
-	ev = bpf_ringbuf_reserve(&events, RECORD_SIZE, 0);
-	if (!ev) {
-		count_lost();
+	ev = new_event((__u64)xdp, PWRU_EVENT_XDP, probe_id());
+	if (!ev)
 		return 0;
-	}
-	__builtin_memset(ev, 0, sizeof(*ev));
-	ev->ts = bpf_ktime_get_ns();
-	ev->skb_addr = (__u64)xdp;
-	ev->probe_id = probe_id();
-	ev->pid = bpf_get_current_pid_tgid() >> 32;
-	ev->cpu = bpf_get_smp_processor_id();
-	ev->type = PWRU_EVENT_XDP;
-	ev->stack_id = -1;
 	if (exit) {
 		ev->reason = verdict;
 		ev->flags |= PWRU_EVENT_HAS_REASON | PWRU_EVENT_FEXIT;
 	}
-	bpf_get_current_comm(ev->comm, sizeof(ev->comm));
 	if (CFG.output_meta) {
 		ev->netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
 		ev->ifindex = BPF_CORE_READ(dev, ifindex);

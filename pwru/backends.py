@@ -20,12 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from pwru import capabilities, kprobe, tcxdp, tracepoint
+from pwru import capabilities, kprobe, tcxdp, tracepoint, tracking
 from pwru.btf import KernelBtf
 from pwru.discovery import discover
 from pwru.errors import EnvironmentProblem, UsageError
 from pwru.ksyms import Kallsyms
-from pwru.libbpf import BpfLink, LibbpfError
+from pwru.libbpf import BpfLink
 from pwru.loader import LoadRequest, ProbeObject
 from pwru.options import Options
 from pwru.probes import Probe, ProbeTable
@@ -34,9 +34,6 @@ log = logging.getLogger("pwru")
 
 TRACEPOINT = "tracepoint"
 AUTO = "auto"
-# --filter-track-skb with kprobes: where skbs are freed, cloned and copied
-TRACK_FREE = "kfree_skbmem"
-TRACK_CLONES = ("skb_clone", "skb_copy")
 
 
 @dataclass
@@ -48,6 +45,7 @@ class Plan:
     bpf_probes: list[Probe] = field(default_factory=list)  # tc/XDP programs
     nonskb_probes: list[Probe] = field(default_factory=list)  # --filter-non-skb-funcs
     targets: tcxdp.Targets | None = None
+    tracking: tracking.TrackingPlan | None = None  # --filter-track-skb with kprobes
     requests: list[LoadRequest] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -125,13 +123,10 @@ def plan(
         requests = [
             r for family in families for r in kprobe.load_requests(_as_backend(probes, family))
         ]
-        if _tracking(options):
-            requests += [
-                LoadRequest("pwru_kp_skbmem"),
-                LoadRequest("pwru_kp_clone"),
-                LoadRequest("pwru_krp_clone"),
-            ]
         result = Plan(backend, probes, requests=requests, notes=notes)
+        if _tracking(options):
+            result.tracking = tracking.plan(running_btf)
+            result.requests += result.tracking.load_requests()
         if options.filter_non_skb_funcs:
             result.nonskb_probes = _plan_nonskb(options.filter_non_skb_funcs, ksyms(), table)
             result.requests.append(LoadRequest("pwru_kp_nonskb"))
@@ -219,8 +214,9 @@ def attach(
         summary = f"attached {report.attached} functions with {backend}" + (
             f" (skipped: {skipped})" if skipped else ""
         )
-        if _tracking(options):
-            _attach_tracking(obj, held)
+        if chosen.tracking is not None:
+            how = tracking.attach(obj, chosen.tracking, held.links, held.fds)
+            summary += f", clones followed with {how}"
         if chosen.nonskb_probes:
             nonskb = kprobe.AttachReport()
             kprobe.attach_each(obj, chosen.nonskb_probes, held.links, nonskb, 4, stopped)
@@ -229,15 +225,3 @@ def attach(
         tcxdp.attach(obj, chosen.bpf_probes, held.fds)
     note(f"{summary} in {time.monotonic() - started:.2f} s")
     return backend
-
-
-def _attach_tracking(obj: ProbeObject, held: Attachments) -> None:
-    """kfree_skbmem forgets freed skbs; skb_clone/skb_copy hand tracking to the new skb."""
-    todo = [("pwru_kp_skbmem", TRACK_FREE, False)]
-    for func in TRACK_CLONES:
-        todo += [("pwru_kp_clone", func, False), ("pwru_krp_clone", func, True)]
-    for program, func, ret in todo:
-        try:
-            held.links.append(obj.obj.program(program).attach_kprobe(func, retprobe=ret))
-        except LibbpfError as error:
-            log.warning("--filter-track-skb: cannot probe %s: %s", func, error)

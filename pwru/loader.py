@@ -157,14 +157,19 @@ class ProbeObject:
         return self.obj.program(name).fd
 
     def load_copy(
-        self, program: str, probe_id: int, attach_btf_id: int = 0, attach_prog_fd: int = 0
+        self,
+        program: str,
+        probe_id: int | None,
+        attach_btf_id: int = 0,
+        attach_prog_fd: int = 0,
     ) -> int:
-        """Load another copy of ``program`` for one more attach point; returns its fd."""
+        """Load another copy of ``program`` for one more attach point; returns its fd.
+        ``probe_id`` None: the program emits no events and has no probe-id marker."""
         p = self.prepared[program]
         return libbpf.prog_load(
             p.prog_type,
             program,
-            patch_probe_id(p.code, probe_id),
+            p.code if probe_id is None else patch_probe_id(p.code, probe_id),
             expected_attach_type=p.expected_attach_type,
             attach_btf_id=attach_btf_id,
             attach_prog_fd=attach_prog_fd,

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,7 +154,13 @@ class Lab:
 class PwruRun:
     """pwru running as a subprocess, ready once its --ready-file exists."""
 
-    def __init__(self, args: Sequence[str], workdir: Path, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        workdir: Path,
+        timeout: float = 30.0,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.ready_file = workdir / f"ready-{secrets.token_hex(3)}"
         self.out_path = workdir / f"out-{secrets.token_hex(3)}"
         self.err_path = workdir / f"err-{secrets.token_hex(3)}"
@@ -163,7 +169,11 @@ class PwruRun:
         self._out = open(self.out_path, "w")  # noqa: SIM115
         self._err = open(self.err_path, "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            self.args, stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL
+            self.args,
+            stdout=self._out,
+            stderr=self._err,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
         )
         deadline = time.monotonic() + timeout
         while not self.ready_file.exists():

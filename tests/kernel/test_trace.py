@@ -186,3 +186,26 @@ def test_runs_under_a_low_open_file_limit(lab: Lab, workdir: Path) -> None:
     lab.a.send_udp(lab.b.ipv4, 7793, sport=40014)
     assert run.stop() == 0, run.stderr
     assert lines_with(run.lines(), f"->{lab.b.ipv4}:7793(udp)"), run.stdout
+
+
+def test_track_skb_by_stackid_shows_the_icmp_error_it_caused(lab: Lab, workdir: Path) -> None:
+    """The ICMP port unreachable that b builds while handling a datagram to a closed port
+    does not match 'udp and dst port 7791'; --filter-track-skb-by-stackid shows it (it is
+    built on the stack the datagram owns) and follows it back into a. Without the option,
+    the same traffic shows the datagram only."""
+    lab.b.run("sysctl", "-qw", "net.ipv4.icmp_ratelimit=0")
+    expr = "udp and dst port 7791"
+    by_stack = PwruRun(["--filter-track-skb-by-stackid", expr], workdir)
+    plain = PwruRun([expr], workdir)
+    lab.a.send_udp(lab.b.ipv4, 7791, sport=40091)
+    assert by_stack.stop() == 0 and plain.stop() == 0
+    datagram = f"{lab.a.ipv4}:40091->{lab.b.ipv4}:7791(udp)"
+    reply = f"{lab.b.ipv4}:0->{lab.a.ipv4}:0(icmp)"
+    for run, want in ((by_stack, {datagram, reply}), (plain, {datagram})):
+        tuples = {m.group(0) for ln in run.lines()[1:] if (m := re.search(r"\S+->\S+\)", ln))}
+        assert tuples == want, run.stdout
+    replies = lines_with(by_stack.lines(), reply)
+    assert {ln.split()[3] for ln in replies} == {str(lab.a.inode), str(lab.b.inode)}, replies
+    assert not {ln.split()[0] for ln in replies} & {
+        ln.split()[0] for ln in lines_with(by_stack.lines(), datagram)
+    }, by_stack.stdout

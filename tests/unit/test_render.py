@@ -170,15 +170,17 @@ def test_text_caller_column() -> None:
     prefix = "0xffff888012345678 1   curl:12345      "
     assert r.render(EV._replace(probe_id=1)) == prefix + " kfree_skb __ip_queue_xmit"
     assert r.render(EV) == prefix + " ip_local_out __ip_queue_xmit"
-    assert r.render(EV._replace(probe_id=1, caller_ip=0x10)) == (
-        prefix + " kfree_skb    0x10"
-    )
+    assert r.render(EV._replace(probe_id=1, caller_ip=0x10)) == (prefix + " kfree_skb    0x10")
 
 
 def test_text_tunnel_metadata_and_stack() -> None:
     r = renderer(
-        "--output-meta=false", "--output-tuple=false", "--output-tunnel", "--output-stack",
-        "--output-skb-metadata", "skb->mark,skb->dev->ifindex",
+        "--output-meta=false",
+        "--output-tuple=false",
+        "--output-tunnel",
+        "--output-stack",
+        "--output-skb-metadata",
+        "skb->mark,skb->dev->ifindex",
     )
     ev = EV._replace(tunnel_tuple=UDP6, skb_metadata=(5, 2, 0, 0))
     assert r.render(ev, stack=("ip_output", "ip_local_out")) == (

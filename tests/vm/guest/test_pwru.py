@@ -15,6 +15,15 @@ asserts pwru's one-line error naming CONFIG_FPROBE and exit code 1.
   4. --filter-trace-tc sees a tc classifier loaded with tc(8) (progs/tc.bpf.c).
   5. a pcap filter restricts the output to the matching port.
   6. Geneve (the CI host has no geneve module): inner-packet filter and inner tuple.
+  7. clones: a's tc egress mirrors a datagram (tc mirred: skb_clone) to a second veth pair
+     into b, where the kernel clears the mark pwru filters on; --filter-track-skb still
+     follows the clone (fexit on skb_clone with kprobe, kretprobe with kprobe-multi).
+  8. --filter-trace-xdp: an XDP program (progs/xdp.bpf.c, generic mode on that second pair)
+     drops one port; entry and exit events, the exit with XDP_DROP.
+  9. --filter-track-skb-by-stackid: the ICMP port unreachable b builds while handling a
+     matched datagram is shown although it does not match, and followed back into a.
+ 10. --filter-non-skb-funcs nft_do_chain: the nftables chain run is shown for the SYN of
+     test 1, with --output-caller naming the calling function as the stack does.
 
 How (time: one pwru start costs ~10 s of CPU under TCG — Python, BTF, discovery, load):
 one lab for the module (tests/kernel/netlab.py's Lab: two namespaces on a veth pair) with
@@ -72,6 +81,13 @@ GENEVE_PORT, GENEVE_VNI = 6081, "7"
 INNER_PORT, INNER_SPORT, INNER_OTHER, INNER_OTHER_SPORT = 7811, 41811, 7812, 41812
 INNER = ("198.51.100.1", "198.51.100.2")  # gn0 in a, b
 TC_PROG = "vm_tc_ingress"  # tests/vm/guest/progs/tc.bpf.c
+CLONE_PORT, CLONE_SPORT, CLONE_MARK = 7751, 41751, 0x77
+XDP_PORT, XDP_SPORT, XDP_PASS_PORT = 7761, 41761, 7762  # progs/xdp.bpf.c drops XDP_PORT
+XDP_PROG = "vm_xdp_drop"
+STACK_PORT, STACK_SPORT = 7771, 41771
+MIRROR = ("pwm0", "pwm1")  # second veth pair: pwm0 in a, pwm1 in b
+MIRROR_NET = ("203.0.113.1", "203.0.113.2")
+SO_MARK = 36
 
 # --filter-func for the kprobe backend: the functions each test looks at (names absent
 # from a kernel simply do not match)
@@ -86,6 +102,10 @@ NAT_FUNCS = (
 TC_FUNCS = "ip_rcv|__netif_receive_skb|tcf_classify"
 PCAP_FUNCS = "__ip_local_out|ip_output|__dev_queue_xmit|ip_rcv|ip_local_deliver|__udp4_lib_rcv"
 GENEVE_FUNCS = "ip_rcv|ip_local_deliver|udp_rcv|__udp4_lib_rcv"
+# the clone must meet no probe in a (where it still has the mark): none past ip_output
+CLONE_FUNCS = "ip_output|ip_rcv|kfree_skb_reason|sk_skb_reason_drop"
+XDP_FUNCS = "ip_output|ip_rcv"
+STACK_FUNCS = "__ip_local_out|ip_output|ip_rcv|__udp4_lib_rcv|icmp_rcv"
 
 LOCAL_OUT = {"__ip_local_out", "ip_local_out", "ip_output"}
 PAST_INPUT = {"ip_local_deliver_finish", "ip_protocol_deliver_rcu", "tcp_v4_rcv"}
@@ -133,10 +153,12 @@ def assert_refused(res: subprocess.CompletedProcess[str], release: str) -> None:
     assert "Traceback" not in res.stderr, detail
 
 
-def start_all(arg_sets: list[list[str]], workdir: Path) -> list[PwruRun]:
+def start_all(
+    arg_sets: list[list[str]], workdir: Path, env: dict[str, str] | None = None
+) -> list[PwruRun]:
     """Start several pwru at once and wait until every one is ready."""
     with ThreadPoolExecutor(max_workers=len(arg_sets)) as pool:
-        futures = [pool.submit(PwruRun, args, workdir, READY_TIMEOUT) for args in arg_sets]
+        futures = [pool.submit(PwruRun, args, workdir, READY_TIMEOUT, env) for args in arg_sets]
         errors = [f.exception() for f in futures]
     runs = [f.result() for f in futures if f.exception() is None]
     if any(errors):
@@ -268,6 +290,7 @@ class GuestLab:
     drop_rule: list[str]
     nat_rule: list[str]
     tc_obj: Path
+    mirror_ifindex: int  # pwm1 in b
 
     @property
     def a(self) -> Host:
@@ -302,13 +325,43 @@ def add_geneve(lab: Lab) -> None:
                  "nud", "permanent")  # fmt: skip
 
 
+def add_mirror(lab: Lab, xdp_obj: Path) -> int:
+    """A second veth pair (pwm0 in a, pwm1 in b, 203.0.113.0/24) with xdp.bpf.o on pwm1
+    (generic mode), and a's veth egress mirroring UDP to CLONE_PORT into pwm0 (tc u32 + mirred
+    clones the skb). Returns pwm1's ifindex."""
+    a, b = lab.a, lab.b
+    run("ip", "link", "add", MIRROR[0], "netns", a.netns, "type", "veth",
+        "peer", "name", MIRROR[1], "netns", b.netns)  # fmt: skip
+    for host, dev, addr in ((a, MIRROR[0], MIRROR_NET[0]), (b, MIRROR[1], MIRROR_NET[1])):
+        host.run("ip", "addr", "add", f"{addr}/24", "dev", dev)
+        host.run("ip", "link", "set", dev, "up")
+    for here, dev, there, peer_dev, addr in (
+        (a, MIRROR[0], b, MIRROR[1], MIRROR_NET[1]),
+        (b, MIRROR[1], a, MIRROR[0], MIRROR_NET[0]),
+    ):
+        mac = there.run("cat", f"/sys/class/net/{peer_dev}/address").stdout.strip()
+        here.run("ip", "neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent")
+    b.run("ip", "link", "set", "dev", MIRROR[1], "xdpgeneric", "obj", str(xdp_obj), "sec", "xdp")
+    shown = b.run("ip", "link", "show", "dev", MIRROR[1]).stdout
+    assert "xdpgeneric" in shown, shown
+    egress = ["dev", a.ifname]
+    tc(a, "qdisc", "add", *egress, "clsact")
+    tc(a, "filter", "add", *egress, "egress", "protocol", "ip", "u32",
+       "match", "ip", "protocol", "17", "0xff", "match", "ip", "dport", str(CLONE_PORT), "0xffff",
+       "action", "mirred", "egress", "mirror", "dev", MIRROR[0])  # fmt: skip
+    return int(b.run("cat", f"/sys/class/net/{MIRROR[1]}/ifindex").stdout)
+
+
 @pytest.fixture(scope="module")
 def guest_lab(probes_dir: Path) -> Iterator[GuestLab]:
     """a and b on a veth pair, with everything the scenarios need:
-    b: iptables DROP of TCP to 7701 in INPUT; clsact + tc.bpf.o on veth-b ingress;
-    a: iptables DNAT X:7721 -> b:7722 in nat OUTPUT; a Geneve tunnel between a and b."""
-    tc_obj = probes_dir / "tc.bpf.o"
-    assert tc_obj.is_file(), f"{tc_obj} missing: matrix.sh builds it (tests/vm/guest/progs)"
+    b: iptables DROP of TCP to 7701 in INPUT; clsact + tc.bpf.o on veth-b ingress; ICMP
+       errors not rate-limited (test 9 sends them);
+    a: iptables DNAT X:7721 -> b:7722 in nat OUTPUT; a Geneve tunnel between a and b;
+    a second veth pair with an XDP program, and a mirror into it (add_mirror)."""
+    tc_obj, xdp_obj = probes_dir / "tc.bpf.o", probes_dir / "xdp.bpf.o"
+    for obj in (tc_obj, xdp_obj):
+        assert obj.is_file(), f"{obj} missing: matrix.sh builds it (tests/vm/guest/progs)"
     lab = Lab.create(subnet=2)
     virtual = lab.b.ipv4.rsplit(".", 1)[0] + ".99"
     drop_rule = ["INPUT", "-p", "tcp", "--dport", str(DROP_PORT), "-j", "DROP"]
@@ -323,11 +376,15 @@ def guest_lab(probes_dir: Path) -> Iterator[GuestLab]:
         shown = tc(lab.b, "filter", "show", *dev, "ingress")
         assert f"name {TC_PROG}" in shown, shown
         add_geneve(lab)
-        yield GuestLab(lab, virtual, drop_rule, nat_rule, tc_obj)
+        lab.b.run("sysctl", "-qw", "net.ipv4.icmp_ratelimit=0")
+        mirror_ifindex = add_mirror(lab, xdp_obj)
+        yield GuestLab(lab, virtual, drop_rule, nat_rule, tc_obj, mirror_ifindex)
     finally:
         # the namespaces take all of it with them; undo explicitly anyway
         for host in (lab.a, lab.b):
             host.run("ip", "link", "del", "gn0", check=False)
+        lab.a.run("ip", "link", "del", MIRROR[0], check=False)
+        tc(lab.a, "qdisc", "del", "dev", lab.a.ifname, "clsact", check=False)
         tc(lab.b, "qdisc", "del", *dev, "clsact", check=False)
         ipt(lab.a, "-t", "nat", "-D", *nat_rule, check=False)
         ipt(lab.b, "-D", *drop_rule, check=False)
@@ -360,8 +417,9 @@ class Traces:
 
 
 def scenario_args(gl: GuestLab, backend: str) -> dict[str, list[str]]:
-    def args(kprobe_funcs: str, *rest: str) -> list[str]:
-        only = ["--filter-func", kprobe_funcs] if backend == KPROBE else []
+    def args(kprobe_funcs: str, *rest: str, always: bool = False) -> list[str]:
+        """--filter-func for the kprobe backend (and for both where ``always``)."""
+        only = ["--filter-func", kprobe_funcs] if backend == KPROBE or always else []
         return ["--backend", backend, *only, *rest]
 
     nat_expr = f"dst host {gl.virtual} and dst port {NAT_PORT}"
@@ -380,7 +438,44 @@ def scenario_args(gl: GuestLab, backend: str) -> dict[str, list[str]]:
             f"udp dst port {INNER_PORT}",
             f"udp dst port {GENEVE_PORT}",
         ),
+        "clone": args(
+            CLONE_FUNCS,
+            "--filter-track-skb",
+            "--filter-mark",
+            hex(CLONE_MARK),
+            "--output-skb-metadata",
+            "skb->mark",
+            f"udp and dst port {CLONE_PORT}",
+            always=True,
+        ),
+        "xdp": args(XDP_FUNCS, "--filter-trace-xdp", f"udp and dst port {XDP_PORT}"),
+        "stackid": args(
+            STACK_FUNCS, "--filter-track-skb-by-stackid", f"udp and dst port {STACK_PORT}"
+        ),
+        "nonskb": args(
+            DROP_FUNCS,
+            "--filter-non-skb-funcs",
+            "nft_do_chain",
+            "--output-caller",
+            "--output-stack",
+            f"tcp and dst port {DROP_PORT}",
+        ),
     }
+
+
+# --filter-track-skb follows clones with fexit where the kernel allows it; the kprobe-multi
+# runs take the kretprobe path instead, so both are proven (PWRU_CLONE_HOOK, pwru/tracking.py)
+CLONE_HOOK = {KPROBE: "fexit", KPROBE_MULTI: "kretprobe"}
+
+
+def marked_udp(dst: str, port: int, sport: int, mark: int) -> Callable[[], None]:
+    def send() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
+            s.bind(("", sport))
+            s.sendto(b"pwru-vm", (dst, port))
+
+    return send
 
 
 def send_everything(gl: GuestLab) -> str:
@@ -388,6 +483,10 @@ def send_everything(gl: GuestLab) -> str:
     a, b = gl.a, gl.b
     syn = in_netns(a, tcp_syn(b.ipv4, DROP_PORT, DROP_SPORT))
     for send in (
+        udp(b.ipv4, STACK_PORT, STACK_SPORT),
+        marked_udp(b.ipv4, CLONE_PORT, CLONE_SPORT, CLONE_MARK),
+        udp(MIRROR_NET[1], XDP_PORT, XDP_SPORT, count=2),
+        udp(MIRROR_NET[1], XDP_PASS_PORT, XDP_SPORT),
         udp(gl.virtual, NAT_PORT, NAT_SPORT),
         udp(b.ipv4, TC_PORT, TC_SPORT, count=2),
         udp(b.ipv4, PCAP_PORT, PCAP_SPORT),
@@ -416,7 +515,8 @@ def traces(
         vm_results[key] = "refused: " + refusals[0].stderr.strip().splitlines()[-1]
         scenarios = {n: Scenario(a, refusal=r) for (n, a), r in zip(wanted.items(), refusals)}
         return Traces(backend, guest_lab, scenarios, "")
-    runs = start_all(list(wanted.values()), tmp_path_factory.mktemp(backend))
+    env = {"PWRU_CLONE_HOOK": CLONE_HOOK[backend]} if CLONE_HOOK[backend] != "fexit" else {}
+    runs = start_all(list(wanted.values()), tmp_path_factory.mktemp(backend), env)
     ready = time.monotonic() - started
     try:
         syn = send_everything(guest_lab)
@@ -584,3 +684,111 @@ def test_geneve_inner_filter(traces: Traces, vm_kernel: KernelExpect) -> None:
         assert inner, f"no inner tuple: {e.line}\n{show(pw)}"
         assert _tuple(inner) == (INNER[0], INNER_SPORT, INNER[1], INNER_PORT, "udp"), show(pw)
     assert "ip_rcv" in {e.name for e in evs}, show(pw)
+
+
+# --------------------------------------------------------------------------- 7: clones
+def metadata(ev: Event, name: str) -> int:
+    """An --output-skb-metadata value (name=value after FUNC)."""
+    found = [t.split("=", 1)[1] for t in ev.after if t.startswith(f"{name}=")]
+    assert found, f"no {name}= in {ev.line!r}"
+    return int(found[0], 0)
+
+
+def test_track_skb_follows_clones(traces: Traces, vm_kernel: KernelExpect) -> None:
+    """pwru matches the datagram by its mark in a (ip_output). a's tc egress mirrors it:
+    skb_clone makes a second skb, which crosses a second veth pair into b; crossing into
+    another namespace clears the mark (skb_scrub_packet), and b drops the clone in ip_rcv
+    (it is addressed to another MAC). The clone is shown in b, with mark 0, only because
+    --filter-track-skb followed it from skb_clone (--filter-func leaves no probe where the
+    clone still has the mark)."""
+    pw = traces.get("clone", vm_kernel.release)
+    if pw is None:
+        return
+    a, b = traces.gl.a, traces.gl.b
+    hook = CLONE_HOOK[traces.backend]
+    assert f"clones followed with {hook}" in pw.stderr, show(pw)
+    want = (a.ipv4, CLONE_SPORT, b.ipv4, CLONE_PORT, "udp")
+    evs, detail = events(pw), show(pw)
+    assert {e.tuple for e in evs} == {want}, detail
+    sent = [e for e in evs if e.name == "ip_output"]
+    assert len(sent) == 1 and sent[0].netns == a.inode, detail
+    assert metadata(sent[0], "mark") == CLONE_MARK, detail
+    original = sent[0].skb
+    in_b = [e for e in evs if e.netns == b.inode]
+    assert all(metadata(e, "mark") == 0 for e in in_b), detail  # scrubbed: no match in b
+    assert any(e.skb == original and e.name == "ip_rcv" for e in in_b), detail
+    clone = [e for e in in_b if e.skb != original]
+    assert clone, f"the mirrored clone was not followed into b\n{detail}"
+    assert len({e.skb for e in clone}) == 1, detail
+    assert all(f"{MIRROR[1]}:{traces.gl.mirror_ifindex}" in e.line for e in clone), detail
+    assert clone[0].name == "ip_rcv", detail
+    fn = drop_function(vm_kernel.release)
+    assert clone[-1].func == f"{fn}(SKB_DROP_REASON_OTHERHOST)", detail
+
+
+# --------------------------------------------------------------------------- 8: XDP
+def test_filter_trace_xdp(traces: Traces, vm_kernel: KernelExpect) -> None:
+    """progs/xdp.bpf.c on pwm1 (generic XDP) drops UDP to 7761: for each of the two
+    datagrams pwru shows the program's entry, `vm_xdp_drop(xdp)`, and its exit with the
+    verdict, `vm_xdp_drop(XDP_DROP)(xdp)`; the dropped datagrams never reach ip_rcv, and
+    the datagram to 7762 (passed) is filtered out."""
+    pw = traces.get("xdp", vm_kernel.release)
+    if pw is None:
+        return
+    assert re.search(r"tracing 1 XDP programs", pw.stderr), show(pw)
+    a_addr, b_addr = MIRROR_NET
+    want = (a_addr, XDP_SPORT, b_addr, XDP_PORT, "udp")
+    evs, detail = events(pw), show(pw)
+    assert {e.tuple for e in evs} == {want}, detail
+    xdp = [e for e in evs if e.func.endswith("(xdp)")]
+    funcs = [e.func for e in xdp]
+    assert funcs == [f"{XDP_PROG}(xdp)", f"{XDP_PROG}(XDP_DROP)(xdp)"] * 2, detail
+    b = traces.gl.b
+    assert all(e.netns == b.inode for e in xdp), detail
+    assert all(f"{MIRROR[1]}:{traces.gl.mirror_ifindex}" in e.line for e in xdp), detail
+    assert "ip_output" in {e.name for e in evs}, detail  # sent from a
+    assert "ip_rcv" not in {e.name for e in evs}, detail  # dropped before IP
+
+
+# --------------------------------------------------------------------------- 9: by stackid
+def test_track_skb_by_stackid(traces: Traces, vm_kernel: KernelExpect) -> None:
+    """A datagram to a closed port of b makes b answer with ICMP port unreachable, built
+    while the datagram is being handled. The ICMP packet does not match 'udp and dst port
+    7771', but it is met on the stack the datagram owns, so it is shown, then followed
+    back to a by address."""
+    pw = traces.get("stackid", vm_kernel.release)
+    if pw is None:
+        return
+    a, b = traces.gl.a, traces.gl.b
+    datagram = (a.ipv4, STACK_SPORT, b.ipv4, STACK_PORT, "udp")
+    reply = (b.ipv4, 0, a.ipv4, 0, "icmp")
+    evs, detail = events(pw), show(pw)
+    assert {e.tuple for e in evs} == {datagram, reply}, detail
+    replies = [e for e in evs if e.tuple == reply]
+    assert {e.netns for e in replies} == {b.inode, a.inode}, detail  # built in b, back in a
+    assert not {e.skb for e in replies} & {e.skb for e in evs if e.tuple == datagram}, detail
+    assert "__udp4_lib_rcv" in {e.name for e in evs if e.tuple == datagram}, detail
+    assert {"icmp_rcv"} <= {e.name for e in replies if e.netns == a.inode}, detail
+
+
+# --------------------------------------------------------------------------- 10: non-skb
+def test_filter_non_skb_funcs(traces: Traces, vm_kernel: KernelExpect) -> None:
+    """nft_do_chain takes no sk_buff. With --filter-non-skb-funcs it is shown for the SYN
+    (same skb, same tuple) in b between nf_hook_slow and the drop; --output-caller names
+    the function that called it (nft_do_chain_ipv4) and, for the drop, the first frame
+    under the probed function in its --output-stack."""
+    pw = traces.get("nonskb", vm_kernel.release)
+    if pw is None:
+        return
+    assert re.search(r", 1 non-skb functions", pw.stderr), show(pw)
+    skb_events, drop = syn_events(traces, pw, vm_kernel.release)
+    detail = "\n".join(e.line for e in skb_events) + "\n---\n" + show(pw)
+    chain = [e for e in skb_events if e.name == "nft_do_chain" and e.netns == traces.gl.b.inode]
+    assert chain, detail
+    assert chain[0].after[0] == "nft_do_chain_ipv4", detail
+    i_hook = max(i for i, e in enumerate(skb_events[: skb_events.index(chain[0])])
+                 if e.name == "nf_hook_slow")  # fmt: skip
+    assert i_hook < skb_events.index(chain[0]) < skb_events.index(drop), detail
+    frames = [f.split("+", 1)[0] for f in drop.stack]
+    assert frames[0] == drop.name, detail
+    assert drop.after[0] == frames[1], detail

@@ -1,0 +1,116 @@
+"""--filter-track-skb with kprobes: forget freed skbs, hand tracking to clones and copies.
+
+``kfree_skbmem`` is where every skb's memory goes back (a kprobe forgets it).
+``skb_clone`` and ``skb_copy`` make a new skb from a tracked one: the new one
+is tracked too. fexit sees the original and the result in one program, so it is
+used where the kernel allows tracing programs; elsewhere a kprobe remembers the
+original per task and a kretprobe tracks the result.
+
+The fexit program is bound to its target at load time, so whether the kernel
+takes it is known before the object loads: a two-instruction probe program
+answers (the development kernel refuses fentry/fexit with EPERM).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+from pwru import libbpf
+from pwru.btf import KernelBtf
+from pwru.libbpf import BpfLink, LibbpfError
+from pwru.loader import LoadRequest, ProbeObject
+
+log = logging.getLogger("pwru")
+
+FREE = "kfree_skbmem"
+CLONES = ("skb_clone", "skb_copy")
+FEXIT_PROGRAM = "pwru_fexit_clone"
+CLONE_HOOK_ENV = "PWRU_CLONE_HOOK"
+_KPROBE, _KRETPROBE, _FREE = "pwru_kp_clone", "pwru_krp_clone", "pwru_kp_skbmem"
+_RETURN_0 = bytes.fromhex("b7000000000000009500000000000000")  # r0 = 0; exit
+
+
+@dataclass
+class TrackingPlan:
+    """How clones are followed: fexit targets (BTF ids), or kretprobes when empty."""
+
+    fexit_targets: dict[str, int] = field(default_factory=dict)
+    why_not_fexit: str = ""
+
+    def load_requests(self) -> list[LoadRequest]:
+        requests = [LoadRequest(_FREE), LoadRequest(_KPROBE), LoadRequest(_KRETPROBE)]
+        if self.fexit_targets:
+            first = next(iter(self.fexit_targets.values()))
+            requests.append(LoadRequest(FEXIT_PROGRAM, attach_btf_id=first))
+        return requests
+
+    @property
+    def how(self) -> str:
+        return "fexit" if self.fexit_targets else f"kretprobe ({self.why_not_fexit})"
+
+
+def plan(running_btf: KernelBtf) -> TrackingPlan:
+    """fexit on skb_clone/skb_copy if this kernel loads such a program, else kretprobes.
+    PWRU_CLONE_HOOK=kretprobe picks kretprobes anyway (troubleshooting, and the tests
+    of that path on kernels that have fexit)."""
+    if os.environ.get(CLONE_HOOK_ENV) == "kretprobe":
+        return TrackingPlan(why_not_fexit=f"{CLONE_HOOK_ENV}=kretprobe")
+    targets = {f: running_btf.find_type_id(f, "func") or 0 for f in CLONES}
+    missing = [f for f, tid in targets.items() if not tid]
+    if missing:
+        return TrackingPlan(why_not_fexit=f"no BTF for {', '.join(missing)}")
+    why = _fexit_refused(targets[CLONES[0]])
+    if why:
+        return TrackingPlan(why_not_fexit=why)
+    return TrackingPlan(targets)
+
+
+def _fexit_refused(attach_btf_id: int) -> str:
+    """Why the kernel refuses an fexit program on this function ("" if it takes it)."""
+    try:
+        fd = libbpf.prog_load(
+            libbpf.BPF_PROG_TYPE_TRACING,
+            "pwru_fexit_test",
+            _RETURN_0,
+            expected_attach_type=libbpf.BPF_TRACE_FEXIT,
+            attach_btf_id=attach_btf_id,
+            log_size=4096,
+        )
+    except LibbpfError as error:
+        return f"the kernel refuses fexit: {os.strerror(error.errno or 0)}"
+    os.close(fd)
+    return ""
+
+
+def attach(obj: ProbeObject, chosen: TrackingPlan, links: list[BpfLink], fds: list[int]) -> str:
+    """Attach the free and clone hooks; returns how clones are followed."""
+    how = chosen.how
+    if chosen.fexit_targets:
+        try:
+            _attach_fexit(obj, chosen.fexit_targets, fds)
+        except LibbpfError as error:
+            how = f"kretprobe (fexit attach failed: {os.strerror(error.errno or 0)})"
+    todo = [(_FREE, FREE, False)]
+    if not how.startswith("fexit"):
+        for func in CLONES:
+            todo += [(_KPROBE, func, False), (_KRETPROBE, func, True)]
+    for program, func, ret in todo:
+        try:
+            links.append(obj.obj.program(program).attach_kprobe(func, retprobe=ret))
+        except LibbpfError as error:
+            log.warning("--filter-track-skb: cannot probe %s: %s", func, error)
+    return how
+
+
+def _attach_fexit(obj: ProbeObject, targets: dict[str, int], fds: list[int]) -> None:
+    """libbpf loaded the program for the first target; the others get copies."""
+    for i, (func, btf_id) in enumerate(targets.items()):
+        if i == 0:
+            prog_fd = obj.program_fd(FEXIT_PROGRAM)
+        else:
+            prog_fd = obj.load_copy(FEXIT_PROGRAM, None, attach_btf_id=btf_id)
+            fds.append(prog_fd)
+        fds.append(libbpf.raw_tracepoint_open(prog_fd))
+        log.debug("following clones: fexit on %s", func)
