@@ -35,8 +35,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from pwru.events import Event, Tuple5
-from pwru.layout import PWRU_EVENT_TC, PWRU_EVENT_XDP
+from pwru.layout import PWRU_EVENT_FEXIT, PWRU_EVENT_TC, PWRU_EVENT_XDP
 from pwru.options import Options
+
+XDP_VERDICTS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
 
 if TYPE_CHECKING:
     from pwru.skbexpr import MetadataField
@@ -160,9 +162,11 @@ class Renderer:
     # shared pieces
 
     def func_name(self, ev: Event) -> str:
-        """FUNC column: probe name, drop reason, (tc)/(xdp) marker."""
+        """FUNC column: probe name, drop reason or XDP verdict, (tc)/(xdp) marker."""
         name = self.names.probe_name(ev)
-        if ev.reason is not None:
+        if ev.flags & PWRU_EVENT_FEXIT:  # an XDP program's exit: ``reason`` is its verdict
+            name += f"({XDP_VERDICTS.get(ev.reason or 0, ev.reason)})"
+        elif ev.reason is not None:
             reason = self.names.drop_reason(ev.reason)
             name = f"{name}({reason})" if reason is not None else f"{name} ({ev.reason})"
         if ev.type == PWRU_EVENT_TC:

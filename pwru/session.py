@@ -29,7 +29,6 @@ from pwru.filters import compile_filters
 from pwru.ksyms import Kallsyms
 from pwru.layout import (
     EVENT_SIZE,
-    PWRU_EVENT_FEXIT,
     PWRU_EVENT_HAS_STACK,
     PWRU_EVENT_KPROBE,
     PWRU_EVENT_KPROBE_MULTI,
@@ -235,11 +234,8 @@ class Session:
         self._flush()
 
     def _probe_name(self, ev: Event) -> str:
-        """FUNC for an event: the probe's name; an XDP exit adds the verdict."""
-        name = self.table.name(ev.probe_id)
-        if ev.flags & PWRU_EVENT_FEXIT:
-            return f"{name}({tcxdp.XDP_VERDICTS.get(ev.reason or 0, ev.reason)})"
-        return name
+        """FUNC for an event: the probe's name (the renderer adds reasons and markers)."""
+        return self.table.name(ev.probe_id)
 
     def _open_output(self) -> IO[str]:
         """Open --output-file before anything is loaded, so a bad path costs nothing."""

@@ -24,7 +24,6 @@ log = logging.getLogger("pwru")
 
 TC_KIND = "tc"
 XDP_KIND = "xdp"
-XDP_VERDICTS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
 _PROGRAMS = {
     TC_KIND: ["pwru_fentry_tc"],
     XDP_KIND: ["pwru_fentry_xdp", "pwru_fexit_xdp"],

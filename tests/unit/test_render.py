@@ -162,6 +162,15 @@ def test_text_func_with_reason_and_prog_type() -> None:
     assert r.render(EV._replace(probe_id=3, type=layout.PWRU_EVENT_XDP)) == (
         prefix + " xdp_prog(xdp)"
     )
+    # an XDP exit carries the program's verdict, not a drop reason (1 is also SKB_CONSUMED)
+    xdp_exit = EV._replace(
+        probe_id=3,
+        type=layout.PWRU_EVENT_XDP,
+        flags=layout.PWRU_EVENT_HAS_REASON | layout.PWRU_EVENT_FEXIT,
+        reason=1,
+    )
+    assert r.render(xdp_exit) == prefix + " xdp_prog(XDP_DROP)(xdp)"
+    assert r.render(xdp_exit._replace(reason=7)) == prefix + " xdp_prog(7)(xdp)"
     assert r.render(EV._replace(type=layout.PWRU_EVENT_KPROBE_MULTI)) == prefix + " ip_local_out"
 
 
