@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from pwru import capabilities, kprobe, tcxdp, tracepoint, tracking
 from pwru.btf import KernelBtf
@@ -120,9 +120,7 @@ def plan(
         first = kprobe.KPROBE if backend == kprobe.KPROBE else kprobe.KPROBE_MULTI
         probes = kprobe.plan(first, found.functions, table)
         families = [first] if backend != AUTO else [kprobe.KPROBE_MULTI, kprobe.KPROBE]
-        requests = [
-            r for family in families for r in kprobe.load_requests(_as_backend(probes, family))
-        ]
+        requests = [r for family in families for r in kprobe.load_requests(probes, family)]
         result = Plan(backend, probes, requests=requests, notes=notes)
         if _tracking(options):
             result.tracking = tracking.plan(running_btf)
@@ -169,13 +167,6 @@ def _plan_nonskb(names: list[str], ksyms: Kallsyms, table: ProbeTable) -> list[P
     return probes
 
 
-def _as_backend(probes: list[Probe], backend: str) -> list[Probe]:
-    """The same probes served by the other kprobe family's programs."""
-    prefix = {kprobe.KPROBE: "pwru_kp_", kprobe.KPROBE_MULTI: "pwru_km_"}[backend]
-    # both families name their programs pwru_k?_<what>: swap the 8-character prefix
-    return [replace(p, kind=backend, program=prefix + p.program[8:]) for p in probes]
-
-
 def attach(
     options: Options,
     chosen: Plan,
@@ -202,13 +193,12 @@ def attach(
             else:
                 note(f"using the kprobe backend: {why}")
                 backend = kprobe.KPROBE
-        probes = _as_backend(chosen.probes, backend)
         report = kprobe.AttachReport()
         if backend == kprobe.KPROBE_MULTI:
-            kprobe.attach_multi(obj, probes, held.links, report)
+            kprobe.attach_multi(obj, chosen.probes, held.links, report)
         else:
             kprobe.attach_each(
-                obj, probes, held.links, report, options.filter_kprobe_batch, stopped
+                obj, chosen.probes, held.links, report, options.filter_kprobe_batch, stopped
             )
         skipped = ", ".join(f"{n} {why}" for why, n in sorted(report.skipped.items()))
         summary = f"attached {report.attached} functions with {backend}" + (

@@ -20,7 +20,7 @@ import struct
 import sys
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from itertools import chain
@@ -421,20 +421,46 @@ class KernelBtf:
     def enum_values(self, name: str) -> dict[str, int]:
         """Enumerators of enum ``name`` (ENUM or ENUM64); {} if there is none."""
         tid = self.find_type_id(name, Kind.ENUM) or self.find_type_id(name, Kind.ENUM64)
-        if tid is None:
-            return {}
-        words, pos, info = self._record(tid)
+        return {} if tid is None else dict(self.enumerators(tid))
+
+    def enumerators(self, tid: int) -> list[tuple[str, int]]:
+        """(name, value) of each enumerator of the ENUM/ENUM64 ``tid``, signed as declared."""
+        words, pos, info = self._record(self.resolve(tid))
         signed, count = info >> 31, info & 0xFFFF
-        values: dict[str, int] = {}
+        out: list[tuple[str, int]] = []
         if _kind(info) == Kind.ENUM:
             for item in range(pos + 3, pos + 3 + 2 * count, 2):
-                value = words[item + 1]
-                values[self._str(words[item])] = value - (signed and value >> 31) * (1 << 32)
+                value = int(words[item + 1])
+                out.append((self._str(words[item]), value - (signed and value >> 31) * (1 << 32)))
         else:
             for item in range(pos + 3, pos + 3 + 3 * count, 3):
-                value = words[item + 2] << 32 | words[item + 1]
-                values[self._str(words[item])] = value - (signed and value >> 63) * (1 << 64)
-        return values
+                value = int(words[item + 2]) << 32 | int(words[item + 1])
+                out.append((self._str(words[item]), value - (signed and value >> 63) * (1 << 64)))
+        return out
+
+    def enum_ids(self) -> Iterator[int]:
+        """Ids of every ENUM and ENUM64, base BTF first."""
+        if self._base is not None:
+            yield from self._base.enum_ids()
+        for pos in self._positions(Kind.ENUM, Kind.ENUM64):
+            yield self._id_at(pos)
+
+    def int_encoding(self, tid: int) -> int:
+        """BTF_INT_ENCODING bits (signed, char, bool) of an INT type."""
+        words, pos, _ = self._record(self.resolve(tid))
+        return int(words[pos + 3]) >> 24 & 0xF
+
+    def member_names(self, tid: int) -> list[str]:
+        """Names reachable as members of a struct/union, through anonymous members."""
+        words, pos, info = self._record(self.resolve(tid))
+        names: list[str] = []
+        for item in range(pos + 3, pos + 3 + 3 * (info & 0xFFFF), 3):
+            name, mtype = self._str(words[item]), int(words[item + 1])
+            if name:
+                names.append(name)
+            elif self.kind(self.resolve(mtype)) in (Kind.STRUCT, Kind.UNION):
+                names += self.member_names(mtype)
+        return names
 
     def drop_reasons(self) -> dict[int, str]:
         """enum skb_drop_reason as value -> name (first name wins); {} before 5.17."""

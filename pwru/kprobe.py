@@ -52,6 +52,12 @@ def program_for(backend: str, func: SkbFunc) -> str | None:
     return None
 
 
+def program_in(family: str, probe: Probe) -> str:
+    """The program serving ``probe`` in this kprobe family (``probe.program`` names the
+    planned family's; both name theirs pwru_k?_<what>, so the prefix is swapped)."""
+    return _PREFIX[family] + probe.program[len(_PREFIX[KPROBE]) :]
+
+
 def plan(backend: str, functions: list[SkbFunc], table: ProbeTable) -> list[Probe]:
     """A probe per function, numbered in ``table``."""
     probes = []
@@ -62,9 +68,9 @@ def plan(backend: str, functions: list[SkbFunc], table: ProbeTable) -> list[Prob
     return probes
 
 
-def load_requests(probes: list[Probe]) -> list[LoadRequest]:
+def load_requests(probes: list[Probe], family: str) -> list[LoadRequest]:
     """Each program loads once; the cookie, not the instructions, tells probes apart."""
-    return [LoadRequest(name) for name in sorted({p.program for p in probes})]
+    return [LoadRequest(name) for name in sorted({program_in(family, p) for p in probes})]
 
 
 @dataclass
@@ -89,7 +95,7 @@ def attach_multi(
     """One kprobe-multi link per program, splitting refused batches to skip offenders."""
     by_program: dict[str, list[Probe]] = {}
     for probe in probes:
-        by_program.setdefault(probe.program, []).append(probe)
+        by_program.setdefault(program_in(KPROBE_MULTI, probe), []).append(probe)
     for program, group in by_program.items():
         prog = obj.obj.program(program)
         _attach_multi_batch(prog, group, links, report)
@@ -149,7 +155,8 @@ def attach_each(
     stopped: Callable[[], bool],
 ) -> None:
     """One kprobe per function, ``batch`` at a time; stops early when asked to."""
-    programs = {name: obj.obj.program(name) for name in {p.program for p in probes}}
+    names = {p.program: program_in(KPROBE, p) for p in probes}
+    programs = {planned: obj.obj.program(name) for planned, name in names.items()}
     progress = Progress("attaching kprobes", len(probes))
 
     def attach_one(probe: Probe) -> libbpf.BpfLink | OSError:
@@ -195,7 +202,8 @@ def detach(links: list[libbpf.BpfLink], batch: int) -> float:
 def kprobe_multi_works(obj: ProbeObject, probe: Probe) -> tuple[bool, str]:
     """Try the smallest kprobe-multi attach; (works, why not)."""
     try:
-        link = obj.obj.program(probe.program).attach_kprobe_multi([probe.addr], [probe.id])
+        program = obj.obj.program(program_in(KPROBE_MULTI, probe))
+        link = program.attach_kprobe_multi([probe.addr], [probe.id])
     except libbpf.LibbpfError as error:
         if error.errno == errno.EOPNOTSUPP:
             return False, "this kernel has no kprobe-multi (CONFIG_FPROBE is off)"

@@ -142,6 +142,7 @@ class Renderer:
         self._metadata_names = [metadata_name(e) for e in options.output_skb_metadata]
         # --output-skb-metadata fields as compiled (pwru.skbexpr); they know their types
         self._metadata = tuple(metadata)
+        self._tuples: dict[Tuple5 | None, str] = {}
 
     def header(self) -> str | None:
         """The column header line, or None when the format has none."""
@@ -159,7 +160,19 @@ class Renderer:
         names of the event's stack, innermost first, for --output-stack."""
         raise NotImplementedError
 
+    def tuple_text(self, tup: Tuple5 | None) -> str:
+        """The format's text for a tuple (cached by ``_tuple``: few flows, many events)."""
+        raise NotImplementedError
+
     # shared pieces
+
+    def _tuple(self, tup: Tuple5 | None) -> str:
+        text = self._tuples.get(tup)
+        if text is None:
+            if len(self._tuples) >= _CACHE_LIMIT:
+                self._tuples.clear()
+            text = self._tuples[tup] = self.tuple_text(tup)
+        return text
 
     def func_name(self, ev: Event) -> str:
         """FUNC column: probe name, drop reason or XDP verdict, (tc)/(xdp) marker."""
@@ -207,7 +220,6 @@ class TextRenderer(Renderer):
         super().__init__(options, names, wall_offset_ns, metadata)
         self._tuple_width = 0
         self._func_width = 0
-        self._tuples: dict[Tuple5 | None, str] = {}
         self._ifaces: dict[tuple[int, int], str] = {}
 
     def header(self) -> str:
@@ -232,13 +244,8 @@ class TextRenderer(Renderer):
             parts.append(" TUNNEL")
         return "".join(parts)
 
-    def _tuple(self, tup: Tuple5 | None) -> str:
-        text = self._tuples.get(tup)
-        if text is None:
-            if len(self._tuples) >= _CACHE_LIMIT:
-                self._tuples.clear()
-            text = self._tuples[tup] = tuple_text(tup, self.options.output_tcp_flags)
-        return text
+    def tuple_text(self, tup: Tuple5 | None) -> str:
+        return tuple_text(tup, self.options.output_tcp_flags)
 
     def render(
         self,
@@ -313,23 +320,8 @@ class JsonRenderer(Renderer):
     tuple objects are encoded once per distinct tuple.
     """
 
-    def __init__(
-        self,
-        options: Options,
-        names: NameResolver,
-        wall_offset_ns: int,
-        metadata: Sequence[MetadataField] = (),
-    ) -> None:
-        super().__init__(options, names, wall_offset_ns, metadata)
-        self._tuples: dict[Tuple5 | None, str] = {}
-
-    def _tuple(self, tup: Tuple5 | None) -> str:
-        text = self._tuples.get(tup)
-        if text is None:
-            if len(self._tuples) >= _CACHE_LIMIT:
-                self._tuples.clear()
-            text = self._tuples[tup] = _dumps(tuple_json(tup, self.options.output_tcp_flags))
-        return text
+    def tuple_text(self, tup: Tuple5 | None) -> str:
+        return _dumps(tuple_json(tup, self.options.output_tcp_flags))
 
     def render(
         self,

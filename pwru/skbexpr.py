@@ -269,56 +269,6 @@ def parse_comparison(text: str) -> Comparison:
     return Comparison(chain, name, None, value[1], negative, written)
 
 
-# --------------------------------------------------------------------------
-# BTF questions pwru.btf does not answer (yet): they read its raw records.
-
-
-def _int_encoding(btf: KernelBtf, tid: int) -> int:
-    words, pos, _ = btf._record(btf.resolve(tid))
-    return int(words[pos + 3]) >> 24 & 0xF
-
-
-def _enumerators(btf: KernelBtf, tid: int) -> list[tuple[str, int]]:
-    """(name, value) of each enumerator of the ENUM/ENUM64 ``tid``, signed as declared."""
-    words, pos, info = btf._record(btf.resolve(tid))
-    signed, count = info >> 31, info & 0xFFFF
-    out: list[tuple[str, int]] = []
-    if (info >> 24 & 0x1F) == Kind.ENUM:
-        for item in range(pos + 3, pos + 3 + 2 * count, 2):
-            value = int(words[item + 1])
-            out.append((btf._str(words[item]), value - (signed and value >> 31) * (1 << 32)))
-    else:
-        for item in range(pos + 3, pos + 3 + 3 * count, 3):
-            value = int(words[item + 2]) << 32 | int(words[item + 1])
-            out.append((btf._str(words[item]), value - (signed and value >> 63) * (1 << 64)))
-    return out
-
-
-def _enum_ids(btf: KernelBtf) -> Iterator[int]:
-    """Ids of every ENUM and ENUM64, base BTF first."""
-    layers: list[KernelBtf] = []
-    layer: KernelBtf | None = btf
-    while layer is not None:
-        layers.append(layer)
-        layer = layer._base
-    for part in reversed(layers):
-        for pos in part._positions(Kind.ENUM, Kind.ENUM64):
-            yield part._id_at(pos)
-
-
-def _member_names(btf: KernelBtf, tid: int) -> list[str]:
-    """Names reachable as members of a struct/union, through anonymous members."""
-    words, pos, info = btf._record(btf.resolve(tid))
-    names: list[str] = []
-    for item in range(pos + 3, pos + 3 + 3 * (info & 0xFFFF), 3):
-        name, mtype = btf._str(words[item]), int(words[item + 1])
-        if name:
-            names.append(name)
-        elif btf.kind(btf.resolve(mtype)) in (Kind.STRUCT, Kind.UNION):
-            names += _member_names(btf, mtype)
-    return names
-
-
 def type_text(btf: KernelBtf, tid: int, depth: int = 0) -> str:
     """A C spelling of a type for messages: ``struct net_device *``, ``__u32``."""
     kind = btf.kind(tid)
@@ -432,7 +382,7 @@ def resolve_chain(btf: KernelBtf, chain: Sequence[Step]) -> Access:
             owner = type_text(btf, container)
             raise _Problem(
                 f"{owner} has no member {step.name!r}"
-                + _suggest(step.name, _member_names(btf, container))
+                + _suggest(step.name, btf.member_names(container))
             )
         offset_bits += member.offset_bits
         field = member.type_id
@@ -459,7 +409,7 @@ def _leaf(
     kind = btf.kind(real)
     signed = False
     if kind == Kind.INT:
-        encoding = _int_encoding(btf, real)
+        encoding = btf.int_encoding(real)
         signed = bool(encoding & _INT_SIGNED)
         leaf_kind = "bool" if encoding & _INT_BOOL else "char" if encoding & _INT_CHAR else "int"
     elif kind in (Kind.ENUM, Kind.ENUM64):
@@ -468,7 +418,7 @@ def _leaf(
     elif kind == Kind.PTR:
         leaf_kind = "pointer"
     elif kind in (Kind.STRUCT, Kind.UNION):
-        members = _member_names(btf, real)
+        members = btf.member_names(real)
         example = f", e.g. {text}.{members[0]}" if members else ""
         raise _Problem(f"{text} has type {type_text(btf, tid)}: name one of its members{example}")
     else:
@@ -576,11 +526,11 @@ _DEFINES = {
 def _find_enumerator(btf: KernelBtf, name: str, access: Access) -> int:
     """Value of enumerator ``name``: the field's own enum first, then any enum."""
     if access.kind == "enum":
-        for ename, value in _enumerators(btf, access.type_id):
+        for ename, value in btf.enumerators(access.type_id):
             if ename == name:
                 return value
     values = {
-        value for tid in _enum_ids(btf) for ename, value in _enumerators(btf, tid) if ename == name
+        value for tid in btf.enum_ids() for ename, value in btf.enumerators(tid) if ename == name
     }
     if len(values) == 1:
         return values.pop()
@@ -595,9 +545,9 @@ def _find_enumerator(btf: KernelBtf, name: str, access: Access) -> int:
         )
     hint = ""
     if access.kind == "enum":
-        hint = _suggest(name, [n for n, _ in _enumerators(btf, access.type_id)])
+        hint = _suggest(name, [n for n, _ in btf.enumerators(access.type_id)])
     if not hint:
-        everything = [n for tid in _enum_ids(btf) for n, _ in _enumerators(btf, tid)]
+        everything = [n for tid in btf.enum_ids() for n, _ in btf.enumerators(tid)]
         # difflib over ~20k names takes a quarter second: try likely ones first
         hint = _suggest(name, [n for n in everything if n[:3] == name[:3]], cutoff=0.8)
     hint = hint or " (a #define is not in BTF: write its number)"
@@ -710,7 +660,7 @@ def _metadata_field(btf: KernelBtf, expr: str, access: Access) -> MetadataField:
     enumerators: tuple[tuple[int, str], ...] = ()
     if access.kind == "enum":
         enum_name = btf.type_name(btf.resolve(access.type_id))
-        enumerators = tuple((v, n) for n, v in _enumerators(btf, access.type_id))
+        enumerators = tuple((v, n) for n, v in btf.enumerators(access.type_id))
     return MetadataField(
         expr=expr,
         size=btf.type_size(access.type_id),

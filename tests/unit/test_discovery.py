@@ -336,3 +336,29 @@ def test_kmods_bad_btf(machine: Machine) -> None:
 def test_all_kmods_without_btf_dir(machine: Machine, tmp_path: Path) -> None:
     with pytest.raises(BtfError, match="cannot list"):
         machine.discover(all_kmods=True, btf_dir=str(tmp_path / "none"))
+
+
+def test_kprobe_plan_serves_both_families_without_copies() -> None:
+    """One plan, numbered once; each kprobe family loads and attaches its own programs."""
+    from pwru import kprobe
+    from pwru.probes import ProbeTable
+
+    funcs = [
+        SkbFunc("ip_rcv", 0, 0x1000, ""),
+        SkbFunc("ip_output", 2, 0x2000, ""),
+        SkbFunc("sk_skb_reason_drop", 1, 0x3000, ""),
+        SkbFunc("far_away", 5, 0x4000, ""),  # 6th parameter: no program
+    ]
+    table = ProbeTable()
+    probes = kprobe.plan(kprobe.KPROBE_MULTI, funcs, table)
+    assert [p.name for p in probes] == ["ip_rcv", "ip_output", "sk_skb_reason_drop"]
+    assert [kprobe.program_in(kprobe.KPROBE, p) for p in probes] == [
+        "pwru_kp_skb0",
+        "pwru_kp_skb2",
+        "pwru_kp_skdrop_reason",
+    ]
+    assert [r.program for r in kprobe.load_requests(probes, kprobe.KPROBE_MULTI)] == [
+        "pwru_km_skb0",
+        "pwru_km_skb2",
+        "pwru_km_skdrop_reason",
+    ]

@@ -36,7 +36,7 @@ needs_netns = pytest.mark.skipif(
 
 
 def ev(**fields: int) -> Event:
-    base = dict.fromkeys(Event._fields, 0)
+    base: dict[str, object] = dict.fromkeys(Event._fields, 0)
     base.update(reason=None, tuple=None, tunnel_tuple=None, skb_metadata=(0, 0, 0, 0), comm="")
     base.update(fields)
     return Event(**base)  # type: ignore[arg-type]

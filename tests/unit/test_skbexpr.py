@@ -767,7 +767,7 @@ def test_kernel_enums_and_drop_reasons() -> None:
     # an enum-typed field, when this kernel has one on net_device
     member = btf.struct_member(btf.find_type_id("net_device", Kind.STRUCT) or 0, "pcpu_stat_type")
     if member is not None and btf.kind(btf.resolve(member.type_id)) == Kind.ENUM:
-        values = dict(skbexpr._enumerators(btf, member.type_id))
+        values = dict(btf.enumerators(member.type_id))
         mem.set(DEV, "pcpu_stat_type", values["NETDEV_PCPU_STAT_DSTATS"])
         expr = "skb->dev->pcpu_stat_type == NETDEV_PCPU_STAT_DSTATS"
         assert run_filter(compile_filter_expr(expr, btf), mem) == 1
