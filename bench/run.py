@@ -9,6 +9,8 @@ Traffic stays inside two network namespaces made for the run (veth pair).
   pwru traces namespace b and writes text to a file. Reports events/s
   written, events lost in the kernel (ring buffer full), and the flood's
   packet rate with and without pwru (the per-packet cost of tracing).
+* filter overhead: the flood's rate while pwru runs a filter that matches none
+  of it, plain and with --filter-track-skb-by-stackid (map lookups per hit).
 """
 
 from __future__ import annotations
@@ -154,10 +156,20 @@ def bench_filter_overhead(lab: Lab, workdir: Path, seconds: float) -> dict[str, 
     run = PwruRun(["--filter-netns", lab.b.netns_path, "udp port 1"], workdir)
     sent, elapsed = flood(lab, seconds, 0)
     run.stop()
+    # the same with by-stackid tracking: two more map lookups per probe hit
+    run = PwruRun(
+        ["--filter-netns", lab.b.netns_path, "--filter-track-skb-by-stackid", "udp port 1"],
+        workdir,
+    )
+    tracked_sent, tracked_elapsed = flood(lab, seconds, 0)
+    run.stop()
+    base = base_sent / base_elapsed
     return {
-        "flood_pps_without_pwru_2": base_sent / base_elapsed,
+        "flood_pps_without_pwru_2": base,
         "flood_pps_nonmatching_filter": sent / elapsed,
-        "nonmatching_filter_cost_pct": 100 * (1 - (sent / elapsed) / (base_sent / base_elapsed)),
+        "nonmatching_filter_cost_pct": 100 * (1 - (sent / elapsed) / base),
+        "flood_pps_nonmatching_tracked": tracked_sent / tracked_elapsed,
+        "nonmatching_tracked_cost_pct": 100 * (1 - (tracked_sent / tracked_elapsed) / base),
     }
 
 
