@@ -318,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     fa(
         "--filter-track-skb-by-stackid",
         action=BoolFlag,
-        help="keep tracing a packet even after it is freed (e.g. through a bridge)",
+        help="also trace skbs the kernel makes on the stack of a matched one (ICMP errors, copies)",
     )
     fa("--filter-trace-tc", action=BoolFlag, help="trace tc BPF programs")
     fa("--filter-trace-xdp", action=BoolFlag, help="trace XDP BPF programs")

@@ -92,7 +92,7 @@ def build_config(options: Options) -> Config:
     config.mark_mask = options.filter_mark_mask
     config.output_meta = int(options.output_meta)
     config.output_tuple = int(options.output_tuple)
-    # --filter-non-skb-funcs needs call paths, which need tracked skbs
+    # --filter-non-skb-funcs needs stack owners, which need tracked skbs
     by_stackid = options.filter_track_skb_by_stackid or bool(options.filter_non_skb_funcs)
     config.track_skb_by_stackid = int(by_stackid)
     config.track_skb = int(options.filter_track_skb or by_stackid)
