@@ -613,7 +613,28 @@ KPROBE_REASON_PROG("pwru_kprobe", pwru_kp_skdrop_reason, PWRU_EVENT_KPROBE, PARM
 KPROBE_REASON_PROG("pwru_kprobe_multi", pwru_km_kfree_reason, PWRU_EVENT_KPROBE_MULTI, PARM1, PARM2)
 KPROBE_REASON_PROG("pwru_kprobe_multi", pwru_km_skdrop_reason, PWRU_EVENT_KPROBE_MULTI, PARM2, PARM3)
 
-/* --filter-track-skb: kfree_skbmem(skb) is where every skb's memory goes back. */
+/*
+ * --filter-track-skb: kfree_skbmem(skb) is where every skb's memory goes back.
+ * When kfree_skbmem is also traced, one program reports the event and then
+ * forgets the skb: with two probes on the function, the event's (running after
+ * the forget) would track the dying skb again, as its bytes still match.
+ */
+#define KPROBE_FREE_PROG(sec, name, type)                                     \
+SEC(sec "/free")                                                              \
+int name(struct pt_regs *ctx)                                                 \
+{                                                                             \
+	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);           \
+                                                                              \
+	handle_skb(ctx, skb, type, bpf_get_attach_cookie(ctx), bpf_get_func_ip(ctx), \
+		   false, 0);                                                 \
+	forget_skb(skb);                                                      \
+	return 0;                                                             \
+}
+
+KPROBE_FREE_PROG("pwru_kprobe", pwru_kp_free, PWRU_EVENT_KPROBE)
+KPROBE_FREE_PROG("pwru_kprobe_multi", pwru_km_free, PWRU_EVENT_KPROBE_MULTI)
+
+/* ... and when it is not traced, a kprobe that only forgets. */
 SEC("pwru_kprobe/track_free")
 int pwru_kp_skbmem(struct pt_regs *ctx)
 {

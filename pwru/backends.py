@@ -123,7 +123,8 @@ def plan(
         requests = [r for family in families for r in kprobe.load_requests(probes, family)]
         result = Plan(backend, probes, requests=requests, notes=notes)
         if _tracking(options):
-            result.tracking = tracking.plan(running_btf)
+            free_traced = any(p.name == tracking.FREE for p in probes)
+            result.tracking = tracking.plan(running_btf, free_traced)
             result.requests += result.tracking.load_requests()
         if options.filter_non_skb_funcs:
             result.nonskb_probes = _plan_nonskb(options.filter_non_skb_funcs, ksyms(), table)

@@ -34,17 +34,20 @@ KPROBE = "kprobe"
 KPROBE_MULTI = "kprobe-multi"
 MAX_SKB_POSITION = 4
 
-# Functions whose drop reason pwru prints, and where their skb is.
-_REASON_PROGRAMS = {
+# Functions with a program of their own (by where their skb is): the drop functions,
+# whose reason pwru prints, and kfree_skbmem, which also ends --filter-track-skb's
+# interest in the skb (see bpf/pwru.bpf.c).
+_SPECIAL_PROGRAMS = {
     ("kfree_skb_reason", 0): "kfree_reason",  # until 6.10
     ("sk_skb_reason_drop", 1): "skdrop_reason",  # 6.11+
+    ("kfree_skbmem", 0): "free",
 }
 _PREFIX = {KPROBE: "pwru_kp_", KPROBE_MULTI: "pwru_km_"}
 
 
 def program_for(backend: str, func: SkbFunc) -> str | None:
     """The BPF program that reads this function's sk_buff (and drop reason)."""
-    special = _REASON_PROGRAMS.get((func.name, func.skb_arg))
+    special = _SPECIAL_PROGRAMS.get((func.name, func.skb_arg))
     if special:
         return _PREFIX[backend] + special
     if func.skb_arg <= MAX_SKB_POSITION:

@@ -1,6 +1,9 @@
 """--filter-track-skb with kprobes: forget freed skbs, hand tracking to clones and copies.
 
-``kfree_skbmem`` is where every skb's memory goes back (a kprobe forgets it).
+``kfree_skbmem`` is where every skb's memory goes back: a kprobe forgets it there,
+unless kfree_skbmem is itself traced, when its trace program reports the event and
+then forgets (two probes on it could run in the wrong order: the event's would
+track the dying skb again).
 ``skb_clone`` and ``skb_copy`` make a new skb from a tracked one: the new one
 is tracked too. fexit sees the original and the result in one program, so it is
 used where the kernel allows tracing programs; elsewhere a kprobe remembers the
@@ -38,9 +41,12 @@ class TrackingPlan:
 
     fexit_targets: dict[str, int] = field(default_factory=dict)
     why_not_fexit: str = ""
+    free_traced: bool = False  # kfree_skbmem's own trace program forgets the skb
 
     def load_requests(self) -> list[LoadRequest]:
-        requests = [LoadRequest(_FREE), LoadRequest(_KPROBE), LoadRequest(_KRETPROBE)]
+        requests = [LoadRequest(_KPROBE), LoadRequest(_KRETPROBE)]
+        if not self.free_traced:
+            requests.append(LoadRequest(_FREE))
         if self.fexit_targets:
             first = next(iter(self.fexit_targets.values()))
             requests.append(LoadRequest(FEXIT_PROGRAM, attach_btf_id=first))
@@ -51,7 +57,14 @@ class TrackingPlan:
         return "fexit" if self.fexit_targets else f"kretprobe ({self.why_not_fexit})"
 
 
-def plan(running_btf: KernelBtf) -> TrackingPlan:
+def plan(running_btf: KernelBtf, free_traced: bool) -> TrackingPlan:
+    """See _plan_clones; ``free_traced``: kfree_skbmem is among the traced functions."""
+    chosen = _plan_clones(running_btf)
+    chosen.free_traced = free_traced
+    return chosen
+
+
+def _plan_clones(running_btf: KernelBtf) -> TrackingPlan:
     """fexit on skb_clone/skb_copy if this kernel loads such a program, else kretprobes.
     PWRU_CLONE_HOOK=kretprobe picks kretprobes anyway (troubleshooting, and the tests
     of that path on kernels that have fexit)."""
@@ -92,7 +105,7 @@ def attach(obj: ProbeObject, chosen: TrackingPlan, links: list[BpfLink], fds: li
             _attach_fexit(obj, chosen.fexit_targets, fds)
         except LibbpfError as error:
             how = f"kretprobe (fexit attach failed: {os.strerror(error.errno or 0)})"
-    todo = [(_FREE, FREE, False)]
+    todo = [] if chosen.free_traced else [(_FREE, FREE, False)]
     if not how.startswith("fexit"):
         for func in CLONES:
             todo += [(_KPROBE, func, False), (_KRETPROBE, func, True)]

@@ -17,8 +17,20 @@ Registers and stack (r6..r9 are ours: the caller's copies live in its frame)::
 
     r10 - 8           read buffer for one packet load (4 bytes used)
     r10 - 16          length = data_end - data (0 if data_end < data)
+    r10 - 24          window length (programs with a window, see below)
+    r10 - 88          the window: the packet's first 64 bytes
     below that        counters of further overlapping loops (libpcap emits
                       none), then M[k] for the scratch words used, 4 bytes each
+
+The window. Every packet load is a helper call (``bpf_probe_read_kernel``,
+tens of nanoseconds), and a filter runs at every probe hit. So a program
+with two or more constant-offset loads inside the first 64 bytes (EtherType, IP protocol,
+IPv6 addresses and ports, ...) reads min(length, 64) bytes into its frame
+once, up front, and serves those loads from there, byte by byte (the
+verifier insists on aligned stack access). If that read fails the window
+length is 0 and every load takes the helper path, which then fails (and
+rejects) exactly as before. Loads at X + k, and beyond 64 bytes, always take
+the helper path.
 
 Semantics are libpcap's interpreter (bpf_filter.c): A, X and M[] start at 0;
 loads are big-endian and a load that does not fit in ``length`` bytes returns
@@ -89,6 +101,9 @@ DEFAULT_MAX_BACKWARD_JUMPS = 64
 # frame layout (offsets from r10)
 _BUF = -8
 _LEN_SLOT = -16
+_WINLEN_SLOT = -24
+WINDOW = 64  # bytes
+_WIN = _WINLEN_SLOT - WINDOW  # the window is r10 + _WIN .. r10 + _WIN + WINDOW - 1
 
 REG_A = R8
 REG_X = R9
@@ -176,10 +191,13 @@ class _Translator:
                 self.loop_end[head] = max(pc, self.loop_end.get(head, pc))
         # loop header -> None (counter in r6) or the stack offset of its counter
         colour = _loop_colours(self.loop_end)
+        # one read of the window costs what one load costs: worth it from two loads
+        self.windowed = sum(_in_window(insn) for insn in prog) >= 2
+        top = _WIN if self.windowed else _LEN_SLOT  # lowest slot of the fixed layout
         self.counter_slot: dict[int, int | None] = {
-            head: None if c == 0 else _LEN_SLOT - 8 * c for head, c in colour.items()
+            head: None if c == 0 else top - 8 * c for head, c in colour.items()
         }
-        bottom = min([_LEN_SLOT, *(o for o in self.counter_slot.values() if o is not None)])
+        bottom = min([top, *(o for o in self.counter_slot.values() if o is not None)])
         used = sorted({insn.k for insn in prog if _uses_mem(insn)})
         self.mem_off = {k: bottom - 4 * (i + 1) for i, k in enumerate(used)}
         self.mem_read = sorted({insn.k for insn in prog if _reads_mem(insn)})
@@ -229,6 +247,8 @@ class _Translator:
             ebpf.mov32_imm(REG_A, 0),
             ebpf.mov32_imm(REG_X, 0),
         )
+        if self.windowed:
+            self.read_window()
         for k in self.mem_read:
             b.emit(ebpf.st_mem(4, FP, self.mem_off[k], 0))
         # counters start at 0 even on paths that would enter a loop sideways
@@ -237,6 +257,51 @@ class _Translator:
             first_use.setdefault(slot, head)
         for head in first_use.values():
             self.reset_counter(head)
+
+    def read_window(self) -> None:
+        """Copy min(length, WINDOW) packet bytes into the window (see module doc)."""
+        short, done = f"{self.name}.win_short", f"{self.name}.win_done"
+        b = self.b
+        b.emit(
+            ebpf.ldx_mem(8, R2, FP, _LEN_SLOT),
+            ebpf.jmp_imm(ebpf.BPF_JLE, R2, WINDOW, short),
+            ebpf.mov64_imm(R2, WINDOW),
+        )
+        b.label(short)
+        b.emit(ebpf.stx_mem(8, FP, R2, _WINLEN_SLOT))
+        # zeroed first: the verifier then knows every window byte is initialised
+        b.emit(*(ebpf.st_mem(8, FP, _WIN + off, 0) for off in range(0, WINDOW, 8)))
+        b.emit(
+            ebpf.mov64_reg(R1, FP),
+            ebpf.alu64_imm(ebpf.BPF_ADD, R1, _WIN),
+            ebpf.mov64_reg(R3, _DATA),
+            ebpf.call_helper(BPF_FUNC_probe_read_kernel),
+            ebpf.jmp_imm(ebpf.BPF_JEQ, R0, 0, done),
+            ebpf.st_mem(8, FP, _WINLEN_SLOT, 0),
+        )
+        b.label(done)
+
+    def load_from_window(self, pc: int, insn: CbpfInsn, dst: int) -> str:
+        """dst = the field, from the window when it holds it; returns the label of
+        the helper path the code jumps to when it does not."""
+        b = self.b
+        size = cbpf.SIZE_BYTES[insn.size]
+        slow, done = self.local(pc, "slow"), self.local(pc, "loaded")
+        base = _WIN + insn.k
+        b.emit(
+            ebpf.ldx_mem(8, R0, FP, _WINLEN_SLOT),
+            ebpf.jmp_imm(ebpf.BPF_JLT, R0, insn.k + size, slow),
+            ebpf.ldx_mem(1, dst, FP, base),
+        )
+        for i in range(1, size):
+            b.emit(
+                ebpf.ldx_mem(1, R1, FP, base + i),
+                ebpf.alu32_imm(ebpf.BPF_LSH, dst, 8),
+                ebpf.alu32_reg(ebpf.BPF_OR, dst, R1),
+            )
+        b.emit(ebpf.ja(done))
+        b.label(slow)
+        return done
 
     def reset_counter(self, head: int) -> None:
         slot = self.counter_slot[head]
@@ -251,6 +316,7 @@ class _Translator:
         size = cbpf.SIZE_BYTES[insn.size]
         indexed = insn.mode == cbpf.BPF_IND
         k = insn.k
+        done = self.load_from_window(pc, insn, dst) if self.windowed and _in_window(insn) else None
         if not indexed and k + size <= 0x7FFFFFFF:
             # constant offset: one compare against the length
             b.emit(
@@ -282,6 +348,8 @@ class _Translator:
         )
         if size > 1:
             b.emit(ebpf.endian(dst, 8 * size, big=True))
+        if done is not None:
+            b.label(done)
 
     def alu(self, pc: int, insn: CbpfInsn) -> None:
         b = self.b
@@ -412,6 +480,16 @@ class _Translator:
         self.b.label(self.at(len(self.prog)))
         self.b.emit(ebpf.mov32_imm(R0, 0), ebpf.exit_insn())
         return ebpf.remove_unreachable(self.b.build())
+
+
+def _in_window(insn: CbpfInsn) -> bool:
+    """A packet load at a constant offset that the window holds."""
+    if insn.cls not in (cbpf.BPF_LD, cbpf.BPF_LDX) or insn.mode not in (
+        cbpf.BPF_ABS,
+        cbpf.BPF_MSH,  # ldxb 4*([k]&0xf): a byte at k
+    ):
+        return False
+    return insn.k + cbpf.SIZE_BYTES[insn.size] <= WINDOW
 
 
 def _loop_colours(loop_end: dict[int, int]) -> dict[int, int]:

@@ -41,6 +41,8 @@ ALL_PROGRAMS = [
     "pwru_km_kfree_reason",
     "pwru_km_skdrop_reason",
     "pwru_kp_skbmem",
+    "pwru_kp_free",
+    "pwru_km_free",
     "pwru_kp_nonskb",
     "pwru_kp_clone",
     "pwru_krp_clone",

@@ -70,6 +70,7 @@ class Machine:
         self.fault_reads = False
         self.result = 0
         self.steps = 0
+        self.helper_calls = 0  # bpf_probe_read_kernel calls of the last run
         self.executed: set[int] = set()
         slot_to_index: dict[int, int] = {}
         pos = 0
@@ -100,6 +101,7 @@ class Machine:
         self.init[:] = bytes(STACK_SIZE)
         self.regions = list(regions)
         self.fault_reads = fault_reads
+        self.helper_calls = 0
         ops = self.ops
         pc = 0
         steps = 0
@@ -143,6 +145,9 @@ class Machine:
         self.init[start : start + size] = b"\x01" * size
 
     def _probe_read(self, dst: int, size: int, src: int, i: int) -> int:
+        self.helper_calls += 1
+        if size == 0:  # the kernel copies nothing and succeeds, wherever src points
+            return 0
         start = self._stack_index(dst, size, i)
         data: bytes | None = None
         for base, blob in self.regions:

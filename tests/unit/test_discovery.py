@@ -348,16 +348,19 @@ def test_kprobe_plan_serves_both_families_without_copies() -> None:
         SkbFunc("ip_output", 2, 0x2000, ""),
         SkbFunc("sk_skb_reason_drop", 1, 0x3000, ""),
         SkbFunc("far_away", 5, 0x4000, ""),  # 6th parameter: no program
+        SkbFunc("kfree_skbmem", 0, 0x5000, ""),  # reports, then forgets the skb
     ]
     table = ProbeTable()
     probes = kprobe.plan(kprobe.KPROBE_MULTI, funcs, table)
-    assert [p.name for p in probes] == ["ip_rcv", "ip_output", "sk_skb_reason_drop"]
+    assert [p.name for p in probes] == ["ip_rcv", "ip_output", "sk_skb_reason_drop", "kfree_skbmem"]
     assert [kprobe.program_in(kprobe.KPROBE, p) for p in probes] == [
         "pwru_kp_skb0",
         "pwru_kp_skb2",
         "pwru_kp_skdrop_reason",
+        "pwru_kp_free",
     ]
     assert [r.program for r in kprobe.load_requests(probes, kprobe.KPROBE_MULTI)] == [
+        "pwru_km_free",
         "pwru_km_skb0",
         "pwru_km_skb2",
         "pwru_km_skdrop_reason",

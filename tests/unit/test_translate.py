@@ -485,7 +485,7 @@ def test_loop_counters() -> None:
     text = "\n".join(ebpf.disassemble(body))
     assert text.count("r6 = 0") == 3  # prologue + one reset per loop header
     assert text.count("r6 += 1") == 4  # two backward jumps per protochain
-    assert translate.stack_size(prog) == 20  # buffer, length, M[0]
+    assert translate.stack_size(prog) == 92  # buffer, length, window length + 64, M[0]
     machine = Machine(ebpf.encode(body))
     rnd = random.Random(5)
     # 50 headers fail the first loop's walk (no UDP) after 50 iterations,
@@ -1061,3 +1061,24 @@ def test_interpreter_is_strict() -> None:
     code = ebpf.encode([ebpf.ldx_mem(1, ebpf.R0, ebpf.R1, 0), ebpf.exit_insn()])
     with pytest.raises(InterpError, match="not on the stack"):
         Machine(code).run([0x1000], [(0x1000, b"x")])
+
+
+def test_window_serves_constant_loads() -> None:
+    """'tcp and dst port 80' on a full IPv4 TCP frame: the EtherType, protocol, fragment
+    and header-length loads come from the window (one read), the two port loads at X + k
+    from the helper; on a 20-byte frame the window is short and every load that does not
+    fit takes the helper path and rejects, as before."""
+    prog = cbpf.compile_filter("tcp and dst port 80", DLT_EN10MB)
+    assert prog is not None
+    machine = Machine(ebpf.encode(translate.translate(prog, name="f")))
+    eth = bytes(12) + b"\x08\x00"
+    ip = bytes.fromhex("45000028000000004006") + bytes(10)
+    tcp = bytes.fromhex("d43100500000000000000000500220000000") + bytes(2)
+    pkt = eth + ip + tcp
+    assert run_filter(machine, pkt) != 0
+    # length launder + window + the indexed dst port load
+    assert machine.helper_calls == 3
+    assert run_filter(machine, pkt[:20]) == 0
+    without = Machine(ebpf.encode(translate.translate(prog[:1] + prog[-2:], name="f")))
+    assert run_filter(without, pkt) == 0x40000  # one load only: no window read
+    assert without.helper_calls == 2
