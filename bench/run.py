@@ -9,6 +9,8 @@ Traffic stays inside two network namespaces made for the run (veth pair).
   pwru traces namespace b and writes text to a file. Reports events/s
   written, events lost in the kernel (ring buffer full), and the flood's
   packet rate with and without pwru (the per-packet cost of tracing).
+* filter run: ns per run of the translated filter in the kernel (BPF_PROG_TEST_RUN),
+  with and without the packet window.
 * filter overhead: the flood's rate while pwru runs a filter that matches none
   of it, plain and with --filter-track-skb-by-stackid (map lookups per hit).
 """
@@ -149,6 +151,41 @@ def bench_filter(rounds: int = 20) -> dict[str, float]:
     }
 
 
+def bench_filter_run(repeat: int = 200_000) -> dict[str, float]:
+    """Nanoseconds one filter run costs in the kernel (BPF_PROG_TEST_RUN of the self-test
+    program, which runs the spliced L2 filter over an skb), matching and not, with the
+    64-byte window (pwru.translate) and with the window switched off."""
+    from pwru import libbpf, loader, translate
+    from pwru.filters import compile_filters
+    from pwru.layout import Config
+
+    eth = bytes(12) + b"\x08\x00"
+    ip = bytes.fromhex("45000028000000004006") + bytes.fromhex("0a0000010a000002")
+    frames = {
+        "match": eth + ip + bytes.fromhex("d43100500000000000000000500220000000") + bytes(2),
+        "miss": eth + ip + bytes.fromhex("d43101bb0000000000000000500220000000") + bytes(2),
+    }
+    results: dict[str, float] = {}
+    saved = translate.WINDOW
+    try:
+        for label, window in (("window", saved), ("no_window", 0)):
+            translate.WINDOW = window
+            compiled = compile_filters(TYPICAL_FILTER)
+            obj = loader.load(
+                Config(), [loader.LoadRequest("pwru_selftest_l2")], compiled.bodies, 4096
+            )
+            try:
+                fd = obj.program_fd("pwru_selftest_l2")
+                for kind, frame in frames.items():
+                    runs = [libbpf.prog_test_run(fd, frame, repeat).duration_ns for _ in range(5)]
+                    results[f"filter_run_ns_{kind}_{label}"] = float(statistics.median(runs))
+            finally:
+                obj.close()
+    finally:
+        translate.WINDOW = saved
+    return results
+
+
 def bench_filter_overhead(lab: Lab, workdir: Path, seconds: float) -> dict[str, float]:
     """Flood rate while pwru runs a filter that matches none of the flood's packets."""
     lab.b.run("iptables", "-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP")
@@ -195,6 +232,7 @@ def main() -> None:
                 bench_throughput(lab, Path(tmp), args.seconds, args.rate, args.ringbuf_mb)
             )
             results.update(bench_filter())
+            results.update(bench_filter_run())
             results.update(bench_filter_overhead(lab, Path(tmp), args.seconds))
     finally:
         lab.close()
