@@ -153,3 +153,31 @@ def _timed(action: Callable[[], object]) -> float:
     start = time.perf_counter()
     action()
     return time.perf_counter() - start
+
+
+def test_clone_following_falls_back_to_kretprobes_here(
+    vmlinux: KernelBtf, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This kernel refuses fexit programs (EPERM at load): the tracking plan's test load
+    finds out and picks the kprobe + kretprobe pair, whose programs load; the guests of
+    the QEMU matrix take fexit (tests/vm/guest/test_pwru.py asserts the attach line)."""
+    from pwru import loader, tracking
+    from pwru.layout import Config
+
+    monkeypatch.delenv(tracking.CLONE_HOOK_ENV, raising=False)
+    chosen = tracking.plan(vmlinux, free_traced=False)
+    assert chosen.fexit_targets == {}
+    assert chosen.how == "kretprobe (the kernel refuses fexit: Operation not permitted)"
+    programs = [r.program for r in chosen.load_requests()]
+    assert programs == ["pwru_kp_clone", "pwru_krp_clone", "pwru_kp_skbmem"]
+    obj = loader.load(Config(track_skb=1), chosen.load_requests(), {}, 4096)
+    try:
+        assert all(obj.program_fd(p) > 0 for p in programs)
+    finally:
+        obj.close()
+    # traced kfree_skbmem forgets by itself: no separate forget kprobe
+    assert "pwru_kp_skbmem" not in [
+        r.program for r in tracking.plan(vmlinux, free_traced=True).load_requests()
+    ]
+    monkeypatch.setenv(tracking.CLONE_HOOK_ENV, "kretprobe")
+    assert tracking.plan(vmlinux, free_traced=False).how == "kretprobe (PWRU_CLONE_HOOK=kretprobe)"

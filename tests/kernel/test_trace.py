@@ -209,3 +209,31 @@ def test_track_skb_by_stackid_shows_the_icmp_error_it_caused(lab: Lab, workdir: 
     assert not {ln.split()[0] for ln in replies} & {
         ln.split()[0] for ln in lines_with(by_stack.lines(), datagram)
     }, by_stack.stdout
+
+
+def test_output_skb_shared_info_stack_and_caller(lab: Lab, workdir: Path) -> None:
+    """--output-skb/--output-skb-shared-info: the kernel's BTF printout of the skb (whose
+    .len is the LEN column) and of its shared info follow each event; --output-caller
+    names the function that hit the tracepoint, which is also the stack's first frame."""
+    run = PwruRun(
+        ["--filter-netns", lab.b.netns_path, "--output-skb", "--output-skb-shared-info",
+         "--output-caller", "--output-stack", "udp and dst port 7795"],
+        workdir,
+    )  # fmt: skip
+    lab.a.send_udp(lab.b.ipv4, 7795, sport=40095)
+    assert run.stop() == 0
+    lines = run.stdout.splitlines()
+    assert lines[0].split()[-2:] == ["FUNC", "CALLER"], lines[0]
+    events = [i for i, ln in enumerate(lines) if ln.startswith("0x")]
+    assert events, run.stdout
+    for n, i in enumerate(events):
+        cols = lines[i].split()
+        block = lines[i + 1 : events[n + 1] if n + 1 < len(events) else len(lines)]
+        caller, length = cols[-1], int(cols[8])
+        assert block[0] == caller, (lines[i], block[:3])  # first stack frame
+        assert not caller.startswith("0x"), lines[i]
+        skb = block.index("(struct sk_buff){")
+        assert f" .len = (unsigned int){length}," in block[skb:], block[skb:]
+        assert "(struct skb_shared_info){" in block[skb:], block[skb:]
+        assert block.index("(struct skb_shared_info){") > skb
+    assert {ln.split()[-2] for ln in (lines[i] for i in events)} >= {"netif_receive_skb"}

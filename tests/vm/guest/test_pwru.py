@@ -58,7 +58,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.kernel.netlab import Host, Lab, PwruRun
+from tests.kernel.netlab import Host, Lab, PwruRun, pwru_programs_left
 
 from .conftest import KernelExpect, run, tool
 
@@ -68,6 +68,7 @@ KPROBE, KPROBE_MULTI = "kprobe", "kprobe-multi"
 BACKENDS = (KPROBE, KPROBE_MULTI)
 READY_TIMEOUT = 300.0  # six pwru starting at once on 2 TCG vCPUs: 30-50 s; 120 s on a busy host
 SETTLE = 1.0  # softirq delivery under TCG before pwru is stopped
+LEFT_TIMEOUT = 60.0  # the kernel frees programs an RCU grace period after the last fd
 CLONE_NEWNET = 0x40000000
 NETFILTER_DROP = "SKB_DROP_REASON_NETFILTER_DROP"
 T = TypeVar("T")
@@ -406,6 +407,7 @@ class Traces:
     gl: GuestLab
     scenarios: dict[str, Scenario]
     syn: str  # what the TCP connect to the dropped port saw
+    left: list[str]  # pwru's BPF programs still loaded once every run has exited
 
     def get(self, name: str, release: str) -> PwruRun | None:
         """The scenario's finished pwru run; None after asserting kprobe-multi's refusal."""
@@ -515,7 +517,7 @@ def traces(
         refusals = parallel([partial(pwru_refusal, a) for a in wanted.values()])
         vm_results[key] = "refused: " + refusals[0].stderr.strip().splitlines()[-1]
         scenarios = {n: Scenario(a, refusal=r) for (n, a), r in zip(wanted.items(), refusals)}
-        return Traces(backend, guest_lab, scenarios, "")
+        return Traces(backend, guest_lab, scenarios, "", pwru_programs_left(LEFT_TIMEOUT))
     env = {"PWRU_CLONE_HOOK": CLONE_HOOK[backend]} if CLONE_HOOK[backend] != "fexit" else {}
     runs = start_all(list(wanted.values()), tmp_path_factory.mktemp(backend), env)
     ready = time.monotonic() - started
@@ -523,6 +525,7 @@ def traces(
         syn = send_everything(guest_lab)
     finally:
         stop_all(runs)
+    left = pwru_programs_left(LEFT_TIMEOUT)
     keep_outputs(backend, wanted, runs)
     attached = re.search(r"attached \d+ functions.*", runs[0].stderr)
     vm_results[key] = (
@@ -530,7 +533,7 @@ def traces(
         f"{attached.group(0) if attached else '?'}"
     )
     scenarios = {n: Scenario(a, run=r) for (n, a), r in zip(wanted.items(), runs)}
-    return Traces(backend, guest_lab, scenarios, syn)
+    return Traces(backend, guest_lab, scenarios, syn, left)
 
 
 def keep_outputs(backend: str, wanted: dict[str, list[str]], runs: list[PwruRun]) -> None:
@@ -795,3 +798,11 @@ def test_filter_non_skb_funcs(traces: Traces, vm_kernel: KernelExpect) -> None:
     frames = [f.split("+", 1)[0] for f in drop.stack]
     assert frames[0] == drop.name, detail
     assert drop.after[0] == frames[1], detail
+
+
+# --------------------------------------------------------------------------- cleanup
+def test_nothing_left_loaded(traces: Traces, vm_kernel: KernelExpect) -> None:
+    """Once every run of this backend has exited (SIGINT; on 6.1 the kprobe-multi runs fail
+    after loading everything, at attach), none of pwru's programs is left in the kernel:
+    kprobes, kprobe-multi links, fentry/fexit on tc/XDP programs and skb_clone, all gone."""
+    assert traces.left == [], f"{vm_kernel.release} {traces.backend}: {traces.left}"
