@@ -351,10 +351,16 @@ static __always_inline void unlink_stack(__u64 stack, __u64 addr)
 /* A matched skb was seen on this stack: it owns the stack now. */
 static __always_inline void remember_stack(__u64 addr)
 {
-	__u64 stack = current_stack(), *old = bpf_map_lookup_elem(&skb_stack, &addr);
+	__u64 stack = current_stack(), *old = bpf_map_lookup_elem(&skb_stack, &addr), *owner;
 
-	if (old && *old != stack)
+	if (old && *old == stack) {
+		/* the usual case, every event of a followed skb: lookups, no updates */
+		owner = bpf_map_lookup_elem(&stack_skb, &stack);
+		if (owner && *owner == addr)
+			return;
+	} else if (old) {
 		unlink_stack(*old, addr);
+	}
 	bpf_map_update_elem(&stack_skb, &stack, &addr, BPF_ANY);
 	bpf_map_update_elem(&skb_stack, &addr, &stack, BPF_ANY);
 }

@@ -124,7 +124,7 @@ def plan(
         result = Plan(backend, probes, requests=requests, notes=notes)
         if _tracking(options):
             free_traced = any(p.name == tracking.FREE for p in probes)
-            result.tracking = tracking.plan(running_btf, free_traced)
+            result.tracking = tracking.plan(running_btf, table, free_traced)
             result.requests += result.tracking.load_requests()
         if options.filter_non_skb_funcs:
             result.nonskb_probes = _plan_nonskb(options.filter_non_skb_funcs, ksyms(), table)
@@ -180,7 +180,7 @@ def attach(
     backend = chosen.backend
     started = time.monotonic()
     if backend == TRACEPOINT:
-        tracepoint.attach(obj, chosen.probes, held.fds)
+        obj.attach_raw(chosen.probes, held.fds)
         summary = f"attached {len(chosen.probes)} tracepoints"
     else:
         if backend in (AUTO, kprobe.KPROBE_MULTI):
@@ -213,6 +213,6 @@ def attach(
             kprobe.attach_each(obj, chosen.nonskb_probes, held.links, nonskb, 4, stopped)
             summary += f", {nonskb.attached} non-skb functions"
     if chosen.bpf_probes:
-        tcxdp.attach(obj, chosen.bpf_probes, held.fds)
+        obj.attach_raw(chosen.bpf_probes, held.fds)
     note(f"{summary} in {time.monotonic() - started:.2f} s")
     return backend

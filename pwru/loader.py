@@ -14,6 +14,7 @@ straight with bpf_prog_load, without reopening the object.
 from __future__ import annotations
 
 import ctypes
+import logging
 import platform
 import time
 from collections.abc import Iterator, Mapping
@@ -25,6 +26,8 @@ from pwru.errors import EnvironmentProblem
 from pwru.layout import Config
 from pwru.probes import Probe
 from pwru.splice import Program, patch_probe_id, replace_functions
+
+log = logging.getLogger("pwru")
 
 OBJECT_DIR = Path(__file__).parent / "bpf"
 
@@ -83,6 +86,7 @@ class Prepared:
     func_info: tuple[bytes, int]
     line_info: tuple[bytes, int]
     prog_btf_fd: int
+    numbered: bool  # carries the probe-id marker: each copy gets its probe's id
 
 
 @dataclass
@@ -120,6 +124,7 @@ def _make_hook(prog_type: int, attach_type: int) -> libbpf.PrepareHook:
             (program.func_info, program.func_info_rec_size),
             (program.line_info, program.line_info_rec_size),
             attrs.prog_btf_fd,
+            request.probe_id is not None,
         )
         if request.probe_id is not None:
             prog.set_insns(patch_probe_id(program.code, request.probe_id))
@@ -157,19 +162,14 @@ class ProbeObject:
         return self.obj.program(name).fd
 
     def load_copy(
-        self,
-        program: str,
-        probe_id: int | None,
-        attach_btf_id: int = 0,
-        attach_prog_fd: int = 0,
+        self, program: str, probe_id: int, attach_btf_id: int = 0, attach_prog_fd: int = 0
     ) -> int:
-        """Load another copy of ``program`` for one more attach point; returns its fd.
-        ``probe_id`` None: the program emits no events and has no probe-id marker."""
+        """Load another copy of ``program`` for one more attach point; returns its fd."""
         p = self.prepared[program]
         return libbpf.prog_load(
             p.prog_type,
             program,
-            p.code if probe_id is None else patch_probe_id(p.code, probe_id),
+            patch_probe_id(p.code, probe_id) if p.numbered else p.code,
             expected_attach_type=p.expected_attach_type,
             attach_btf_id=attach_btf_id,
             attach_prog_fd=attach_prog_fd,
@@ -191,6 +191,14 @@ class ProbeObject:
                 fd = self.load_copy(probe.program, probe.id, probe.attach_btf_id, probe.target_fd)
                 fds.append(fd)
                 yield probe, fd
+
+    def attach_raw(self, probes: list[Probe], fds: list[int]) -> None:
+        """Attach tp_btf/fentry/fexit probes (BPF_RAW_TRACEPOINT_OPEN; the attach point
+        was fixed at load). Each fd goes to ``fds`` as soon as it exists, so the caller
+        can release everything if a later step fails."""
+        for probe, prog_fd in self.program_fds(probes, fds):
+            fds.append(libbpf.raw_tracepoint_open(prog_fd))
+            log.debug("attached %s to %s %s", probe.program, probe.kind, probe.name)
 
     def lost_events(self) -> int:
         """Events the BPF side could not put into the ring buffer, over all CPUs."""

@@ -217,7 +217,9 @@ class Session:
         backends.attach(options, chosen, self.obj, self.held, note, lambda: bool(self.stop.signal))
         self.stop.check()
 
-        names = SystemNames(probe_name=self._probe_name, drop_reasons=self.drop_reasons)
+        names = SystemNames(
+            probe_name=lambda ev: self.table.name(ev.probe_id), drop_reasons=self.drop_reasons
+        )
         self.renderer: Renderer = make_renderer(options, names, metadata=self.metadata_fields)
         self.ring = RingBuffer(self.obj.events.fd, self._on_sample)
         self.pending: list[str] = []
@@ -232,10 +234,6 @@ class Session:
         if header is not None:
             self.pending.append(header)
         self._flush()
-
-    def _probe_name(self, ev: Event) -> str:
-        """FUNC for an event: the probe's name (the renderer adds reasons and markers)."""
-        return self.table.name(ev.probe_id)
 
     def _open_output(self) -> IO[str]:
         """Open --output-file before anything is loaded, so a bad path costs nothing."""

@@ -17,7 +17,7 @@ import logging
 import os
 
 from pwru import libbpf
-from pwru.loader import LoadRequest, ProbeObject
+from pwru.loader import LoadRequest
 from pwru.probes import Probe, ProbeTable
 
 log = logging.getLogger("pwru")
@@ -75,10 +75,3 @@ def load_requests(probes: list[Probe]) -> list[LoadRequest]:
         LoadRequest(p.program, p.id, p.attach_btf_id, attach_prog_fd=p.target_fd)
         for p in first.values()
     ]
-
-
-def attach(obj: ProbeObject, probes: list[Probe], fds: list[int]) -> None:
-    """Attach each probe to its target program (fds kept in ``fds`` for release)."""
-    for probe, prog_fd in obj.program_fds(probes, fds):
-        fds.append(libbpf.raw_tracepoint_open(prog_fd))
-        log.debug("attached %s to %s program %s", probe.program, probe.kind, probe.name)

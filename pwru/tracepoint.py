@@ -15,9 +15,8 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from pwru import libbpf
 from pwru.btf import SkbTracepoint
-from pwru.loader import LoadRequest, ProbeObject
+from pwru.loader import LoadRequest
 from pwru.probes import Probe, ProbeTable
 
 log = logging.getLogger("pwru")
@@ -66,11 +65,3 @@ def load_requests(probes: list[Probe]) -> list[LoadRequest]:
     for probe in probes:
         first.setdefault(probe.program, probe)
     return [LoadRequest(p.program, p.id, p.attach_btf_id) for p in first.values()]
-
-
-def attach(obj: ProbeObject, probes: list[Probe], fds: list[int]) -> None:
-    """Attach every probe. Each fd is appended to ``fds`` as soon as it exists,
-    so the caller can release everything if a later step fails."""
-    for probe, prog_fd in obj.program_fds(probes, fds):
-        fds.append(libbpf.raw_tracepoint_open(prog_fd))
-        log.debug("attached %s to tracepoint %s", probe.program, probe.name)

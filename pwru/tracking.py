@@ -24,6 +24,7 @@ from pwru import libbpf
 from pwru.btf import KernelBtf
 from pwru.libbpf import BpfLink, LibbpfError
 from pwru.loader import LoadRequest, ProbeObject
+from pwru.probes import Probe, ProbeTable
 
 log = logging.getLogger("pwru")
 
@@ -37,9 +38,9 @@ _RETURN_0 = bytes.fromhex("b7000000000000009500000000000000")  # r0 = 0; exit
 
 @dataclass
 class TrackingPlan:
-    """How clones are followed: fexit targets (BTF ids), or kretprobes when empty."""
+    """How clones are followed: fexit probes (one per function), or kretprobes when none."""
 
-    fexit_targets: dict[str, int] = field(default_factory=dict)
+    fexit_probes: list[Probe] = field(default_factory=list)
     why_not_fexit: str = ""
     free_traced: bool = False  # kfree_skbmem's own trace program forgets the skb
 
@@ -47,37 +48,40 @@ class TrackingPlan:
         requests = [LoadRequest(_KPROBE), LoadRequest(_KRETPROBE)]
         if not self.free_traced:
             requests.append(LoadRequest(_FREE))
-        if self.fexit_targets:
-            first = next(iter(self.fexit_targets.values()))
-            requests.append(LoadRequest(FEXIT_PROGRAM, attach_btf_id=first))
+        if self.fexit_probes:  # bound to the first function; the others get copies
+            requests.append(
+                LoadRequest(FEXIT_PROGRAM, attach_btf_id=self.fexit_probes[0].attach_btf_id)
+            )
         return requests
 
     @property
     def how(self) -> str:
-        return "fexit" if self.fexit_targets else f"kretprobe ({self.why_not_fexit})"
+        return "fexit" if self.fexit_probes else f"kretprobe ({self.why_not_fexit})"
 
 
-def plan(running_btf: KernelBtf, free_traced: bool) -> TrackingPlan:
-    """See _plan_clones; ``free_traced``: kfree_skbmem is among the traced functions."""
-    chosen = _plan_clones(running_btf)
-    chosen.free_traced = free_traced
-    return chosen
-
-
-def _plan_clones(running_btf: KernelBtf) -> TrackingPlan:
+def plan(running_btf: KernelBtf, table: ProbeTable, free_traced: bool) -> TrackingPlan:
     """fexit on skb_clone/skb_copy if this kernel loads such a program, else kretprobes.
     PWRU_CLONE_HOOK=kretprobe picks kretprobes anyway (troubleshooting, and the tests
-    of that path on kernels that have fexit)."""
+    of that path on kernels that have fexit). ``free_traced``: kfree_skbmem is among
+    the traced functions."""
+    why = _why_not_fexit(running_btf)
+    if why:
+        return TrackingPlan(why_not_fexit=why, free_traced=free_traced)
+    probes = [
+        table.add(f, "fexit", FEXIT_PROGRAM, running_btf.find_type_id(f, "func") or 0)
+        for f in CLONES
+    ]
+    return TrackingPlan(probes, free_traced=free_traced)
+
+
+def _why_not_fexit(running_btf: KernelBtf) -> str:
     if os.environ.get(CLONE_HOOK_ENV) == "kretprobe":
-        return TrackingPlan(why_not_fexit=f"{CLONE_HOOK_ENV}=kretprobe")
-    targets = {f: running_btf.find_type_id(f, "func") or 0 for f in CLONES}
+        return f"{CLONE_HOOK_ENV}=kretprobe"
+    targets = {f: running_btf.find_type_id(f, "func") for f in CLONES}
     missing = [f for f, tid in targets.items() if not tid]
     if missing:
-        return TrackingPlan(why_not_fexit=f"no BTF for {', '.join(missing)}")
-    why = _fexit_refused(targets[CLONES[0]])
-    if why:
-        return TrackingPlan(why_not_fexit=why)
-    return TrackingPlan(targets)
+        return f"no BTF for {', '.join(missing)}"
+    return _fexit_refused(targets[CLONES[0]] or 0)
 
 
 def _fexit_refused(attach_btf_id: int) -> str:
@@ -100,13 +104,15 @@ def _fexit_refused(attach_btf_id: int) -> str:
 def attach(obj: ProbeObject, chosen: TrackingPlan, links: list[BpfLink], fds: list[int]) -> str:
     """Attach the free and clone hooks; returns how clones are followed."""
     how = chosen.how
-    if chosen.fexit_targets:
+    fexit = bool(chosen.fexit_probes)
+    if fexit:
         try:
-            _attach_fexit(obj, chosen.fexit_targets, fds)
+            obj.attach_raw(chosen.fexit_probes, fds)
         except LibbpfError as error:
+            fexit = False
             how = f"kretprobe (fexit attach failed: {os.strerror(error.errno or 0)})"
     todo = [] if chosen.free_traced else [(_FREE, FREE, False)]
-    if not how.startswith("fexit"):
+    if not fexit:
         for func in CLONES:
             todo += [(_KPROBE, func, False), (_KRETPROBE, func, True)]
     for program, func, ret in todo:
@@ -115,15 +121,3 @@ def attach(obj: ProbeObject, chosen: TrackingPlan, links: list[BpfLink], fds: li
         except LibbpfError as error:
             log.warning("--filter-track-skb: cannot probe %s: %s", func, error)
     return how
-
-
-def _attach_fexit(obj: ProbeObject, targets: dict[str, int], fds: list[int]) -> None:
-    """libbpf loaded the program for the first target; the others get copies."""
-    for i, (func, btf_id) in enumerate(targets.items()):
-        if i == 0:
-            prog_fd = obj.program_fd(FEXIT_PROGRAM)
-        else:
-            prog_fd = obj.load_copy(FEXIT_PROGRAM, None, attach_btf_id=btf_id)
-            fds.append(prog_fd)
-        fds.append(libbpf.raw_tracepoint_open(prog_fd))
-        log.debug("following clones: fexit on %s", func)

@@ -163,10 +163,11 @@ def test_clone_following_falls_back_to_kretprobes_here(
     the QEMU matrix take fexit (tests/vm/guest/test_pwru.py asserts the attach line)."""
     from pwru import loader, tracking
     from pwru.layout import Config
+    from pwru.probes import ProbeTable
 
     monkeypatch.delenv(tracking.CLONE_HOOK_ENV, raising=False)
-    chosen = tracking.plan(vmlinux, free_traced=False)
-    assert chosen.fexit_targets == {}
+    chosen = tracking.plan(vmlinux, ProbeTable(), free_traced=False)
+    assert chosen.fexit_probes == []
     assert chosen.how == "kretprobe (the kernel refuses fexit: Operation not permitted)"
     programs = [r.program for r in chosen.load_requests()]
     assert programs == ["pwru_kp_clone", "pwru_krp_clone", "pwru_kp_skbmem"]
@@ -177,7 +178,10 @@ def test_clone_following_falls_back_to_kretprobes_here(
         obj.close()
     # traced kfree_skbmem forgets by itself: no separate forget kprobe
     assert "pwru_kp_skbmem" not in [
-        r.program for r in tracking.plan(vmlinux, free_traced=True).load_requests()
+        r.program for r in tracking.plan(vmlinux, ProbeTable(), free_traced=True).load_requests()
     ]
     monkeypatch.setenv(tracking.CLONE_HOOK_ENV, "kretprobe")
-    assert tracking.plan(vmlinux, free_traced=False).how == "kretprobe (PWRU_CLONE_HOOK=kretprobe)"
+    assert (
+        tracking.plan(vmlinux, ProbeTable(), free_traced=False).how
+        == "kretprobe (PWRU_CLONE_HOOK=kretprobe)"
+    )

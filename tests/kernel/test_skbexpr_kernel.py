@@ -118,7 +118,7 @@ def tracing(
     fds: list[int] = []
     ring: RingBuffer | None = None
     try:
-        tracepoint.attach(obj, plan.probes, fds)
+        obj.attach_raw(plan.probes, fds)
         ring = RingBuffer(obj.events.fd, lambda data: events.append(decode_event(data)))
 
         def drain() -> None:
