@@ -159,10 +159,13 @@ def test_filter_func_restricts_probes(lab: Lab, workdir: Path) -> None:
 
 def test_nothing_left_after_sigint_sigterm_and_limit(lab: Lab, workdir: Path) -> None:
     for how in ("SIGINT", "SIGTERM", "limit"):
-        args = ["--filter-netns", lab.b.netns_path]
+        # the filter keeps b's own traffic (IPv6 router solicitations, MLD reports) from
+        # ending the "limit" run before its programs are listed
+        args = ["--filter-netns", lab.b.netns_path, "udp and dst port 7792"]
         if how == "limit":
             args += ["--output-limit-lines", "1"]
         run = PwruRun(args, workdir)
+        assert run.proc.poll() is None, f"pwru ended before {how}: {run.stdout}"
         assert pwru_programs_loaded(), "pwru should have programs loaded while it runs"
         if how == "limit":
             lab.a.send_udp(lab.b.ipv4, 7792, sport=40013)
