@@ -131,7 +131,7 @@ def bench_filter(rounds: int = 20) -> dict[str, float]:
         compile_times.append(compiled.seconds)
     table = ProbeTable()
     plan = tracepoint.plan(KernelBtf.load().skb_tracepoints(), table, lambda _n: True)
-    requests = tracepoint.load_requests(plan.probes)
+    requests = loader.first_load_requests(plan.probes)
     load_times: dict[bool, list[float]] = {False: [], True: []}
     splice_times = []
     for _ in range(5):

@@ -351,16 +351,13 @@ static __always_inline void unlink_stack(__u64 stack, __u64 addr)
 /* A matched skb was seen on this stack: it owns the stack now. */
 static __always_inline void remember_stack(__u64 addr)
 {
-	__u64 stack = current_stack(), *old = bpf_map_lookup_elem(&skb_stack, &addr), *owner;
+	__u64 stack = current_stack(), *owner = bpf_map_lookup_elem(&stack_skb, &stack), *old;
 
-	if (old && *old == stack) {
-		/* the usual case, every event of a followed skb: lookups, no updates */
-		owner = bpf_map_lookup_elem(&stack_skb, &stack);
-		if (owner && *owner == addr)
-			return;
-	} else if (old) {
+	if (owner && *owner == addr)
+		return; /* the usual case, every event of a followed skb: one lookup */
+	old = bpf_map_lookup_elem(&skb_stack, &addr);
+	if (old)
 		unlink_stack(*old, addr);
-	}
 	bpf_map_update_elem(&stack_skb, &stack, &addr, BPF_ANY);
 	bpf_map_update_elem(&skb_stack, &addr, &stack, BPF_ANY);
 }
@@ -437,7 +434,8 @@ static __always_inline void count_lost(void)
 #define RECORD_SIZE \
 	(sizeof(struct pwru_event) + CFG.stack_frames * 8 + CFG.skb_text_len + CFG.shinfo_text_len)
 
-/* Append the stack and the BTF-printed skb / shared info the config asks for. */
+/* Append the stack and the BTF-printed skb / shared info the config asks for
+ * (empty texts without an skb: XDP events). */
 static __always_inline void set_extras(struct pwru_event *ev, void *ctx, struct sk_buff *skb)
 {
 	char *extra = (char *)(ev + 1);
@@ -451,17 +449,20 @@ static __always_inline void set_extras(struct pwru_event *ev, void *ctx, struct 
 		struct btf_ptr p = { .ptr = skb, .type_id = bpf_core_type_id_kernel(struct sk_buff) };
 
 		extra[0] = 0;
-		bpf_snprintf_btf(extra, CFG.skb_text_len, &p, sizeof(p), 0);
+		if (skb)
+			bpf_snprintf_btf(extra, CFG.skb_text_len, &p, sizeof(p), 0);
 		extra += CFG.skb_text_len;
 	}
 	if (CFG.shinfo_text_len && CFG.shinfo_text_len <= PWRU_MAX_SKB_TEXT) {
-		struct btf_ptr p = {
-			.ptr = BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end),
-			.type_id = bpf_core_type_id_kernel(struct skb_shared_info),
-		};
-
 		extra[0] = 0;
-		bpf_snprintf_btf(extra, CFG.shinfo_text_len, &p, sizeof(p), 0);
+		if (skb) {
+			struct btf_ptr p = {
+				.ptr = BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end),
+				.type_id = bpf_core_type_id_kernel(struct skb_shared_info),
+			};
+
+			bpf_snprintf_btf(extra, CFG.shinfo_text_len, &p, sizeof(p), 0);
+		}
 	}
 }
 
@@ -486,15 +487,12 @@ static __always_inline struct pwru_event *new_event(__u64 addr, __u32 type, __u3
 	return ev;
 }
 
-static __always_inline int handle_skb(void *ctx, struct sk_buff *skb, __u32 type, __u32 probe,
+/* One event for an skb that passed the filters. */
+static __always_inline int report_skb(void *ctx, struct sk_buff *skb, __u32 type, __u32 probe,
 				      __u64 func_ip, bool has_reason, __u64 reason)
 {
-	struct pwru_event *ev;
+	struct pwru_event *ev = new_event((__u64)skb, type, probe);
 
-	if (!skb || !filter_skb(skb))
-		return 0;
-
-	ev = new_event((__u64)skb, type, probe);
 	if (!ev)
 		return 0;
 	ev->func_ip = func_ip;
@@ -513,6 +511,14 @@ static __always_inline int handle_skb(void *ctx, struct sk_buff *skb, __u32 type
 	set_extras(ev, ctx, skb);
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
+}
+
+static __always_inline int handle_skb(void *ctx, struct sk_buff *skb, __u32 type, __u32 probe,
+				      __u64 func_ip, bool has_reason, __u64 reason)
+{
+	if (!skb || !filter_skb(skb))
+		return 0;
+	return report_skb(ctx, skb, type, probe, func_ip, has_reason, reason);
 }
 
 /* The kernel frees this skb: stop following its address (--filter-track-skb). */
@@ -659,8 +665,8 @@ int pwru_kp_nonskb(struct pt_regs *ctx)
 
 	skb = bpf_map_lookup_elem(&stack_skb, &stack);
 	if (!skb)
-		return 0;
-	return handle_skb(ctx, (struct sk_buff *)*skb, PWRU_EVENT_KPROBE, bpf_get_attach_cookie(ctx),
+		return 0; /* the owner passed the filters when it took the stack */
+	return report_skb(ctx, (struct sk_buff *)*skb, PWRU_EVENT_KPROBE, bpf_get_attach_cookie(ctx),
 			  bpf_get_func_ip(ctx), false, 0);
 }
 
@@ -687,9 +693,8 @@ int pwru_krp_clone(struct pt_regs *ctx)
 	__u64 child = PT_REGS_RC(ctx);
 	__u8 how = TRACKED_BY_MATCH;
 
-	if (!bpf_map_lookup_elem(&clone_parents, &task))
-		return 0;
-	bpf_map_delete_elem(&clone_parents, &task);
+	if (bpf_map_delete_elem(&clone_parents, &task))
+		return 0; /* no tracked original (-ENOENT) */
 	if (child)
 		bpf_map_update_elem(&tracked_skbs, &child, &how, BPF_ANY);
 	return 0;
@@ -753,21 +758,20 @@ static __always_inline int handle_xdp(void *ctx, struct xdp_buff *xdp, bool exit
 		ev->reason = verdict;
 		ev->flags |= PWRU_EVENT_HAS_REASON | PWRU_EVENT_FEXIT;
 	}
+	if ((CFG.output_meta || CFG.output_tuple) && bpf_probe_read_kernel(&ethertype, 2, data + 12))
+		ethertype = 0;
 	if (CFG.output_meta) {
 		ev->netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
 		ev->ifindex = BPF_CORE_READ(dev, ifindex);
 		ev->mtu = BPF_CORE_READ(dev, mtu);
 		ev->len = BPF_CORE_READ(xdp, data_end) - data;
-		if (bpf_probe_read_kernel(&ethertype, 2, data + 12) == 0)
-			ev->protocol = ethertype;
+		ev->protocol = ethertype;
 	}
-	if (CFG.output_tuple && bpf_probe_read_kernel(&ethertype, 2, data + 12) == 0 &&
+	if (CFG.output_tuple &&
 	    (ethertype == bpf_htons(ETH_P_IP) || ethertype == bpf_htons(ETH_P_IPV6)) &&
 	    parse_tuple(&ev->tuple, data, ETH_HLEN, &l4))
 		ev->flags |= PWRU_EVENT_HAS_TUPLE;
-	if (CFG.stack_frames && CFG.stack_frames <= PWRU_MAX_STACK_FRAMES &&
-	    bpf_get_stack(ctx, ev + 1, CFG.stack_frames * 8, 0) > 0)
-		ev->flags |= PWRU_EVENT_HAS_STACK;
+	set_extras(ev, ctx, NULL);
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }

@@ -26,7 +26,7 @@ from pwru.discovery import discover
 from pwru.errors import EnvironmentProblem, UsageError
 from pwru.ksyms import Kallsyms
 from pwru.libbpf import BpfLink
-from pwru.loader import LoadRequest, ProbeObject
+from pwru.loader import LoadRequest, ProbeObject, first_load_requests
 from pwru.options import Options
 from pwru.probes import Probe, ProbeTable
 
@@ -104,7 +104,7 @@ def plan(
             )
         if not tp.probes:
             raise UsageError(f"no skb tracepoint matches --filter-func {options.filter_func!r}")
-        result = Plan(backend, tp.probes, requests=tracepoint.load_requests(tp.probes))
+        result = Plan(backend, tp.probes, requests=first_load_requests(tp.probes))
     else:
         found = discover(
             kernel_btf, ksyms(), wanted=wanted, kmods=options.kmods, all_kmods=options.all_kmods
@@ -138,7 +138,7 @@ def plan(
     if options.filter_trace_tc or options.filter_trace_xdp:
         result.targets = tcxdp.Targets(options.filter_trace_tc, options.filter_trace_xdp)
         result.bpf_probes = tcxdp.plan(result.targets, table)
-        result.requests += tcxdp.load_requests(result.bpf_probes)
+        result.requests += first_load_requests(result.bpf_probes)
         kinds = " and ".join(
             k
             for k, on in (("tc", options.filter_trace_tc), ("XDP", options.filter_trace_xdp))
@@ -149,19 +149,16 @@ def plan(
 
 
 def _tracking(options: Options) -> bool:
-    """Whether skbs are tracked (the by-stackid and non-skb options build on it)."""
-    return bool(
-        options.filter_track_skb
-        or options.filter_track_skb_by_stackid
-        or options.filter_non_skb_funcs
-    )
+    """Whether skbs are tracked (by-stackid, which non-skb functions imply, builds on it)."""
+    return options.filter_track_skb or options.filter_track_skb_by_stackid
 
 
 def _plan_nonskb(names: list[str], ksyms: Kallsyms, table: ProbeTable) -> list[Probe]:
     """A kprobe per --filter-non-skb-funcs function (each copy of a repeated name)."""
     probes = []
+    found = ksyms.find(names)  # one pass; addresses() would build the whole name index
     for name in names:
-        addrs = ksyms.addresses(name)
+        addrs = [symbol.addr for symbol in found.get(name, ())]
         if not addrs:
             raise UsageError(f"--filter-non-skb-funcs: no kernel function {name!r}")
         probes += [table.add(name, kprobe.KPROBE, "pwru_kp_nonskb", addr=a) for a in addrs]

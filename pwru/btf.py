@@ -88,9 +88,11 @@ _LAYOUT = {
     Kind.ENUM64: (0, 3),  # name, val_lo32, val_hi32
 }
 # Kinds that only name or qualify another type; resolve() looks through them.
-_TRANSPARENT = (Kind.TYPEDEF, Kind.VOLATILE, Kind.CONST, Kind.RESTRICT, Kind.TYPE_TAG)
+TRANSPARENT_KINDS = (Kind.TYPEDEF, Kind.VOLATILE, Kind.CONST, Kind.RESTRICT, Kind.TYPE_TAG)
 # Kinds whose third word is a type id (the others hold a size, or nothing).
-_REFERS = frozenset(_TRANSPARENT + (Kind.PTR, Kind.FUNC, Kind.VAR, Kind.DECL_TAG, Kind.FUNC_PROTO))
+_REFERS = frozenset(
+    TRANSPARENT_KINDS + (Kind.PTR, Kind.FUNC, Kind.VAR, Kind.DECL_TAG, Kind.FUNC_PROTO)
+)
 _SIZED = frozenset({Kind.INT, Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64, Kind.FLOAT})
 _VOID_RECORD: tuple[Sequence[int], int, int] = ((0, 0, 0), 0, 0)  # words, offset, info of id 0
 
@@ -342,7 +344,7 @@ class KernelBtf:
         """Skip typedefs and const/volatile/restrict/type_tag qualifiers."""
         for _ in range(64):
             words, pos, info = self._record(tid)
-            if _kind(info) not in _TRANSPARENT:
+            if _kind(info) not in TRANSPARENT_KINDS:
                 return tid
             tid = words[pos + 2]
         raise self._error(f"typedef/qualifier loop at type {tid}")
@@ -493,7 +495,7 @@ class KernelBtf:
     def _add_aliases(self, ids: set[int]) -> None:
         """Add to ``ids`` every own typedef/qualifier that resolves to one of them."""
         words = self._w
-        pending = self._positions(*_TRANSPARENT)
+        pending = self._positions(*TRANSPARENT_KINDS)
         while True:
             hits = [p for p in pending if words[p + 2] in ids]
             if not hits:

@@ -78,11 +78,10 @@ def load_requests(probes: list[Probe], family: str) -> list[LoadRequest]:
 
 @dataclass
 class AttachReport:
-    """How attaching went, for the one-line summary and the benchmarks."""
+    """How attaching went, for the one-line summary."""
 
     attached: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
 
     def skip(self, why: str) -> None:
         self.skipped[why] = self.skipped.get(why, 0) + 1

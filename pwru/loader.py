@@ -76,6 +76,18 @@ class LoadRequest:
     attach_prog_fd: int = 0  # fentry/fexit on a BPF program: that program's fd
 
 
+def first_load_requests(probes: list[Probe]) -> list[LoadRequest]:
+    """libbpf loads each program once, bound to the first probe that uses it; the
+    others get copies at attach time (ProbeObject.program_fds)."""
+    first: dict[str, Probe] = {}
+    for probe in probes:
+        first.setdefault(probe.program, probe)
+    return [
+        LoadRequest(p.program, p.id, p.attach_btf_id, attach_prog_fd=p.target_fd)
+        for p in first.values()
+    ]
+
+
 @dataclass
 class Prepared:
     """A program exactly as it went to the kernel, minus its probe id."""

@@ -248,12 +248,14 @@ class SystemNames:
         proc: str = "/proc",
         run_netns: str = "/run/netns",
         kallsyms: str = "/proc/kallsyms",
+        ksyms: Callable[[], Kallsyms] | None = None,
     ) -> None:
         self._probe_name = probe_name or _default_probe_name
         self._drop_reasons: Mapping[int, str] = drop_reasons or {}
         self._proc = proc
         self._run_netns = run_netns
-        self._kallsyms_path = kallsyms
+        # the session's table when it has one (read once); else our own from ``kallsyms``
+        self._load_ksyms = ksyms or (lambda: Kallsyms.load(kallsyms))
         self._kallsyms: Kallsyms | None = None
         self._kallsyms_unreadable = False
         self._own_netns = current_netns()
@@ -353,7 +355,7 @@ class SystemNames:
         if name is None:
             if self._kallsyms is None and not self._kallsyms_unreadable:
                 try:
-                    self._kallsyms = Kallsyms.load(self._kallsyms_path)
+                    self._kallsyms = self._load_ksyms()
                 except EnvironmentProblem:
                     self._kallsyms_unreadable = True  # addresses stay hex
             found = self._kallsyms.name_at(addr) if self._kallsyms and addr else None

@@ -92,10 +92,9 @@ def build_config(options: Options) -> Config:
     config.mark_mask = options.filter_mark_mask
     config.output_meta = int(options.output_meta)
     config.output_tuple = int(options.output_tuple)
-    # --filter-non-skb-funcs needs stack owners, which need tracked skbs
-    by_stackid = options.filter_track_skb_by_stackid or bool(options.filter_non_skb_funcs)
-    config.track_skb_by_stackid = int(by_stackid)
-    config.track_skb = int(options.filter_track_skb or by_stackid)
+    # stack owners are tracked skbs (parse_options turns by-stackid on for non-skb funcs)
+    config.track_skb_by_stackid = int(options.filter_track_skb_by_stackid)
+    config.track_skb = int(options.filter_track_skb or options.filter_track_skb_by_stackid)
     config.output_tunnel = int(options.output_tunnel)
     if options.output_stack:
         config.stack_frames = PWRU_MAX_STACK_FRAMES
@@ -218,7 +217,9 @@ class Session:
         self.stop.check()
 
         names = SystemNames(
-            probe_name=lambda ev: self.table.name(ev.probe_id), drop_reasons=self.drop_reasons
+            probe_name=lambda ev: self.table.name(ev.probe_id),
+            drop_reasons=self.drop_reasons,
+            ksyms=self.ksyms,
         )
         self.renderer: Renderer = make_renderer(options, names, metadata=self.metadata_fields)
         self.ring = RingBuffer(self.obj.events.fd, self._on_sample)
@@ -273,7 +274,7 @@ class Session:
             if self.options.output_caller:
                 event = event._replace(caller_ip=caller_of(event, frames, self.ksyms()))
             if self.options.output_stack:
-                stack = [self.ksyms().name_at(ip) or f"{ip:#x}" for ip in frames]
+                stack = [self.renderer.names.symbol(ip) for ip in frames]  # cached
                 while stack and stack[0].startswith(_TRACING_FRAMES):
                     stack.pop(0)  # pwru's own program and the trace/kprobe glue
         texts = {}

@@ -56,9 +56,10 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from pwru import ebpf
-from pwru.btf import KernelBtf, Kind
+from pwru.btf import TRANSPARENT_KINDS, KernelBtf, Kind
 from pwru.ebpf import (
     FP,
     R0,
@@ -86,11 +87,8 @@ _MASK64 = (1 << 64) - 1
 _S32_MIN, _S32_MAX = -(1 << 31), (1 << 31) - 1
 
 # BTF_INT_* encoding bits (include/uapi/linux/btf.h)
-_INT_SIGNED = 1
 _INT_CHAR = 2
 _INT_BOOL = 4
-
-_QUALIFIERS = (Kind.TYPEDEF, Kind.VOLATILE, Kind.CONST, Kind.RESTRICT, Kind.TYPE_TAG)
 
 # operator -> (unsigned jump, signed jump)
 _JUMPS = {
@@ -293,7 +291,7 @@ def _big_endian(btf: KernelBtf, tid: int) -> bool:
     """A ``__be*`` typedef on the way from ``tid`` to its integer type."""
     for _ in range(64):
         kind = btf.kind(tid)
-        if kind not in _QUALIFIERS:
+        if kind not in TRANSPARENT_KINDS:
             return False
         if kind == Kind.TYPEDEF and btf.type_name(tid).startswith("__be"):
             return True
@@ -407,13 +405,11 @@ def _leaf(
     """The Access for a final field of type ``tid`` at ``offset_bits``."""
     real = btf.resolve(tid)
     kind = btf.kind(real)
-    signed = False
+    signed = btf.is_signed(real)
     if kind == Kind.INT:
         encoding = btf.int_encoding(real)
-        signed = bool(encoding & _INT_SIGNED)
         leaf_kind = "bool" if encoding & _INT_BOOL else "char" if encoding & _INT_CHAR else "int"
     elif kind in (Kind.ENUM, Kind.ENUM64):
-        signed = btf.is_signed(real)
         leaf_kind = "enum"
     elif kind == Kind.PTR:
         leaf_kind = "pointer"
@@ -626,6 +622,14 @@ class MetadataField:
     big_endian: bool = False  # a __be16/__be32/__be64 field (stored in host order)
     enumerators: tuple[tuple[int, str], ...] = ()  # (value, name), for enums
 
+    @cached_property
+    def _enumerator_names(self) -> dict[int, str]:
+        """value -> name (the first name of a value), for the per-event lookup."""
+        names: dict[int, str] = {}
+        for number, enumerator in self.enumerators:
+            names.setdefault(number, enumerator)
+        return names
+
     def value(self, raw: int) -> int:
         """The slot's u64 as the number it stands for (negative for signed fields)."""
         raw &= _MASK64
@@ -646,10 +650,7 @@ class MetadataField:
         if self.kind == "char":
             return f"{value:#x}"
         if self.kind == "enum":
-            for number, enumerator in self.enumerators:
-                if number == value:
-                    return enumerator
-            return str(value)
+            return self._enumerator_names.get(value) or str(value)
         if self.big_endian:
             return f"{value:#0{2 + 2 * self.size}x}"
         return str(value)
@@ -730,19 +731,20 @@ def skb_expr_bodies(
     the offsets in the code are its own. Raises SkbExprError."""
     bodies: dict[str, bytes] = {}
     fields: list[MetadataField] = []
-    debug = log.isEnabledFor(logging.DEBUG)
     if options.filter_skb_expr.strip():
         insns = filter_insns(options.filter_skb_expr, btf)
-        bodies[FILTER_STUB] = ebpf.encode(insns)
-        if debug:
-            log.debug("%s for %r:", FILTER_STUB, options.filter_skb_expr)
-            for line in ebpf.disassemble(insns):
-                log.debug("  ebpf  %s", line)
+        bodies[FILTER_STUB] = _encoded(insns, FILTER_STUB, repr(options.filter_skb_expr))
     if any(f.strip() for f in options.output_skb_metadata):
         insns, fields = metadata_insns(options.output_skb_metadata, btf)
-        bodies[METADATA_STUB] = ebpf.encode(insns)
-        if debug:
-            log.debug("%s for %s:", METADATA_STUB, ",".join(options.output_skb_metadata))
-            for line in ebpf.disassemble(insns):
-                log.debug("  ebpf  %s", line)
+        what = ",".join(options.output_skb_metadata)
+        bodies[METADATA_STUB] = _encoded(insns, METADATA_STUB, what)
     return bodies, fields
+
+
+def _encoded(insns: list[Insn], stub: str, what: str) -> bytes:
+    """The stub's body; with --debug, its instructions are logged first."""
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s for %s:", stub, what)
+        for line in ebpf.disassemble(insns):
+            log.debug("  ebpf  %s", line)
+    return ebpf.encode(insns)

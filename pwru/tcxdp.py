@@ -17,7 +17,6 @@ import logging
 import os
 
 from pwru import libbpf
-from pwru.loader import LoadRequest
 from pwru.probes import Probe, ProbeTable
 
 log = logging.getLogger("pwru")
@@ -41,12 +40,10 @@ class Targets:
         if trace_xdp:
             wanted.add(libbpf.BPF_PROG_TYPE_XDP)
         self.programs: list[libbpf.LoadedProgram] = []
-        self.skipped: list[str] = []
         for prog in libbpf.loaded_programs(wanted):
             if prog.func_btf_id and not prog.name.startswith("pwru_"):
                 self.programs.append(prog)
-            else:
-                self.skipped.append(prog.name)
+            else:  # no BTF to attach by, or our own
                 os.close(prog.fd)
 
     def close(self) -> None:
@@ -64,14 +61,3 @@ def plan(targets: Targets, table: ProbeTable) -> list[Probe]:
             probe = table.add(target.name, kind, program, target.func_btf_id, target_fd=target.fd)
             probes.append(probe)
     return probes
-
-
-def load_requests(probes: list[Probe]) -> list[LoadRequest]:
-    """libbpf loads each program once, bound to the first target that uses it."""
-    first: dict[str, Probe] = {}
-    for probe in probes:
-        first.setdefault(probe.program, probe)
-    return [
-        LoadRequest(p.program, p.id, p.attach_btf_id, attach_prog_fd=p.target_fd)
-        for p in first.values()
-    ]

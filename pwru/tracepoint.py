@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 from pwru.btf import SkbTracepoint
-from pwru.loader import LoadRequest
 from pwru.probes import Probe, ProbeTable
 
 log = logging.getLogger("pwru")
@@ -57,11 +56,3 @@ def plan(
             continue
         probes.append(table.add(tp.name, KIND, program, tp.btf_id))
     return Plan(probes, skipped)
-
-
-def load_requests(probes: list[Probe]) -> list[LoadRequest]:
-    """libbpf loads each program once, for the first probe that uses it."""
-    first: dict[str, Probe] = {}
-    for probe in probes:
-        first.setdefault(probe.program, probe)
-    return [LoadRequest(p.program, p.id, p.attach_btf_id) for p in first.values()]

@@ -64,24 +64,22 @@ def plan(running_btf: KernelBtf, table: ProbeTable, free_traced: bool) -> Tracki
     PWRU_CLONE_HOOK=kretprobe picks kretprobes anyway (troubleshooting, and the tests
     of that path on kernels that have fexit). ``free_traced``: kfree_skbmem is among
     the traced functions."""
-    why = _why_not_fexit(running_btf)
+    targets = {f: running_btf.find_type_id(f, "func") or 0 for f in CLONES}
+    why = _why_not_fexit(targets)
     if why:
         return TrackingPlan(why_not_fexit=why, free_traced=free_traced)
-    probes = [
-        table.add(f, "fexit", FEXIT_PROGRAM, running_btf.find_type_id(f, "func") or 0)
-        for f in CLONES
-    ]
+    probes = [table.add(f, "fexit", FEXIT_PROGRAM, tid) for f, tid in targets.items()]
     return TrackingPlan(probes, free_traced=free_traced)
 
 
-def _why_not_fexit(running_btf: KernelBtf) -> str:
+def _why_not_fexit(targets: dict[str, int]) -> str:
+    """Why clones are followed with kretprobes ("" for fexit); ``targets``: BTF ids."""
     if os.environ.get(CLONE_HOOK_ENV) == "kretprobe":
         return f"{CLONE_HOOK_ENV}=kretprobe"
-    targets = {f: running_btf.find_type_id(f, "func") for f in CLONES}
     missing = [f for f, tid in targets.items() if not tid]
     if missing:
         return f"no BTF for {', '.join(missing)}"
-    return _fexit_refused(targets[CLONES[0]] or 0)
+    return _fexit_refused(targets[CLONES[0]])
 
 
 def _fexit_refused(attach_btf_id: int) -> str:

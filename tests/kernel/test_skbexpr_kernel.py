@@ -114,7 +114,7 @@ def tracing(
     appended to ``events`` by the function yielded (call it after the traffic)."""
     table = ProbeTable()
     plan = tracepoint.plan(btf().skb_tracepoints(), table, lambda _name: True)
-    obj = loader.load(config, tracepoint.load_requests(plan.probes), bodies, 1 << 22)
+    obj = loader.load(config, loader.first_load_requests(plan.probes), bodies, 1 << 22)
     fds: list[int] = []
     ring: RingBuffer | None = None
     try:

@@ -16,8 +16,8 @@
 #   fn/s      N / attach
 # Environment: PWRU_VM_DIR, PWRU_PYTHON (as matrix.sh), PWRU_BENCH_RUNS (kprobe-multi runs,
 # default 3), PWRU_BENCH_BATCHES (--filter-kprobe-batch values for kprobe, default "10":
-# pwru's default; one run each), PWRU_BENCH_NOFILE (`ulimit -n` in the guest, default 8192;
-# 0 keeps the guest's 1024, with which --backend kprobe fails: see below).
+# pwru's default; one run each). The guest keeps its `ulimit -n` of 1024: pwru lifts
+# RLIMIT_NOFILE itself (one kprobe holds two fds).
 # Output: the table on stdout, $PWRU_VM_DIR/bench/<pkg>.tsv.
 set -u -o pipefail
 case "${1:-}" in -h|--help) sed -n '2,21p' "$0"; exit 0 ;; esac
@@ -69,10 +69,6 @@ one() {  # one <backend> <tag> [pwru args...]
     "$(sub "$t1" "$t0")" "${setup:-?}" "${det:-?}" "$(sub "$t2" "$t1")" "$rc" \
     "$(awk "BEGIN { if (${x:-0} > 0) printf \"%.0f\", ${n:-0} / ${x:-1}; else print \"?\" }")" >> "$TSV"
 }
-# One kprobe = one perf-event fd + one link fd: ~3,300 fds for every skb function, more than
-# the guest's default soft limit of 1024 (EMFILE). cilium/pwru raises RLIMIT_NOFILE to 8192
-# itself; this pwru does not (yet), so the benchmark does (PWRU_BENCH_NOFILE=0: leave it).
-[ "$NOFILE" = 0 ] || ulimit -n "$NOFILE"
 echo "kernel $(uname -r), $(nproc) vCPUs (TCG), ulimit -n $(ulimit -n)" > "$OUT/guest.info"
 for i in $(seq 1 "$RUNS"); do one kprobe-multi "run$i" || exit 1; done
 for b in $BATCHES; do one kprobe "batch$b" --filter-kprobe-batch "$b" || exit 1; done
@@ -82,7 +78,6 @@ echo "bench-attach: $PKG, $PWRU, kprobe-multi x${PWRU_BENCH_RUNS:-3}, kprobe bat
 "$HERE/run-in-guest.sh" -t 3600 -w "$OUT" \
   -e OUT="$OUT" -e TSV="$TSV" -e PWRU="$PWRU" \
   -e RUNS="${PWRU_BENCH_RUNS:-3}" -e BATCHES="${PWRU_BENCH_BATCHES:-10}" \
-  -e NOFILE="${PWRU_BENCH_NOFILE:-8192}" \
   "$PKG" "bash $OUT/guest.sh" </dev/null
 rc=$?
 [ -s "$TSV" ] || die "no results (guest rc=$rc); see $OUT/err.*"

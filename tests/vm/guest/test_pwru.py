@@ -88,7 +88,6 @@ XDP_PROG = "vm_xdp_drop"
 STACK_PORT, STACK_SPORT = 7771, 41771
 MIRROR = ("pwm0", "pwm1")  # second veth pair: pwm0 in a, pwm1 in b
 MIRROR_NET = ("203.0.113.1", "203.0.113.2")
-SO_MARK = 36
 NO_TUPLE = ("", 0, "", 0, "")  # what pwru prints for an skb without headers yet
 
 # --filter-func for the kprobe backend: the functions each test looks at (names absent
@@ -256,9 +255,11 @@ def in_netns(host: Host, fn: Callable[[], T]) -> T:
     return result[0]
 
 
-def udp(dst: str, port: int, sport: int, count: int = 1) -> Callable[[], None]:
+def udp(dst: str, port: int, sport: int, count: int = 1, mark: int = 0) -> Callable[[], None]:
     def send() -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            if mark:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
             s.bind(("", sport))
             for _ in range(count):
                 s.sendto(b"pwru-vm", (dst, port))
@@ -289,9 +290,6 @@ def tcp_syn(dst: str, port: int, sport: int) -> Callable[[], str]:
 class GuestLab:
     lab: Lab
     virtual: str  # the DNAT'ed destination X (on the veth subnet, nobody has it)
-    drop_rule: list[str]
-    nat_rule: list[str]
-    tc_obj: Path
     mirror_ifindex: int  # pwm1 in b
 
     @property
@@ -380,7 +378,7 @@ def guest_lab(probes_dir: Path) -> Iterator[GuestLab]:
         add_geneve(lab)
         lab.b.run("sysctl", "-qw", "net.ipv4.icmp_ratelimit=0")
         mirror_ifindex = add_mirror(lab, xdp_obj)
-        yield GuestLab(lab, virtual, drop_rule, nat_rule, tc_obj, mirror_ifindex)
+        yield GuestLab(lab, virtual, mirror_ifindex)
     finally:
         # the namespaces take all of it with them; undo explicitly anyway
         for host in (lab.a, lab.b):
@@ -396,7 +394,6 @@ def guest_lab(probes_dir: Path) -> Iterator[GuestLab]:
 # --------------------------------------------------------------------------- the runs
 @dataclass
 class Scenario:
-    args: list[str]
     run: PwruRun | None = None  # None: kprobe-multi refused (see refusal)
     refusal: subprocess.CompletedProcess[str] | None = None
 
@@ -471,23 +468,13 @@ def scenario_args(gl: GuestLab, backend: str) -> dict[str, list[str]]:
 CLONE_HOOK = {KPROBE: "fexit", KPROBE_MULTI: "kretprobe"}
 
 
-def marked_udp(dst: str, port: int, sport: int, mark: int) -> Callable[[], None]:
-    def send() -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
-            s.bind(("", sport))
-            s.sendto(b"pwru-vm", (dst, port))
-
-    return send
-
-
 def send_everything(gl: GuestLab) -> str:
     """Every scenario's traffic, all from a; returns the dropped connection's outcome."""
     a, b = gl.a, gl.b
     syn = in_netns(a, tcp_syn(b.ipv4, DROP_PORT, DROP_SPORT))
     for send in (
         udp(b.ipv4, STACK_PORT, STACK_SPORT),
-        marked_udp(b.ipv4, CLONE_PORT, CLONE_SPORT, CLONE_MARK),
+        udp(b.ipv4, CLONE_PORT, CLONE_SPORT, mark=CLONE_MARK),
         udp(MIRROR_NET[1], XDP_PORT, XDP_SPORT, count=2),
         udp(MIRROR_NET[1], XDP_PASS_PORT, XDP_SPORT),
         udp(gl.virtual, NAT_PORT, NAT_SPORT),
@@ -516,7 +503,7 @@ def traces(
     if backend == KPROBE_MULTI and vm_kernel.expect["kprobe_multi"] != "ok":
         refusals = parallel([partial(pwru_refusal, a) for a in wanted.values()])
         vm_results[key] = "refused: " + refusals[0].stderr.strip().splitlines()[-1]
-        scenarios = {n: Scenario(a, refusal=r) for (n, a), r in zip(wanted.items(), refusals)}
+        scenarios = {n: Scenario(refusal=r) for n, r in zip(wanted, refusals)}
         return Traces(backend, guest_lab, scenarios, "", pwru_programs_left(LEFT_TIMEOUT))
     env = {"PWRU_CLONE_HOOK": CLONE_HOOK[backend]} if CLONE_HOOK[backend] != "fexit" else {}
     runs = start_all(list(wanted.values()), tmp_path_factory.mktemp(backend), env)
@@ -532,7 +519,7 @@ def traces(
         f"{len(runs)} runs ready after {ready:.1f} s; drop run: "
         f"{attached.group(0) if attached else '?'}"
     )
-    scenarios = {n: Scenario(a, run=r) for (n, a), r in zip(wanted.items(), runs)}
+    scenarios = {n: Scenario(run=r) for n, r in zip(wanted, runs)}
     return Traces(backend, guest_lab, scenarios, syn, left)
 
 
