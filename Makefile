@@ -39,7 +39,7 @@ vm-matrix:
 	bash tests/vm/matrix.sh
 
 lint:
-	$(PYTHON) -m ruff check pwru tests bench
+	$(PYTHON) -m ruff check pwru tests bench netlab
 	$(PYTHON) -m mypy
 
 bench:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.kernel.netlab import Lab, PwruRun  # noqa: E402
+from netlab import Lab, PwruRun  # noqa: E402
 
 FLOOD = """
 import socket, sys, time

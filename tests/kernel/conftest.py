@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel.netlab import Lab
+from netlab import Lab
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

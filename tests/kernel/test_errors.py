@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel.netlab import Lab, PwruRun, pwru_command, pwru_programs_left
+from netlab import Lab, PwruRun, pwru_command, pwru_programs_left
 
 
 def pwru(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tests.kernel.netlab import Lab, PwruRun
+from netlab import Lab, PwruRun
 
 TUPLE = re.compile(r"(\S+):(\d+)->(\S+):(\d+)\((\w*)[:)]")
 

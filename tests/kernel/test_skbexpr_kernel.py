@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from netlab import Host, Lab, PwruRun
 from pwru import loader, tracepoint
 from pwru.btf import KernelBtf
 from pwru.events import Event, decode_event
@@ -31,7 +32,6 @@ from pwru.libbpf import RingBuffer
 from pwru.loader import LoadRequest
 from pwru.probes import ProbeTable
 from pwru.skbexpr import MetadataField, compile_filter_expr, compile_metadata
-from tests.kernel.netlab import Host, Lab, PwruRun
 
 FILTER_EXPRESSIONS = [
     "skb->dev->ifindex == 2",

@@ -11,7 +11,7 @@ import re
 import signal
 from pathlib import Path
 
-from tests.kernel.netlab import Lab, PwruRun, pwru_programs_left, pwru_programs_loaded
+from netlab import Lab, PwruRun, pwru_programs_left, pwru_programs_loaded
 
 
 def dports(events: list[dict[str, object]]) -> set[object]:

@@ -58,7 +58,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.kernel.netlab import Host, Lab, PwruRun, pwru_programs_left
+from netlab import Host, Lab, PwruRun, pwru_programs_left
 
 from .conftest import KernelExpect, run, tool
 

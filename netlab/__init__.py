@@ -1,4 +1,4 @@
-"""A tiny network lab for end-to-end tests: two namespaces joined by a veth pair.
+"""A tiny network lab for end-to-end tests and benchmarks: two namespaces joined by a veth pair.
 
 Addresses come from the documentation ranges (192.0.2.0/24, 2001:db8::/64) and
 exist only inside the namespaces the lab creates; nothing leaves the machine.
