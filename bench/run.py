@@ -119,11 +119,12 @@ TYPICAL_FILTER = "tcp and dst host 10.0.0.2 and dst port 80"
 
 def bench_filter(rounds: int = 20) -> dict[str, float]:
     """Compile + translate (libpcap twice, our translator, encoding), and splicing."""
-    from pwru import loader, tracepoint
-    from pwru.btf import KernelBtf
-    from pwru.filters import compile_filters
-    from pwru.layout import Config
-    from pwru.probes import ProbeTable
+    from pwru.bpf import loader
+    from pwru.bpf.abi import Config
+    from pwru.filter.pcap import compile_filters
+    from pwru.kernel.btf import KernelBtf
+    from pwru.trace import tracepoint
+    from pwru.trace.probes import ProbeTable
 
     compile_times = []
     for _ in range(rounds):
@@ -155,9 +156,10 @@ def bench_filter_run(repeat: int = 200_000) -> dict[str, float]:
     """Nanoseconds one filter run costs in the kernel (BPF_PROG_TEST_RUN of the self-test
     program, which runs the spliced L2 filter over an skb), matching and not, with the
     64-byte window (pwru.translate) and with the window switched off."""
-    from pwru import libbpf, loader, translate
-    from pwru.filters import compile_filters
-    from pwru.layout import Config
+    from pwru.bpf import libbpf, loader
+    from pwru.bpf.abi import Config
+    from pwru.filter import translate
+    from pwru.filter.pcap import compile_filters
 
     eth = bytes(12) + b"\x08\x00"
     ip = bytes.fromhex("45000028000000004006") + bytes.fromhex("0a0000010a000002")

@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 
 from pwru import __version__
+from pwru.bpf.libbpf import VerifierError
 from pwru.errors import PwruError
-from pwru.libbpf import VerifierError
 
 
 def _configure_logging(debug: bool) -> None:

@@ -21,13 +21,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Callable
 
-from pwru import backends, capabilities, loader, tcxdp
-from pwru.btf import KernelBtf
-from pwru.errors import EnvironmentProblem, UsageError
-from pwru.events import Event, decode_event
-from pwru.filters import compile_filters
-from pwru.ksyms import Kallsyms
-from pwru.layout import (
+from pwru.bpf import loader
+from pwru.bpf.abi import (
     EVENT_SIZE,
     PWRU_EVENT_HAS_STACK,
     PWRU_EVENT_KPROBE,
@@ -35,12 +30,19 @@ from pwru.layout import (
     PWRU_MAX_STACK_FRAMES,
     Config,
 )
-from pwru.libbpf import RingBuffer
-from pwru.names import SystemNames, resolve_ifindex, resolve_netns
+from pwru.bpf.libbpf import RingBuffer
+from pwru.errors import EnvironmentProblem, UsageError
+from pwru.filter.pcap import compile_filters
+from pwru.filter.skbexpr import FILTER_STUB, METADATA_STUB, skb_expr_bodies
+from pwru.kernel import features
+from pwru.kernel.btf import KernelBtf
+from pwru.kernel.kallsyms import Kallsyms
 from pwru.options import Options
-from pwru.probes import ProbeTable
-from pwru.render import Renderer, make_renderer
-from pwru.skbexpr import FILTER_STUB, METADATA_STUB, skb_expr_bodies
+from pwru.output.decode import Event, decode_event
+from pwru.output.names import SystemNames, resolve_ifindex, resolve_netns
+from pwru.output.render import Renderer, make_renderer
+from pwru.trace import backend, tcxdp
+from pwru.trace.probes import ProbeTable
 
 log = logging.getLogger("pwru")
 
@@ -149,7 +151,7 @@ class Session:
     def __init__(self, options: Options, stop: StopFlag) -> None:
         self.options = options
         self.stop = stop
-        self.held = backends.Attachments(batch=options.filter_kprobe_batch)
+        self.held = backend.Attachments(batch=options.filter_kprobe_batch)
         self.targets: tcxdp.Targets | None = None
         self.obj: loader.ProbeObject | None = None
         self.ring: RingBuffer | None = None
@@ -175,10 +177,10 @@ class Session:
         compiled = compile_filters(
             options.pcap_filter, options.filter_tunnel_pcap_l2, options.filter_tunnel_pcap_l3
         )
-        kernel_btf = KernelBtf.load(options.kernel_btf or capabilities.KERNEL_BTF)
+        kernel_btf = KernelBtf.load(options.kernel_btf or features.KERNEL_BTF)
         skb_bodies, self.metadata_fields = skb_expr_bodies(options, kernel_btf)
-        capabilities.check_privileges()
-        capabilities.raise_fd_limit()
+        features.check_privileges()
+        features.raise_fd_limit()
         config = build_config(options)
         config.have_skb_expr = int(FILTER_STUB in skb_bodies)
         config.output_skb_metadata = int(METADATA_STUB in skb_bodies)
@@ -194,11 +196,11 @@ class Session:
         self.drop_reasons = kernel_btf.drop_reasons()
         # tp_btf programs attach by the running kernel's own BTF ids
         running_btf = (
-            kernel_btf if not options.kernel_btf else KernelBtf.load(capabilities.KERNEL_BTF)
+            kernel_btf if not options.kernel_btf else KernelBtf.load(features.KERNEL_BTF)
         )
-        backend = backends.requested(options, note)
-        chosen = backends.plan(
-            options, backend, kernel_btf, running_btf, self.ksyms, self.table, func_matcher(options)
+        name = backend.requested(options, note)
+        chosen = backend.plan(
+            options, name, kernel_btf, running_btf, self.ksyms, self.table, func_matcher(options)
         )
         self.targets = chosen.targets
         for line in chosen.notes:
@@ -213,7 +215,7 @@ class Session:
             btf_custom_path=options.kernel_btf or None,
         )
         self.stop.check()
-        backends.attach(options, chosen, self.obj, self.held, note, lambda: bool(self.stop.signal))
+        backend.attach(options, chosen, self.obj, self.held, note, lambda: bool(self.stop.signal))
         self.stop.check()
 
         names = SystemNames(

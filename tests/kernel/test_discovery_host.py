@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from pwru.btf import KernelBtf
-from pwru.discovery import AVAILABLE, TRACING_DIRS, Discovery, discover
-from pwru.ksyms import Kallsyms
+from pwru.kernel.btf import KernelBtf
+from pwru.kernel.discovery import AVAILABLE, TRACING_DIRS, Discovery, discover
+from pwru.kernel.kallsyms import Kallsyms
 
 TRACEFS = TRACING_DIRS[0]
 
@@ -161,9 +161,10 @@ def test_clone_following_falls_back_to_kretprobes_here(
     """This kernel refuses fexit programs (EPERM at load): the tracking plan's test load
     finds out and picks the kprobe + kretprobe pair, whose programs load; the guests of
     the QEMU matrix take fexit (tests/vm/guest/test_pwru.py asserts the attach line)."""
-    from pwru import loader, tracking
-    from pwru.layout import Config
-    from pwru.probes import ProbeTable
+    from pwru.bpf import loader
+    from pwru.bpf.abi import Config
+    from pwru.trace import tracking
+    from pwru.trace.probes import ProbeTable
 
     monkeypatch.delenv(tracking.CLONE_HOOK_ENV, raising=False)
     chosen = tracking.plan(vmlinux, ProbeTable(), free_traced=False)

@@ -19,13 +19,14 @@ from functools import cache, lru_cache
 import pcapy
 import pytest
 
-from pwru import cbpf, libbpf, loader
-from pwru.btf import KernelBtf
-from pwru.cbpf import DLT_EN10MB, DLT_RAW
-from pwru.filters import compile_filters
-from pwru.layout import Config
-from pwru.loader import LoadRequest
-from pwru.tracepoint import program_for
+from pwru.bpf import libbpf, loader
+from pwru.bpf.abi import Config
+from pwru.bpf.loader import LoadRequest
+from pwru.filter import cbpf
+from pwru.filter.cbpf import DLT_EN10MB, DLT_RAW
+from pwru.filter.pcap import compile_filters
+from pwru.kernel.btf import KernelBtf
+from pwru.trace.tracepoint import program_for
 from tests.unit.test_translate import EXPRESSIONS, BoundHit, cbpf_run, ether, frame, ipv6
 
 SNAPLEN = 262144  # what pwru.cbpf.compile_filter asks libpcap for

@@ -16,9 +16,10 @@ import os
 
 import pytest
 
-from pwru import cbpf, ebpf, libbpf, translate
-from pwru.cbpf import DLT_EN10MB, DLT_RAW
-from pwru.ebpf import BPF_ADD, FP, R1, R2, R3, R6, Insn
+from pwru.bpf import libbpf
+from pwru.filter import cbpf, ebpf, translate
+from pwru.filter.cbpf import DLT_EN10MB, DLT_RAW
+from pwru.filter.ebpf import BPF_ADD, FP, R1, R2, R3, R6, Insn
 from tests.unit.test_translate import EXPRESSIONS, BoundHit, cbpf_run, packets
 
 SKB_DATA = 76  # offsetof(struct __sk_buff, data)

@@ -24,14 +24,15 @@ from pathlib import Path
 import pytest
 
 from netlab import Host, Lab, PwruRun
-from pwru import loader, tracepoint
-from pwru.btf import KernelBtf
-from pwru.events import Event, decode_event
-from pwru.layout import Config
-from pwru.libbpf import RingBuffer
-from pwru.loader import LoadRequest
-from pwru.probes import ProbeTable
-from pwru.skbexpr import MetadataField, compile_filter_expr, compile_metadata
+from pwru.bpf import loader
+from pwru.bpf.abi import Config
+from pwru.bpf.libbpf import RingBuffer
+from pwru.bpf.loader import LoadRequest
+from pwru.filter.skbexpr import MetadataField, compile_filter_expr, compile_metadata
+from pwru.kernel.btf import KernelBtf
+from pwru.output.decode import Event, decode_event
+from pwru.trace import tracepoint
+from pwru.trace.probes import ProbeTable
 
 FILTER_EXPRESSIONS = [
     "skb->dev->ifindex == 2",

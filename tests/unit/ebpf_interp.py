@@ -28,8 +28,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Callable
 
-from pwru import ebpf
-from pwru.ebpf import Insn
+from pwru.filter import ebpf
+from pwru.filter.ebpf import Insn
 
 MASK32 = 0xFFFF_FFFF
 MASK64 = 0xFFFF_FFFF_FFFF_FFFF

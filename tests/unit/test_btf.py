@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pwru.btf import BtfError, KernelBtf, Kind, Member, SkbFunction, SkbTracepoint
+from pwru.kernel.btf import BtfError, KernelBtf, Kind, Member, SkbFunction, SkbTracepoint
 
 VMLINUX = "/sys/kernel/btf/vmlinux"
 

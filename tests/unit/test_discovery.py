@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pwru import discovery
-from pwru.btf import BtfError, KernelBtf
-from pwru.discovery import Discovery, SkbFunc, discover
 from pwru.errors import UsageError
-from pwru.ksyms import Kallsyms
+from pwru.kernel import discovery
+from pwru.kernel.btf import BtfError, KernelBtf
+from pwru.kernel.discovery import Discovery, SkbFunc, discover
+from pwru.kernel.kallsyms import Kallsyms
 from tests.unit.test_btf import Builder, kernel_like
 
 VMLINUX_FUNCS = {  # name -> position of the sk_buff * (-1: none)
@@ -340,8 +340,8 @@ def test_all_kmods_without_btf_dir(machine: Machine, tmp_path: Path) -> None:
 
 def test_kprobe_plan_serves_both_families_without_copies() -> None:
     """One plan, numbered once; each kprobe family loads and attaches its own programs."""
-    from pwru import kprobe
-    from pwru.probes import ProbeTable
+    from pwru.trace import kprobe
+    from pwru.trace.probes import ProbeTable
 
     funcs = [
         SkbFunc("ip_rcv", 0, 0x1000, ""),

@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from pwru import ebpf
-from pwru.ebpf import (
+from pwru.filter import ebpf
+from pwru.filter.ebpf import (
     BPF_ADD,
     BPF_JEQ,
     BPF_JNE,

@@ -9,12 +9,12 @@ import timeit
 
 import pytest
 
-from pwru import layout
-from pwru.events import Event, Tuple5, decode_event
+from pwru.bpf import abi
+from pwru.output.decode import Event, Tuple5, decode_event
 
 
 def set_tuple(
-    t: layout.Tuple, saddr: str, daddr: str, sport: int, dport: int, l4: int, flags: int = 0
+    t: abi.Tuple, saddr: str, daddr: str, sport: int, dport: int, l4: int, flags: int = 0
 ) -> None:
     family = socket.AF_INET6 if ":" in saddr else socket.AF_INET
     src, dst = socket.inet_pton(family, saddr), socket.inet_pton(family, daddr)
@@ -25,8 +25,8 @@ def set_tuple(
     t.l4_proto, t.tcp_flags = l4, flags
 
 
-def raw_event(**fields: object) -> layout.Event:
-    ev = layout.Event()
+def raw_event(**fields: object) -> abi.Event:
+    ev = abi.Event()
     ev.ts = 1_000_000_123
     ev.skb_addr = 0xFFFF888012345678
     ev.func_ip = 0xFFFFFFFF81234560
@@ -34,7 +34,7 @@ def raw_event(**fields: object) -> layout.Event:
     ev.probe_id = 7
     ev.pid = 4242
     ev.cpu = 3
-    ev.type = layout.PWRU_EVENT_TRACEPOINT
+    ev.type = abi.PWRU_EVENT_TRACEPOINT
     ev.stack_id = -1
     ev.netns = 4026531840
     ev.mark = 0xA00
@@ -54,14 +54,14 @@ def test_plain_event() -> None:
     assert ev == Event(
         ts=1_000_000_123, skb_addr=0xFFFF888012345678, func_ip=0xFFFFFFFF81234560,
         caller_ip=0xFFFFFFFF81000010, reason=None, probe_id=7, pid=4242, cpu=3,
-        type=layout.PWRU_EVENT_TRACEPOINT, flags=0, stack_id=-1, netns=4026531840,
+        type=abi.PWRU_EVENT_TRACEPOINT, flags=0, stack_id=-1, netns=4026531840,
         mark=0xA00, ifindex=2, len=60, mtu=1500, protocol=0x0800, tuple=None,
         tunnel_tuple=None, skb_metadata=(0, 0, 0, 0), comm="curl",
     )  # fmt: skip
 
 
 def test_ipv4_tcp_tuple() -> None:
-    raw = raw_event(flags=layout.PWRU_EVENT_HAS_TUPLE)
+    raw = raw_event(flags=abi.PWRU_EVENT_HAS_TUPLE)
     set_tuple(raw.tuple, "10.0.2.15", "10.0.0.2", 41234, 80, 6, 0x12)
     ev = decode_event(bytes(raw))
     assert ev.tuple == Tuple5("10.0.2.15", "10.0.0.2", 41234, 80, 0x0800, 6, 0x12)
@@ -69,7 +69,7 @@ def test_ipv4_tcp_tuple() -> None:
 
 
 def test_ipv6_tuple_is_compressed() -> None:
-    raw = raw_event(flags=layout.PWRU_EVENT_HAS_TUPLE, protocol=socket.htons(0x86DD))
+    raw = raw_event(flags=abi.PWRU_EVENT_HAS_TUPLE, protocol=socket.htons(0x86DD))
     set_tuple(raw.tuple, "2001:db8:0:0::1", "fe80::abcd:0:0:1", 53, 65535, 17)
     ev = decode_event(bytes(raw))
     assert ev.protocol == 0x86DD
@@ -83,13 +83,13 @@ def test_tuple_ignored_without_flag() -> None:
 
 
 def test_unknown_l3_gives_empty_addresses() -> None:
-    raw = raw_event(flags=layout.PWRU_EVENT_HAS_TUPLE)
+    raw = raw_event(flags=abi.PWRU_EVENT_HAS_TUPLE)
     raw.tuple.l4_proto = 6
     assert decode_event(bytes(raw)).tuple == Tuple5("", "", 0, 0, 0, 6, 0)
 
 
 def test_tunnel_tuple() -> None:
-    raw = raw_event(flags=layout.PWRU_EVENT_HAS_TUPLE | layout.PWRU_EVENT_HAS_TUNNEL)
+    raw = raw_event(flags=abi.PWRU_EVENT_HAS_TUPLE | abi.PWRU_EVENT_HAS_TUNNEL)
     set_tuple(raw.tuple, "192.168.0.1", "192.168.0.2", 50000, 4789, 17)
     set_tuple(raw.tunnel_tuple, "10.1.0.1", "10.1.0.2", 0, 0, 1)
     ev = decode_event(bytes(raw))
@@ -99,9 +99,9 @@ def test_tunnel_tuple() -> None:
 
 def test_reason_only_with_flag() -> None:
     assert decode_event(bytes(raw_event(reason=2))).reason is None
-    ev = decode_event(bytes(raw_event(reason=2, flags=layout.PWRU_EVENT_HAS_REASON)))
+    ev = decode_event(bytes(raw_event(reason=2, flags=abi.PWRU_EVENT_HAS_REASON)))
     assert ev.reason == 2
-    ev = decode_event(bytes(raw_event(reason=0, flags=layout.PWRU_EVENT_HAS_REASON)))
+    ev = decode_event(bytes(raw_event(reason=0, flags=abi.PWRU_EVENT_HAS_REASON)))
     assert ev.reason == 0
 
 
@@ -119,7 +119,7 @@ def test_comm_and_metadata() -> None:
 def test_same_tuple_bytes_different_flags_are_distinct() -> None:
     raws = []
     for flags in (0x02, 0x12):
-        raw = raw_event(flags=layout.PWRU_EVENT_HAS_TUPLE)
+        raw = raw_event(flags=abi.PWRU_EVENT_HAS_TUPLE)
         set_tuple(raw.tuple, "10.0.0.1", "10.0.0.2", 1000, 80, 6, flags)
         raws.append(bytes(raw))
     first, second, again = (decode_event(r) for r in (raws[0], raws[1], raws[0]))
@@ -145,7 +145,7 @@ def test_namedtuple_api() -> None:
 
 def test_decode_speed(capsys: pytest.CaptureFixture[str]) -> None:
     """Records the per-event cost; the bound only catches gross regressions."""
-    raw = raw_event(flags=layout.PWRU_EVENT_HAS_TUPLE | layout.PWRU_EVENT_HAS_REASON)
+    raw = raw_event(flags=abi.PWRU_EVENT_HAS_TUPLE | abi.PWRU_EVENT_HAS_REASON)
     set_tuple(raw.tuple, "10.0.2.15", "10.0.0.2", 41234, 80, 6, 0x18)
     data = memoryview(bytearray(bytes(raw)))
     n = 20000

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pwru.errors import EnvironmentProblem
-from pwru.ksyms import Kallsyms, Symbol
+from pwru.kernel.kallsyms import Kallsyms, Symbol
 
 # Shaped like /proc/kallsyms: vmlinux sorted first (with data symbols, __pfx_
 # padding symbols, an alias and a repeated static name), then modules, the ftrace

@@ -1,4 +1,4 @@
-"""pwru/layout.py agrees with bpf/pwru.h: sizes, the decoder's struct format, and
+"""pwru/abi.py agrees with bpf/pwru.h: sizes, the decoder's struct format, and
 member offsets read from the BTF of the built BPF object (``make bpf``).
 
 The BTF check fails, rather than skips, when the object is missing: ``make``
@@ -15,34 +15,34 @@ from pathlib import Path
 
 import pytest
 
-from pwru import layout
+from pwru.bpf import abi
 
 ROOT = Path(__file__).resolve().parents[2]
 BPF_OBJECT = ROOT / "pwru" / "bpf" / "pwru_x86.bpf.o"
 
 STRUCTS: dict[str, type[ctypes.Structure]] = {
-    "pwru_tuple": layout.Tuple,
-    "pwru_event": layout.Event,
-    "pwru_config": layout.Config,
+    "pwru_tuple": abi.Tuple,
+    "pwru_event": abi.Event,
+    "pwru_config": abi.Config,
 }
 
 
 def test_sizes() -> None:
-    assert ctypes.sizeof(layout.Tuple) == 40
-    assert ctypes.sizeof(layout.Event) == 216
-    assert ctypes.sizeof(layout.Config) == 48
-    assert layout.EVENT_STRUCT.size == layout.EVENT_SIZE == 216
-    assert layout.TUPLE_STRUCT.size == 40
-    assert layout.CONFIG_SIZE == 48
+    assert ctypes.sizeof(abi.Tuple) == 40
+    assert ctypes.sizeof(abi.Event) == 216
+    assert ctypes.sizeof(abi.Config) == 48
+    assert abi.EVENT_STRUCT.size == abi.EVENT_SIZE == 216
+    assert abi.TUPLE_STRUCT.size == 40
+    assert abi.CONFIG_SIZE == 48
 
 
 def test_constants() -> None:
-    assert (layout.PWRU_EVENT_KPROBE, layout.PWRU_EVENT_KPROBE_MULTI, layout.PWRU_EVENT_TC,
-            layout.PWRU_EVENT_XDP, layout.PWRU_EVENT_TRACEPOINT) == (0, 1, 2, 3, 4)  # fmt: skip
-    assert (layout.PWRU_EVENT_HAS_REASON, layout.PWRU_EVENT_HAS_TUPLE,
-            layout.PWRU_EVENT_HAS_TUNNEL, layout.PWRU_EVENT_HAS_STACK) == (1, 2, 4, 8)  # fmt: skip
-    assert layout.PWRU_PROBE_ID_MARKER == 0x7077727500000000
-    assert layout.PWRU_PROBE_ID_MARKER >> 32 == layout.PWRU_PROBE_ID_MARKER_HI
+    assert (abi.PWRU_EVENT_KPROBE, abi.PWRU_EVENT_KPROBE_MULTI, abi.PWRU_EVENT_TC,
+            abi.PWRU_EVENT_XDP, abi.PWRU_EVENT_TRACEPOINT) == (0, 1, 2, 3, 4)  # fmt: skip
+    assert (abi.PWRU_EVENT_HAS_REASON, abi.PWRU_EVENT_HAS_TUPLE,
+            abi.PWRU_EVENT_HAS_TUNNEL, abi.PWRU_EVENT_HAS_STACK) == (1, 2, 4, 8)  # fmt: skip
+    assert abi.PWRU_PROBE_ID_MARKER == 0x7077727500000000
+    assert abi.PWRU_PROBE_ID_MARKER >> 32 == abi.PWRU_PROBE_ID_MARKER_HI
 
 
 def test_header_constants_match() -> None:
@@ -51,17 +51,17 @@ def test_header_constants_match() -> None:
     for name, value in defines.items():
         if name == "PWRU_H":
             continue
-        assert getattr(layout, name) == int(value.rstrip("ULul"), 0), name
+        assert getattr(abi, name) == int(value.rstrip("ULul"), 0), name
     enums = re.findall(r"\b(PWRU_EVENT_\w+)\s*=\s*([^,\n]+),", header)
     assert len(enums) == 10
     for name, expr in enums:
         expr = expr.split("/*")[0].strip()
-        assert getattr(layout, name) == eval(expr, {}), name  # "1 << 2" or "3"
+        assert getattr(abi, name) == eval(expr, {}), name  # "1 << 2" or "3"
 
 
 def test_event_struct_matches_ctypes() -> None:
     """Every member written through ctypes comes back at its place in EVENT_STRUCT."""
-    ev = layout.Event()
+    ev = abi.Event()
     ev.ts, ev.skb_addr, ev.func_ip, ev.caller_ip, ev.reason = 1, 2, 3, 4, 5
     ev.probe_id, ev.pid, ev.cpu, ev.type, ev.flags, ev.stack_id = 6, 7, 8, 9, 10, -11
     ev.netns, ev.mark, ev.ifindex, ev.len, ev.mtu, ev.protocol = 12, 13, 14, 15, 16, 17
@@ -75,13 +75,13 @@ def test_event_struct_matches_ctypes() -> None:
     for i in range(4):
         ev.skb_metadata[i] = 100 + i
     ev.comm = b"comm-name"
-    values = layout.EVENT_STRUCT.unpack(bytes(ev))
+    values = abi.EVENT_STRUCT.unpack(bytes(ev))
     assert values[:17] == (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, -11, 12, 13, 14, 15, 16, 17)
     assert values[17] == bytes(ev.tuple)
     assert values[18] == bytes(ev.tunnel_tuple)
     assert values[19:23] == (100, 101, 102, 103)
     assert values[23] == b"comm-name" + bytes(7)
-    t = layout.TUPLE_STRUCT.unpack(values[17])
+    t = abi.TUPLE_STRUCT.unpack(values[17])
     assert t == (bytes(range(0x20, 0x30)), bytes(range(0x30, 0x40)), 0x41, 0x42, 0x43, 0x44, 0x45)
 
 
@@ -157,4 +157,4 @@ def test_shipped_object_config_matches(arch: str) -> None:
     obj = BPF_OBJECT.with_name(f"pwru_{arch}.bpf.o")
     assert obj.exists(), f"{obj} is missing: run `make bpf`"
     size, members = btf_structs(obj)["pwru_config"]
-    assert (size, members) == (ctypes.sizeof(layout.Config), ctypes_members(layout.Config))
+    assert (size, members) == (ctypes.sizeof(abi.Config), ctypes_members(abi.Config))

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from pwru.errors import UsageError
-from pwru.events import Event
-from pwru.names import (
+from pwru.output.decode import Event
+from pwru.output.names import (
     SystemNames,
     current_netns,
     netns_paths,

@@ -9,10 +9,10 @@ import timeit
 
 import pytest
 
-from pwru import layout
-from pwru.events import Event, Tuple5
+from pwru.bpf import abi
 from pwru.options import Options, parse_options
-from pwru.render import (
+from pwru.output.decode import Event, Tuple5
+from pwru.output.render import (
     JsonRenderer,
     NameResolver,
     Renderer,
@@ -50,8 +50,8 @@ ICMP6 = Tuple5("fe80::1", "ff02::1", 0, 0, 0x86DD, 58, 0)
 
 EV = Event(
     ts=1_000_000_000, skb_addr=0xFFFF888012345678, func_ip=0, caller_ip=0xFFFFFFFF81000010,
-    reason=None, probe_id=0, pid=12345, cpu=1, type=layout.PWRU_EVENT_TRACEPOINT,
-    flags=layout.PWRU_EVENT_HAS_TUPLE, stack_id=-1, netns=4026531840, mark=0, ifindex=2,
+    reason=None, probe_id=0, pid=12345, cpu=1, type=abi.PWRU_EVENT_TRACEPOINT,
+    flags=abi.PWRU_EVENT_HAS_TUPLE, stack_id=-1, netns=4026531840, mark=0, ifindex=2,
     len=60, mtu=1500, protocol=0x0800, tuple=TCP4, tunnel_tuple=None,
     skb_metadata=(0, 0, 0, 0), comm="curl",
 )  # fmt: skip
@@ -153,25 +153,25 @@ def test_text_tuple_column_widens() -> None:
 def test_text_func_with_reason_and_prog_type() -> None:
     r = renderer("--output-meta=false", "--output-tuple=false")
     prefix = "0xffff888012345678 1   curl:12345      "
-    ev = EV._replace(probe_id=1, reason=6, flags=EV.flags | layout.PWRU_EVENT_HAS_REASON)
+    ev = EV._replace(probe_id=1, reason=6, flags=EV.flags | abi.PWRU_EVENT_HAS_REASON)
     assert r.render(ev) == prefix + " kfree_skb(SKB_DROP_REASON_NETFILTER_DROP)"
     assert r.render(ev._replace(reason=123)) == prefix + " kfree_skb (123)"
-    assert r.render(EV._replace(probe_id=2, type=layout.PWRU_EVENT_TC)) == (
+    assert r.render(EV._replace(probe_id=2, type=abi.PWRU_EVENT_TC)) == (
         prefix + " tcf_classify(tc)"
     )
-    assert r.render(EV._replace(probe_id=3, type=layout.PWRU_EVENT_XDP)) == (
+    assert r.render(EV._replace(probe_id=3, type=abi.PWRU_EVENT_XDP)) == (
         prefix + " xdp_prog(xdp)"
     )
     # an XDP exit carries the program's verdict, not a drop reason (1 is also SKB_CONSUMED)
     xdp_exit = EV._replace(
         probe_id=3,
-        type=layout.PWRU_EVENT_XDP,
-        flags=layout.PWRU_EVENT_HAS_REASON | layout.PWRU_EVENT_FEXIT,
+        type=abi.PWRU_EVENT_XDP,
+        flags=abi.PWRU_EVENT_HAS_REASON | abi.PWRU_EVENT_FEXIT,
         reason=1,
     )
     assert r.render(xdp_exit) == prefix + " xdp_prog(XDP_DROP)(xdp)"
     assert r.render(xdp_exit._replace(reason=7)) == prefix + " xdp_prog(7)(xdp)"
-    assert r.render(EV._replace(type=layout.PWRU_EVENT_KPROBE_MULTI)) == prefix + " ip_local_out"
+    assert r.render(EV._replace(type=abi.PWRU_EVENT_KPROBE_MULTI)) == prefix + " ip_local_out"
 
 
 def test_text_caller_column() -> None:
@@ -296,7 +296,7 @@ def test_json_tuples_and_flags() -> None:
 def test_json_time_func_caller_stack() -> None:
     r = renderer("--output-json", "--timestamp=relative", "--output-caller", "--output-stack",
                  "--output-meta=false", "--output-tuple=false")  # fmt: skip
-    ev = EV._replace(probe_id=1, reason=6, flags=EV.flags | layout.PWRU_EVENT_HAS_REASON)
+    ev = EV._replace(probe_id=1, reason=6, flags=EV.flags | abi.PWRU_EVENT_HAS_REASON)
     assert r.render(ev, stack=("a", "b")) == (
         '{"skb":"0xffff888012345678","cpu":1,"process":"curl:12345",'
         '"func":"kfree_skb(SKB_DROP_REASON_NETFILTER_DROP)","caller_func":"__ip_queue_xmit",'

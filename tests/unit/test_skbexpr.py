@@ -21,11 +21,9 @@ from functools import cache
 
 import pytest
 
-from pwru import ebpf, skbexpr
-from pwru.btf import KernelBtf, Kind
 from pwru.errors import UsageError
-from pwru.options import Options
-from pwru.skbexpr import (
+from pwru.filter import ebpf, skbexpr
+from pwru.filter.skbexpr import (
     MetadataField,
     SkbExprError,
     compile_filter_expr,
@@ -33,6 +31,8 @@ from pwru.skbexpr import (
     parse_comparison,
     skb_expr_bodies,
 )
+from pwru.kernel.btf import KernelBtf, Kind
+from pwru.options import Options
 from tests.unit.ebpf_interp import InterpError, Machine
 from tests.unit.test_btf import Builder
 

@@ -25,9 +25,9 @@ from functools import cache, lru_cache
 import pcapy
 import pytest
 
-from pwru import cbpf, ebpf, translate
-from pwru.cbpf import DLT_EN10MB, DLT_RAW, CbpfInsn, FilterError
-from pwru.translate import TranslateError
+from pwru.filter import cbpf, ebpf, translate
+from pwru.filter.cbpf import DLT_EN10MB, DLT_RAW, CbpfInsn, FilterError
+from pwru.filter.translate import TranslateError
 from tests.unit.ebpf_interp import InterpError, Machine, run_filter
 
 SNAPLEN = 262144

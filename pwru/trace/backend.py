@@ -20,15 +20,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pwru import capabilities, kprobe, tcxdp, tracepoint, tracking
-from pwru.btf import KernelBtf
-from pwru.discovery import discover
+from pwru.bpf.libbpf import BpfLink
+from pwru.bpf.loader import LoadRequest, ProbeObject, first_load_requests
 from pwru.errors import EnvironmentProblem, UsageError
-from pwru.ksyms import Kallsyms
-from pwru.libbpf import BpfLink
-from pwru.loader import LoadRequest, ProbeObject, first_load_requests
+from pwru.kernel import features
+from pwru.kernel.btf import KernelBtf
+from pwru.kernel.discovery import discover
+from pwru.kernel.kallsyms import Kallsyms
 from pwru.options import Options
-from pwru.probes import Probe, ProbeTable
+from pwru.trace import kprobe, tcxdp, tracepoint, tracking
+from pwru.trace.probes import Probe, ProbeTable
 
 log = logging.getLogger("pwru")
 
@@ -69,7 +70,7 @@ class Attachments:
 
 def requested(options: Options, note: Callable[[str], None]) -> str:
     """The backend asked for, or AUTO; a named one that cannot work is an error."""
-    found = capabilities.Backends.probe()
+    found = features.Backends.probe()
     if options.backend == TRACEPOINT:
         return TRACEPOINT
     if options.backend in (kprobe.KPROBE, kprobe.KPROBE_MULTI):

@@ -21,15 +21,15 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pwru import libbpf
+from pwru.bpf import libbpf
+from pwru.bpf.abi import Config
+from pwru.bpf.splice import Program, patch_probe_id, replace_functions
 from pwru.errors import EnvironmentProblem
-from pwru.layout import Config
-from pwru.probes import Probe
-from pwru.splice import Program, patch_probe_id, replace_functions
+from pwru.trace.probes import Probe
 
 log = logging.getLogger("pwru")
 
-OBJECT_DIR = Path(__file__).parent / "bpf"
+OBJECT_DIR = Path(__file__).parent
 
 # SEC() prefix -> (program type, expected attach type)
 SECTIONS: dict[str, tuple[int, int]] = {

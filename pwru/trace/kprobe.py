@@ -23,10 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from pwru import libbpf
-from pwru.discovery import SkbFunc
-from pwru.loader import LoadRequest, ProbeObject
-from pwru.probes import Probe, ProbeTable
+from pwru.bpf import libbpf
+from pwru.bpf.loader import LoadRequest, ProbeObject
+from pwru.kernel.discovery import SkbFunc
+from pwru.trace.probes import Probe, ProbeTable
 
 log = logging.getLogger("pwru")
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 import logging
 import os
 
-from pwru import libbpf
-from pwru.probes import Probe, ProbeTable
+from pwru.bpf import libbpf
+from pwru.trace.probes import Probe, ProbeTable
 
 log = logging.getLogger("pwru")
 

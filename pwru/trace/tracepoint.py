@@ -15,8 +15,8 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from pwru.btf import SkbTracepoint
-from pwru.probes import Probe, ProbeTable
+from pwru.kernel.btf import SkbTracepoint
+from pwru.trace.probes import Probe, ProbeTable
 
 log = logging.getLogger("pwru")
 

@@ -34,14 +34,14 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from pwru.events import Event, Tuple5
-from pwru.layout import PWRU_EVENT_FEXIT, PWRU_EVENT_TC, PWRU_EVENT_XDP
+from pwru.bpf.abi import PWRU_EVENT_FEXIT, PWRU_EVENT_TC, PWRU_EVENT_XDP
 from pwru.options import Options
+from pwru.output.decode import Event, Tuple5
 
 XDP_VERDICTS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
 
 if TYPE_CHECKING:
-    from pwru.skbexpr import MetadataField
+    from pwru.filter.skbexpr import MetadataField
 
 IPPROTO_ICMP = 1
 IPPROTO_TCP = 6

@@ -34,8 +34,8 @@ from collections.abc import Mapping
 from typing import Callable, TypeVar
 
 from pwru.errors import EnvironmentProblem, UsageError
-from pwru.events import Event
-from pwru.ksyms import Kallsyms
+from pwru.kernel.kallsyms import Kallsyms
+from pwru.output.decode import Event
 
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: which kind of namespace (Linux 4.11+)

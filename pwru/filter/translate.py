@@ -78,9 +78,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pwru import cbpf, ebpf
-from pwru.cbpf import CbpfInsn
-from pwru.ebpf import (
+from pwru.errors import UsageError
+from pwru.filter import cbpf, ebpf
+from pwru.filter.cbpf import CbpfInsn
+from pwru.filter.ebpf import (
     FP,
     R0,
     R1,
@@ -94,7 +95,6 @@ from pwru.ebpf import (
     Builder,
     Insn,
 )
-from pwru.errors import UsageError
 
 DEFAULT_MAX_BACKWARD_JUMPS = 64
 

@@ -16,7 +16,7 @@ import socket
 import sys
 from typing import NamedTuple
 
-from pwru.layout import (
+from pwru.bpf.abi import (
     EVENT_STRUCT,
     PWRU_EVENT_HAS_REASON,
     PWRU_EVENT_HAS_TUNNEL,

@@ -48,9 +48,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from pwru.btf import BtfError, KernelBtf, SkbFunction
 from pwru.errors import UsageError
-from pwru.ksyms import Kallsyms, Symbol
+from pwru.kernel.btf import BtfError, KernelBtf, SkbFunction
+from pwru.kernel.kallsyms import Kallsyms, Symbol
 
 BTF_DIR = "/sys/kernel/btf"
 TRACING_DIRS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")

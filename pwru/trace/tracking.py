@@ -20,11 +20,11 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from pwru import libbpf
-from pwru.btf import KernelBtf
-from pwru.libbpf import BpfLink, LibbpfError
-from pwru.loader import LoadRequest, ProbeObject
-from pwru.probes import Probe, ProbeTable
+from pwru.bpf import libbpf
+from pwru.bpf.libbpf import BpfLink, LibbpfError
+from pwru.bpf.loader import LoadRequest, ProbeObject
+from pwru.kernel.btf import KernelBtf
+from pwru.trace.probes import Probe, ProbeTable
 
 log = logging.getLogger("pwru")
 

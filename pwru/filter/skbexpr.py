@@ -58,9 +58,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from pwru import ebpf
-from pwru.btf import TRANSPARENT_KINDS, KernelBtf, Kind
-from pwru.ebpf import (
+from pwru.errors import UsageError
+from pwru.filter import ebpf
+from pwru.filter.ebpf import (
     FP,
     R0,
     R1,
@@ -72,7 +72,7 @@ from pwru.ebpf import (
     Builder,
     Insn,
 )
-from pwru.errors import UsageError
+from pwru.kernel.btf import TRANSPARENT_KINDS, KernelBtf, Kind
 from pwru.options import MAX_SKB_METADATA, Options
 
 log = logging.getLogger("pwru.filter")

@@ -15,8 +15,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from pwru import cbpf, ebpf, translate
-from pwru.cbpf import DLT_EN10MB, DLT_RAW, FilterError
+from pwru.filter import cbpf, ebpf, translate
+from pwru.filter.cbpf import DLT_EN10MB, DLT_RAW, FilterError
 
 log = logging.getLogger("pwru.filter")
 

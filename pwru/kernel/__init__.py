@@ -1,0 +1,1 @@
+"""What the running kernel has: BTF, symbols, skb functions, features, network namespaces."""

@@ -1,0 +1,1 @@
+"""From ring-buffer records to what a person reads: decoding, names and renderers."""

@@ -1,0 +1,1 @@
+"""Where pwru attaches: the probe table and one module per backend."""
