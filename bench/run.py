@@ -123,16 +123,19 @@ def bench_filter(rounds: int = 20) -> dict[str, float]:
     from pwru.bpf.abi import Config
     from pwru.filter.pcap import compile_filters
     from pwru.kernel.btf import KernelBtf
-    from pwru.trace import tracepoint
+    from pwru.kernel.kallsyms import Kallsyms
+    from pwru.options import Options
+    from pwru.trace.backend import TraceContext
     from pwru.trace.probes import ProbeTable
+    from pwru.trace.tracepoint import TracepointBackend
 
     compile_times = []
     for _ in range(rounds):
         compiled = compile_filters(TYPICAL_FILTER)
         compile_times.append(compiled.seconds)
-    table = ProbeTable()
-    plan = tracepoint.plan(KernelBtf.load().skb_tracepoints(), table, lambda _n: True)
-    requests = loader.first_load_requests(plan.probes)
+    btf = KernelBtf.load()
+    ctx = TraceContext(Options(), btf, btf, Kallsyms.load, lambda _n: True)
+    requests = TracepointBackend(ctx).plan(ProbeTable())
     load_times: dict[bool, list[float]] = {False: [], True: []}
     splice_times = []
     for _ in range(5):

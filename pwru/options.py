@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from pwru.errors import UsageError
+from pwru.trace import BackendName
 
 TIMESTAMPS = ("none", "current", "relative", "absolute")
-BACKENDS = ("", "kprobe", "kprobe-multi", "tracepoint")
+BACKENDS = tuple(name.value for name in BackendName)
 MAX_SKB_METADATA = 4
 U32_MAX = 0xFFFFFFFF
 
@@ -58,10 +59,10 @@ class Options:
     pcap_filter: str = ""
     filter_func: str = ""  # regex; the caller applies full-match semantics
     filter_non_skb_funcs: list[str] = field(default_factory=list)
-    filter_netns: str = ""  # resolved by pwru.names.resolve_netns
+    filter_netns: str = ""  # resolved by pwru.kernel.netns.resolve_netns
     filter_mark: int = 0
     filter_mark_mask: int = 0  # 0 = mark filter off
-    filter_ifname: str = ""  # resolved by pwru.names.resolve_ifindex
+    filter_ifname: str = ""  # resolved by pwru.kernel.netns.resolve_ifindex
     filter_track_skb: bool = False
     filter_track_skb_by_stackid: bool = False
     filter_trace_tc: bool = False

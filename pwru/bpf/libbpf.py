@@ -42,6 +42,7 @@ BPF_TRACE_RAW_TP = 23
 BPF_TRACE_FENTRY = 24
 BPF_TRACE_FEXIT = 25
 BPF_TRACE_KPROBE_MULTI = 42
+BPF_MAP_TYPE_RINGBUF = 27
 
 # enum libbpf_print_level
 _LIBBPF_WARN, _LIBBPF_INFO, _LIBBPF_DEBUG = 0, 1, 2
@@ -165,6 +166,28 @@ class BpfKprobeOpts(ctypes.Structure):
     ]
 
 
+class BpfLinkCreateKprobeMulti(ctypes.Structure):
+    """The kprobe_multi member of struct bpf_link_create_opts' union."""
+
+    _fields_ = [
+        ("flags", ctypes.c_uint32),
+        ("cnt", ctypes.c_uint32),
+        ("syms", ctypes.POINTER(ctypes.c_char_p)),
+        ("addrs", ctypes.POINTER(ctypes.c_ulong)),
+        ("cookies", ctypes.POINTER(ctypes.c_uint64)),
+    ]
+
+
+class BpfLinkCreateOpts(ctypes.Structure):
+    """struct bpf_link_create_opts with the one union member pwru uses."""
+
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("flags", ctypes.c_uint32),
+        ("kprobe_multi", BpfLinkCreateKprobeMulti),
+    ]
+
+
 class BpfProgInfo(ctypes.Structure):
     """struct bpf_prog_info up to nr_line_info (the kernel fills what we ask for)."""
 
@@ -272,6 +295,9 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_prog_load": (_I, [_I, _S, _S, _P, _SZ, ctypes.POINTER(BpfProgLoadOpts)]),
     "bpf_prog_test_run_opts": (_I, [_I, ctypes.POINTER(BpfTestRunOpts)]),
     "bpf_raw_tracepoint_open": (_I, [_S, _I]),
+    "bpf_link_create": (_I, [_I, _I, _I, ctypes.POINTER(BpfLinkCreateOpts)]),
+    "libbpf_probe_bpf_map_type": (_I, [_I, _P]),
+    "libbpf_probe_bpf_helper": (_I, [_I, _I, _P]),
     "btf__type_by_id": (ctypes.POINTER(BtfTypeHeader), [_P, _U32]),
     "btf__load_from_kernel_by_id": (_P, [_U32]),
     "btf__free": (None, [_P]),
@@ -513,13 +539,23 @@ class BpfMap:
     def set_max_entries(self, entries: int) -> None:
         _check_ret(lib().bpf_map__set_max_entries(self.ptr, entries), f"resize map {self.name}")
 
-    def initial_value(self) -> ctypes.Array[ctypes.c_char]:
-        """Writable view of a global-data map's contents before load (.rodata, .bss)."""
+    def _initial_value(self) -> ctypes.Array[ctypes.c_char]:
         size = ctypes.c_size_t(0)
         ptr = _check_ptr(
             lib().bpf_map__initial_value(self.ptr, ctypes.byref(size)), f"map {self.name}"
         )
         return (ctypes.c_char * size.value).from_address(ptr)
+
+    def initial_size(self) -> int:
+        """Size in bytes of a global-data map (.rodata, .bss) as compiled."""
+        return len(self._initial_value())
+
+    def set_initial_value(self, data: bytes) -> None:
+        """Write a global-data map's contents before load; ``data`` must fill it exactly."""
+        view = self._initial_value()
+        if len(data) != len(view):
+            raise ValueError(f"map {self.name} holds {len(view)} bytes, not {len(data)}")
+        ctypes.memmove(view, data, len(data))
 
     def lookup_percpu_u64(self, key: int) -> list[int]:
         """Per-CPU values of a u32-keyed PERCPU_ARRAY of u64."""
@@ -790,6 +826,27 @@ def raw_tracepoint_open(prog_fd: int, name: str | None = None) -> int:
     """Attach a raw or BTF tracepoint program; returns the link fd (close to detach)."""
     fd = lib().bpf_raw_tracepoint_open(name.encode() if name else None, prog_fd)
     return _check_ret(fd, f"attach tracepoint {name or ''}".strip())
+
+
+def link_create_kprobe_multi(prog_fd: int, addrs: list[int]) -> int:
+    """Attach a kprobe.multi program to kernel addresses; returns the link fd."""
+    addr_arr = (ctypes.c_ulong * len(addrs))(*addrs)
+    opts = BpfLinkCreateOpts(sz=ctypes.sizeof(BpfLinkCreateOpts))
+    opts.kprobe_multi.cnt = len(addrs)
+    opts.kprobe_multi.addrs = addr_arr
+    fd = lib().bpf_link_create(prog_fd, 0, BPF_TRACE_KPROBE_MULTI, ctypes.byref(opts))
+    return _check_ret(fd, f"attach kprobe-multi ({len(addrs)} functions)")
+
+
+def probe_map_type(map_type: int) -> bool:
+    """Whether the kernel creates maps of this BPF_MAP_TYPE_* (libbpf's own probe)."""
+    return bool(_check_ret(lib().libbpf_probe_bpf_map_type(map_type, None), "probe map type"))
+
+
+def probe_helper(prog_type: int, helper_id: int) -> bool:
+    """Whether programs of this type may call this helper (libbpf's own probe)."""
+    ret = lib().libbpf_probe_bpf_helper(prog_type, helper_id, None)
+    return bool(_check_ret(ret, f"probe helper {helper_id}"))
 
 
 @dataclass

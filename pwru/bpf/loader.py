@@ -13,7 +13,6 @@ straight with bpf_prog_load, without reopening the object.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import platform
 import time
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pwru.bpf import libbpf
-from pwru.bpf.abi import Config
+from pwru.bpf.abi import CONFIG_SIZE, Config
 from pwru.bpf.splice import Program, patch_probe_id, replace_functions
 from pwru.errors import EnvironmentProblem
 from pwru.trace.probes import Probe
@@ -164,14 +163,18 @@ class ProbeObject:
     def __init__(
         self, obj: libbpf.BpfObject, prepared: dict[str, Prepared], splice_seconds: float = 0.0
     ) -> None:
-        self.obj = obj
+        self._bpf = obj
         self.prepared = prepared
         self.splice_seconds = splice_seconds  # time spent editing instructions
         self.events = obj.map("events")
         self._lost = obj.map("lost_events")
 
+    def program(self, name: str) -> libbpf.BpfProgram:
+        """A program of the object, as libbpf loaded it."""
+        return self._bpf.program(name)
+
     def program_fd(self, name: str) -> int:
-        return self.obj.program(name).fd
+        return self._bpf.program(name).fd
 
     def load_copy(
         self, program: str, probe_id: int, attach_btf_id: int = 0, attach_prog_fd: int = 0
@@ -210,14 +213,14 @@ class ProbeObject:
         can release everything if a later step fails."""
         for probe, prog_fd in self.program_fds(probes, fds):
             fds.append(libbpf.raw_tracepoint_open(prog_fd))
-            log.debug("attached %s to %s %s", probe.program, probe.kind, probe.name)
+            log.debug("attached %s to %s %s", probe.program, probe.kind.value, probe.name)
 
     def lost_events(self) -> int:
         """Events the BPF side could not put into the ring buffer, over all CPUs."""
         return sum(self._lost.lookup_percpu_u64(0))
 
     def close(self) -> None:
-        self.obj.close()
+        self._bpf.close()
 
 
 def load(
@@ -233,13 +236,13 @@ def load(
     _register_handlers()
     obj = libbpf.BpfObject.open_file(str(path or object_path()), btf_custom_path=btf_custom_path)
     try:
-        rodata = obj.map(".rodata").initial_value()
-        if len(rodata) != ctypes.sizeof(config):
+        rodata = obj.map(".rodata")
+        if rodata.initial_size() != CONFIG_SIZE:
             raise EnvironmentProblem(
-                f"BPF object .rodata is {len(rodata)} bytes, expected {ctypes.sizeof(config)}: "
+                f"BPF object .rodata is {rodata.initial_size()} bytes, expected {CONFIG_SIZE}: "
                 "object and package are out of step (rebuild with `make bpf`)"
             )
-        ctypes.memmove(rodata, ctypes.addressof(config), ctypes.sizeof(config))
+        rodata.set_initial_value(bytes(config))
         obj.map("events").set_max_entries(ringbuf_bytes)
         wanted = {r.program: r for r in requests}
         for prog in obj.programs():

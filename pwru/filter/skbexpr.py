@@ -55,7 +55,7 @@ import difflib
 import logging
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 from pwru.errors import UsageError
@@ -723,22 +723,36 @@ def compile_metadata(fields: Sequence[str], btf: KernelBtf) -> tuple[bytes, list
 # For the session
 
 
-def skb_expr_bodies(
-    options: Options, btf: KernelBtf
-) -> tuple[dict[str, bytes], list[MetadataField]]:
-    """Stub bodies for the options that ask for them (none: empty dict) and the
-    metadata slots' descriptions. ``btf`` must describe the running kernel:
-    the offsets in the code are its own. Raises SkbExprError."""
-    bodies: dict[str, bytes] = {}
-    fields: list[MetadataField] = []
+@dataclass
+class SkbExprs:
+    """Compiled --filter-skb-expr / --output-skb-metadata: stub bodies by name, and
+    the metadata slots' descriptions (for the renderer)."""
+
+    bodies: dict[str, bytes] = field(default_factory=dict)
+    fields: list[MetadataField] = field(default_factory=list)
+
+    @property
+    def has_filter(self) -> bool:
+        return FILTER_STUB in self.bodies
+
+    @property
+    def has_metadata(self) -> bool:
+        return METADATA_STUB in self.bodies
+
+
+def compile_skb_exprs(options: Options, btf: KernelBtf) -> SkbExprs:
+    """Stub bodies for the options that ask for them (none: no bodies). ``btf`` must
+    describe the running kernel: the offsets in the code are its own. Raises
+    SkbExprError."""
+    result = SkbExprs()
     if options.filter_skb_expr.strip():
         insns = filter_insns(options.filter_skb_expr, btf)
-        bodies[FILTER_STUB] = _encoded(insns, FILTER_STUB, repr(options.filter_skb_expr))
+        result.bodies[FILTER_STUB] = _encoded(insns, FILTER_STUB, repr(options.filter_skb_expr))
     if any(f.strip() for f in options.output_skb_metadata):
-        insns, fields = metadata_insns(options.output_skb_metadata, btf)
+        insns, result.fields = metadata_insns(options.output_skb_metadata, btf)
         what = ",".join(options.output_skb_metadata)
-        bodies[METADATA_STUB] = _encoded(insns, METADATA_STUB, what)
-    return bodies, fields
+        result.bodies[METADATA_STUB] = _encoded(insns, METADATA_STUB, what)
+    return result
 
 
 def _encoded(insns: list[Insn], stub: str, what: str) -> bytes:

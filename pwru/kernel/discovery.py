@@ -23,7 +23,7 @@ Three sources are intersected:
 Names that kallsyms lists more than once are static functions of the same name in
 several files. The BTF of such a name describes every copy (pahole 1.25+, which
 kernels since 6.4 use for this, leaves out names whose copies disagree in
-prototype), so each copy is probed: one SkbFunc per
+prototype), so each copy is probed: one AttachTarget per
 address, all with the same name, as cilium/pwru does with kprobe-multi (it attaches
 every address kallsyms has for a name). The exception is a name-only ftrace list
 that has fewer entries for the name than kallsyms has copies: some copy cannot be
@@ -73,7 +73,7 @@ _UNTRACEABLE_SECTIONS = (
 
 
 @dataclass(frozen=True)
-class SkbFunc:
+class AttachTarget:
     """One attach point: a function taking a ``struct sk_buff *``."""
 
     name: str
@@ -86,7 +86,7 @@ class SkbFunc:
 class Discovery:
     """What ``discover`` found, and why the rest was left out."""
 
-    functions: list[SkbFunc]  # what to attach, sorted by name (then module, address)
+    functions: list[AttachTarget]  # what to attach, sorted by name (then module, address)
     btf_total: int  # skb functions found in BTF (vmlinux + modules)
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count (never 0)
     source: str = AVAILABLE  # which list said what is traceable, or the fallback and why
@@ -142,7 +142,7 @@ def discover(
     markers = [name for section in _UNTRACEABLE_SECTIONS for name in section]
     symbols = ksyms.find([fn.name for _, fn in selected] + markers)
     untraceable = _untraceable_sections(symbols) if ftrace is None else []
-    functions: list[SkbFunc] = []
+    functions: list[AttachTarget] = []
     for module, fn in selected:
         copies = [s for s in symbols.get(fn.name, ()) if s.module == module]
         if not copies:
@@ -161,7 +161,7 @@ def discover(
         if not copies:
             skipped[SKIP_NOT_TRACEABLE] += 1
             continue
-        functions += [SkbFunc(fn.name, fn.skb_arg, s.addr, module) for s in copies]
+        functions += [AttachTarget(fn.name, fn.skb_arg, s.addr, module) for s in copies]
 
     functions = _drop_aliases(functions, ksyms, skipped)
     functions.sort(key=lambda f: (f.name, f.module, f.addr))
@@ -330,16 +330,16 @@ def _untraceable_sections(symbols: dict[str, list[Symbol]]) -> list[tuple[int, i
 
 
 def _drop_aliases(
-    functions: list[SkbFunc], ksyms: Kallsyms, skipped: Counter[str]
-) -> list[SkbFunc]:
+    functions: list[AttachTarget], ksyms: Kallsyms, skipped: Counter[str]
+) -> list[AttachTarget]:
     """One function per address: of names sharing an address, keep the one kallsyms
     gives it (the kernel's own choice), else the first in name order."""
-    by_addr: dict[int, list[SkbFunc]] = {}
+    by_addr: dict[int, list[AttachTarget]] = {}
     for fn in functions:
         by_addr.setdefault(fn.addr, []).append(fn)
     if len(by_addr) == len(functions):
         return functions
-    kept: list[SkbFunc] = []
+    kept: list[AttachTarget] = []
     for addr, same in by_addr.items():
         if len(same) > 1:
             primary = ksyms.name_at(addr)

@@ -1,10 +1,12 @@
-"""Decoded events: Python-native values of one ``struct pwru_event`` record.
+"""Decoded events: Python-native values of one ring-buffer record.
 
-``decode_event`` runs once per ring-buffer record, so it is written for speed: one
+``decode_event`` runs once per record, so it is written for speed: one
 ``struct.unpack_from`` with the precompiled layout, and caches keyed by the raw
 bytes for the parts that repeat across events of the same packet (the 40-byte
-tuples, the 16-byte comm). About 1 µs per event on a 2020s x86 core with CPython
-3.11 (see tests/unit/test_events.py::test_decode_speed for the measurement).
+tuples, the 16-byte comm).
+
+``decode_extras`` reads what the config appends after ``struct pwru_event``
+(bpf/pwru.h): stack frames, then the BTF-printed skb and shared info.
 
 All integers are host order; ``Event.protocol`` is ``ntohs(skb->protocol)``;
 ``Tuple5`` addresses are text (dotted IPv4, compressed IPv6, no brackets).
@@ -13,12 +15,16 @@ All integers are host order; ``Event.protocol`` is ``ntohs(skb->protocol)``;
 from __future__ import annotations
 
 import socket
+import struct
 import sys
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from pwru.bpf.abi import (
+    EVENT_SIZE,
     EVENT_STRUCT,
     PWRU_EVENT_HAS_REASON,
+    PWRU_EVENT_HAS_STACK,
     PWRU_EVENT_HAS_TUNNEL,
     PWRU_EVENT_HAS_TUPLE,
     TUPLE_STRUCT,
@@ -149,3 +155,48 @@ def decode_event(data: bytes | bytearray | memoryview) -> Event:
             tup, tunnel, (md0, md1, md2, md3), comm,
         ),
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RecordLayout:
+    """What follows ``struct pwru_event`` in a record, as the config asked for it."""
+
+    stack_frames: int = 0
+    skb_text_len: int = 0
+    shinfo_text_len: int = 0
+
+    @property
+    def has_extras(self) -> bool:
+        return bool(self.stack_frames or self.skb_text_len or self.shinfo_text_len)
+
+
+class Extras(NamedTuple):
+    """The parts of a record after the event."""
+
+    frames: list[int]  # kernel stack, innermost first, without the 0 padding
+    skb_text: str  # --output-skb
+    shinfo_text: str  # --output-skb-shared-info
+
+
+NO_EXTRAS = Extras([], "", "")
+
+
+def _text(data: bytes | memoryview, offset: int, length: int) -> str:
+    return bytes(data[offset : offset + length]).split(b"\0", 1)[0].decode(errors="replace")
+
+
+def decode_extras(data: bytes | memoryview, event: Event, layout: RecordLayout) -> Extras:
+    """Stack frames and BTF-printed texts following the event in ``data``."""
+    if len(data) <= EVENT_SIZE:
+        return NO_EXTRAS
+    offset = EVENT_SIZE
+    frames: list[int] = []
+    if layout.stack_frames:
+        if event.flags & PWRU_EVENT_HAS_STACK:
+            raw = struct.unpack_from(f"{layout.stack_frames}Q", data, offset)
+            frames = [ip for ip in raw if ip]
+        offset += layout.stack_frames * 8
+    skb_text = _text(data, offset, layout.skb_text_len) if layout.skb_text_len else ""
+    offset += layout.skb_text_len
+    shinfo = _text(data, offset, layout.shinfo_text_len) if layout.shinfo_text_len else ""
+    return Extras(frames, skb_text, shinfo)

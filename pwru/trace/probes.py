@@ -6,8 +6,20 @@ output gets its FUNC name, and how each backend knows what to attach.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+
+class ProbeKind(enum.Enum):
+    """How a probe is attached."""
+
+    TRACEPOINT = "tracepoint"  # tp_btf on a raw tracepoint
+    KPROBE = "kprobe"  # one perf-event kprobe per function
+    KPROBE_MULTI = "kprobe-multi"  # many functions per link
+    TC = "tc"  # fentry on a tc BPF program
+    XDP = "xdp"  # fentry/fexit on an XDP BPF program
+    FEXIT = "fexit"  # fexit on a kernel function (clone tracking)
 
 
 @dataclass(frozen=True)
@@ -16,7 +28,7 @@ class Probe:
 
     id: int
     name: str  # shown in the FUNC column, e.g. "kfree_skb" or "ip_rcv"
-    kind: str  # "tracepoint", "kprobe", "kprobe-multi", "tc", "xdp"
+    kind: ProbeKind
     program: str  # program in the BPF object
     attach_btf_id: int = 0  # kernel BTF id of the target, where the kind needs one
     addr: int = 0  # kernel address of the function (kprobe kinds)
@@ -32,8 +44,9 @@ class ProbeTable:
     def add(
         self,
         name: str,
-        kind: str,
+        kind: ProbeKind,
         program: str,
+        *,
         attach_btf_id: int = 0,
         addr: int = 0,
         target_fd: int = 0,

@@ -13,51 +13,69 @@ get copies of its instructions (loader.ProbeObject.load_copy).
 
 from __future__ import annotations
 
-import logging
 import os
 
 from pwru.bpf import libbpf
-from pwru.trace.probes import Probe, ProbeTable
+from pwru.bpf.loader import LoadRequest, ProbeObject, first_load_requests
+from pwru.trace.backend import Held, Stopped, TraceContext
+from pwru.trace.probes import Probe, ProbeKind, ProbeTable
 
-log = logging.getLogger("pwru")
-
-TC_KIND = "tc"
-XDP_KIND = "xdp"
 _PROGRAMS = {
-    TC_KIND: ["pwru_fentry_tc"],
-    XDP_KIND: ["pwru_fentry_xdp", "pwru_fexit_xdp"],
+    ProbeKind.TC: ["pwru_fentry_tc"],
+    ProbeKind.XDP: ["pwru_fentry_xdp", "pwru_fexit_xdp"],
 }
-_TYPES = {libbpf.BPF_PROG_TYPE_SCHED_CLS: TC_KIND, libbpf.BPF_PROG_TYPE_XDP: XDP_KIND}
+_TYPES = {libbpf.BPF_PROG_TYPE_SCHED_CLS: ProbeKind.TC, libbpf.BPF_PROG_TYPE_XDP: ProbeKind.XDP}
 
 
-class Targets:
-    """The tc/XDP programs to trace; owns their fds (close() releases them)."""
+class TcXdpPrograms:
+    """Every loaded tc/XDP program with BTF (not pwru's own); holds their fds."""
 
-    def __init__(self, trace_tc: bool, trace_xdp: bool) -> None:
-        wanted = set()
-        if trace_tc:
-            wanted.add(libbpf.BPF_PROG_TYPE_SCHED_CLS)
-        if trace_xdp:
-            wanted.add(libbpf.BPF_PROG_TYPE_XDP)
-        self.programs: list[libbpf.LoadedProgram] = []
+    def __init__(self, ctx: TraceContext) -> None:
+        self.notes: list[str] = []
+        self.trace_tc = ctx.options.filter_trace_tc
+        self.trace_xdp = ctx.options.filter_trace_xdp
+        self.targets: list[libbpf.LoadedProgram] = []
+        self.probes: list[Probe] = []
+        self.held = Held()
+
+    def plan(self, table: ProbeTable) -> list[LoadRequest]:
+        """A probe per (target, pwru program); attach_btf_id is the target's function."""
+        wanted = {
+            t
+            for t, on in (
+                (libbpf.BPF_PROG_TYPE_SCHED_CLS, self.trace_tc),
+                (libbpf.BPF_PROG_TYPE_XDP, self.trace_xdp),
+            )
+            if on
+        }
         for prog in libbpf.loaded_programs(wanted):
             if prog.func_btf_id and not prog.name.startswith("pwru_"):
-                self.programs.append(prog)
+                self.targets.append(prog)
             else:  # no BTF to attach by, or our own
                 os.close(prog.fd)
+        for target in self.targets:
+            kind = _TYPES[target.type]
+            for program in _PROGRAMS[kind]:
+                self.probes.append(
+                    table.add(
+                        target.name,
+                        kind,
+                        program,
+                        attach_btf_id=target.func_btf_id,
+                        target_fd=target.fd,
+                    )
+                )
+        kinds = " and ".join(k for k, on in (("tc", self.trace_tc), ("XDP", self.trace_xdp)) if on)
+        self.notes.append(f"tracing {len(self.targets)} {kinds} programs")
+        return first_load_requests(self.probes)
 
-    def close(self) -> None:
-        for prog in self.programs:
-            os.close(prog.fd)
-        self.programs.clear()
+    def attach(self, obj: ProbeObject, stopped: Stopped) -> str:
+        obj.attach_raw(self.probes, self.held.fds)
+        return ""
 
-
-def plan(targets: Targets, table: ProbeTable) -> list[Probe]:
-    """A probe per (target, pwru program); attach_btf_id is the target's function."""
-    probes = []
-    for target in targets.programs:
-        kind = _TYPES[target.type]
-        for program in _PROGRAMS[kind]:
-            probe = table.add(target.name, kind, program, target.func_btf_id, target_fd=target.fd)
-            probes.append(probe)
-    return probes
+    def close(self) -> float:
+        seconds = self.held.close()
+        for target in self.targets:
+            os.close(target.fd)
+        self.targets.clear()
+        return seconds

@@ -12,16 +12,16 @@ position is loaded by libbpf and the rest are copies (loader.ProbeObject).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Callable
 
+from pwru.bpf.loader import LoadRequest, ProbeObject, first_load_requests
+from pwru.errors import UsageError
 from pwru.kernel.btf import SkbTracepoint
-from pwru.trace.probes import Probe, ProbeTable
+from pwru.trace.backend import Held, Stopped, TraceContext
+from pwru.trace.probes import Probe, ProbeKind, ProbeTable
 
 log = logging.getLogger("pwru")
 
 MAX_SKB_POSITION = 4  # pwru_tp_skb0 .. pwru_tp_skb4 in bpf/pwru.bpf.c
-KIND = "tracepoint"
 
 
 def program_for(tp: SkbTracepoint) -> str | None:
@@ -35,24 +35,39 @@ def program_for(tp: SkbTracepoint) -> str | None:
     return None
 
 
-@dataclass
-class Plan:
-    probes: list[Probe]
-    skipped: list[str]
+class TracepointBackend:
+    """Every wanted skb tracepoint of the running kernel."""
 
+    def __init__(self, ctx: TraceContext) -> None:
+        self.ctx = ctx
+        self.notes: list[str] = []
+        self.probes: list[Probe] = []
+        self.held = Held()
 
-def plan(
-    tracepoints: list[SkbTracepoint], table: ProbeTable, wanted: Callable[[str], bool]
-) -> Plan:
-    """Add a probe to ``table`` for every wanted skb tracepoint."""
-    probes: list[Probe] = []
-    skipped: list[str] = []
-    for tp in tracepoints:
-        if not wanted(tp.name):
-            continue
-        program = program_for(tp)
-        if program is None:
-            skipped.append(tp.name)
-            continue
-        probes.append(table.add(tp.name, KIND, program, tp.btf_id))
-    return Plan(probes, skipped)
+    def plan(self, table: ProbeTable) -> list[LoadRequest]:
+        for tp in self.ctx.running_btf.skb_tracepoints():
+            if not self.ctx.wanted(tp.name):
+                continue
+            program = program_for(tp)
+            if program is None:
+                log.debug(
+                    "skipping tracepoint %s: its sk_buff is past position %d",
+                    tp.name,
+                    MAX_SKB_POSITION,
+                )
+                continue
+            self.probes.append(
+                table.add(tp.name, ProbeKind.TRACEPOINT, program, attach_btf_id=tp.btf_id)
+            )
+        if not self.probes:
+            raise UsageError(
+                f"no skb tracepoint matches --filter-func {self.ctx.options.filter_func!r}"
+            )
+        return first_load_requests(self.probes)
+
+    def attach(self, obj: ProbeObject, stopped: Stopped) -> str:
+        obj.attach_raw(self.probes, self.held.fds)
+        return f"attached {len(self.probes)} tracepoints"
+
+    def close(self) -> float:
+        return self.held.close()

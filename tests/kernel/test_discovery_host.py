@@ -17,6 +17,9 @@ import pytest
 from pwru.kernel.btf import KernelBtf
 from pwru.kernel.discovery import AVAILABLE, TRACING_DIRS, Discovery, discover
 from pwru.kernel.kallsyms import Kallsyms
+from pwru.options import Options
+from pwru.trace.backend import TraceContext
+from pwru.trace.probes import ProbeKind, ProbeTable
 
 TRACEFS = TRACING_DIRS[0]
 
@@ -164,25 +167,31 @@ def test_clone_following_falls_back_to_kretprobes_here(
     from pwru.bpf import loader
     from pwru.bpf.abi import Config
     from pwru.trace import tracking
-    from pwru.trace.probes import ProbeTable
 
     monkeypatch.delenv(tracking.CLONE_HOOK_ENV, raising=False)
-    chosen = tracking.plan(vmlinux, ProbeTable(), free_traced=False)
+    chosen = tracking.CloneTracking(context(vmlinux))
+    requests = chosen.plan(ProbeTable())
     assert chosen.fexit_probes == []
     assert chosen.how == "kretprobe (the kernel refuses fexit: Operation not permitted)"
-    programs = [r.program for r in chosen.load_requests()]
+    programs = [r.program for r in requests]
     assert programs == ["pwru_kp_clone", "pwru_krp_clone", "pwru_kp_skbmem"]
-    obj = loader.load(Config(track_skb=1), chosen.load_requests(), {}, 4096)
+    obj = loader.load(Config(track_skb=1), requests, {}, 4096)
     try:
         assert all(obj.program_fd(p) > 0 for p in programs)
     finally:
         obj.close()
     # traced kfree_skbmem forgets by itself: no separate forget kprobe
+    table = ProbeTable()
+    table.add(tracking.FREE, ProbeKind.KPROBE_MULTI, "pwru_km_free", addr=1)
     assert "pwru_kp_skbmem" not in [
-        r.program for r in tracking.plan(vmlinux, ProbeTable(), free_traced=True).load_requests()
+        r.program for r in tracking.CloneTracking(context(vmlinux)).plan(table)
     ]
     monkeypatch.setenv(tracking.CLONE_HOOK_ENV, "kretprobe")
-    assert (
-        tracking.plan(vmlinux, ProbeTable(), free_traced=False).how
-        == "kretprobe (PWRU_CLONE_HOOK=kretprobe)"
-    )
+    again = tracking.CloneTracking(context(vmlinux))
+    again.plan(ProbeTable())
+    assert again.how == "kretprobe (PWRU_CLONE_HOOK=kretprobe)"
+
+
+def context(btf: KernelBtf) -> TraceContext:
+    """Planning context for the running kernel with default options."""
+    return TraceContext(Options(), btf, btf, Kallsyms.load, lambda _name: True)

@@ -14,7 +14,6 @@ Three layers:
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,8 +29,11 @@ from pwru.bpf.libbpf import RingBuffer
 from pwru.bpf.loader import LoadRequest
 from pwru.filter.skbexpr import MetadataField, compile_filter_expr, compile_metadata
 from pwru.kernel.btf import KernelBtf
+from pwru.kernel.kallsyms import Kallsyms
+from pwru.options import Options
 from pwru.output.decode import Event, decode_event
 from pwru.trace import tracepoint
+from pwru.trace.backend import TraceContext
 from pwru.trace.probes import ProbeTable
 
 FILTER_EXPRESSIONS = [
@@ -113,13 +115,13 @@ def tracing(
 ) -> Iterator[Callable[[], None]]:
     """Attach pwru's tracepoint programs with ``bodies`` spliced in; events are
     appended to ``events`` by the function yielded (call it after the traffic)."""
-    table = ProbeTable()
-    plan = tracepoint.plan(btf().skb_tracepoints(), table, lambda _name: True)
-    obj = loader.load(config, loader.first_load_requests(plan.probes), bodies, 1 << 22)
-    fds: list[int] = []
+    tracepoints = tracepoint.TracepointBackend(
+        TraceContext(Options(), btf(), btf(), Kallsyms.load, lambda _name: True)
+    )
+    obj = loader.load(config, tracepoints.plan(ProbeTable()), bodies, 1 << 22)
     ring: RingBuffer | None = None
     try:
-        obj.attach_raw(plan.probes, fds)
+        tracepoints.attach(obj, lambda: False)
         ring = RingBuffer(obj.events.fd, lambda data: events.append(decode_event(data)))
 
         def drain() -> None:
@@ -132,8 +134,7 @@ def tracing(
     finally:
         if ring is not None:
             ring.close()
-        for fd in reversed(fds):
-            os.close(fd)
+        tracepoints.close()
         obj.close()
 
 

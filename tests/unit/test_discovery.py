@@ -12,7 +12,7 @@ import pytest
 from pwru.errors import UsageError
 from pwru.kernel import discovery
 from pwru.kernel.btf import BtfError, KernelBtf
-from pwru.kernel.discovery import Discovery, SkbFunc, discover
+from pwru.kernel.discovery import AttachTarget, Discovery, discover
 from pwru.kernel.kallsyms import Kallsyms
 from tests.unit.test_btf import Builder, kernel_like
 
@@ -59,15 +59,15 @@ TRACEABLE = {
     "helper [veth]": [0xFFFFFFFFC0100104],
     "veth_xmit [veth]": [0xFFFFFFFFC0100204],
 }
-IP_RCV = SkbFunc("ip_rcv", 0, 0xFFFFFFFF81001010, "")
-DROP = SkbFunc("sk_skb_reason_drop", 1, 0xFFFFFFFF81001100, "")
-HELPER_1 = SkbFunc("helper", 0, 0xFFFFFFFF81001200, "")
-HELPER_2 = SkbFunc("helper", 0, 0xFFFFFFFF81001300, "")
-UNTRACED = SkbFunc("untraced", 0, 0xFFFFFFFF81001400, "")
-ALIAS_A = SkbFunc("alias_a", 2, 0xFFFFFFFF81001500, "")
-MOD_RCV = SkbFunc("mod_rcv", 1, 0xFFFFFFFFC0100000, "veth")
-MOD_HELPER = SkbFunc("helper", 0, 0xFFFFFFFFC0100100, "veth")
-VETH_XMIT = SkbFunc("veth_xmit", 0, 0xFFFFFFFFC0100200, "veth")
+IP_RCV = AttachTarget("ip_rcv", 0, 0xFFFFFFFF81001010, "")
+DROP = AttachTarget("sk_skb_reason_drop", 1, 0xFFFFFFFF81001100, "")
+HELPER_1 = AttachTarget("helper", 0, 0xFFFFFFFF81001200, "")
+HELPER_2 = AttachTarget("helper", 0, 0xFFFFFFFF81001300, "")
+UNTRACED = AttachTarget("untraced", 0, 0xFFFFFFFF81001400, "")
+ALIAS_A = AttachTarget("alias_a", 2, 0xFFFFFFFF81001500, "")
+MOD_RCV = AttachTarget("mod_rcv", 1, 0xFFFFFFFFC0100000, "veth")
+MOD_HELPER = AttachTarget("helper", 0, 0xFFFFFFFFC0100100, "veth")
+VETH_XMIT = AttachTarget("veth_xmit", 0, 0xFFFFFFFFC0100200, "veth")
 
 
 def everything(name: str) -> bool:
@@ -336,32 +336,3 @@ def test_kmods_bad_btf(machine: Machine) -> None:
 def test_all_kmods_without_btf_dir(machine: Machine, tmp_path: Path) -> None:
     with pytest.raises(BtfError, match="cannot list"):
         machine.discover(all_kmods=True, btf_dir=str(tmp_path / "none"))
-
-
-def test_kprobe_plan_serves_both_families_without_copies() -> None:
-    """One plan, numbered once; each kprobe family loads and attaches its own programs."""
-    from pwru.trace import kprobe
-    from pwru.trace.probes import ProbeTable
-
-    funcs = [
-        SkbFunc("ip_rcv", 0, 0x1000, ""),
-        SkbFunc("ip_output", 2, 0x2000, ""),
-        SkbFunc("sk_skb_reason_drop", 1, 0x3000, ""),
-        SkbFunc("far_away", 5, 0x4000, ""),  # 6th parameter: no program
-        SkbFunc("kfree_skbmem", 0, 0x5000, ""),  # reports, then forgets the skb
-    ]
-    table = ProbeTable()
-    probes = kprobe.plan(kprobe.KPROBE_MULTI, funcs, table)
-    assert [p.name for p in probes] == ["ip_rcv", "ip_output", "sk_skb_reason_drop", "kfree_skbmem"]
-    assert [kprobe.program_in(kprobe.KPROBE, p) for p in probes] == [
-        "pwru_kp_skb0",
-        "pwru_kp_skb2",
-        "pwru_kp_skdrop_reason",
-        "pwru_kp_free",
-    ]
-    assert [r.program for r in kprobe.load_requests(probes, kprobe.KPROBE_MULTI)] == [
-        "pwru_km_free",
-        "pwru_km_skb0",
-        "pwru_km_skb2",
-        "pwru_km_skdrop_reason",
-    ]

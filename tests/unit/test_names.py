@@ -18,16 +18,15 @@ from pathlib import Path
 import pytest
 
 from pwru.errors import UsageError
-from pwru.output.decode import Event
-from pwru.output.names import (
-    SystemNames,
+from pwru.kernel.netns import (
     current_netns,
     netns_paths,
     resolve_ifindex,
     resolve_netns,
     run_in_netns,
-    truncate_name,
 )
+from pwru.output.decode import Event
+from pwru.output.names import SystemNames, truncate_name
 
 needs_netns = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None,

@@ -28,8 +28,8 @@ from pwru.filter.skbexpr import (
     SkbExprError,
     compile_filter_expr,
     compile_metadata,
+    compile_skb_exprs,
     parse_comparison,
-    skb_expr_bodies,
 )
 from pwru.kernel.btf import KernelBtf, Kind
 from pwru.options import Options
@@ -667,24 +667,32 @@ def test_metadata_format() -> None:
 # The session's entry point
 
 
-def test_skb_expr_bodies() -> None:
+def test_compile_skb_exprs() -> None:
     btf, _ = mini()
-    assert skb_expr_bodies(Options(), btf) == ({}, [])
+    nothing = compile_skb_exprs(Options(), btf)
+    assert (nothing.bodies, nothing.fields, nothing.has_filter, nothing.has_metadata) == (
+        {},
+        [],
+        False,
+        False,
+    )
     options = Options(filter_skb_expr="skb->mark == 1", output_skb_metadata=["skb->mark"])
-    bodies, fields = skb_expr_bodies(options, btf)
-    assert set(bodies) == {"filter_skb_expr", "read_skb_metadata"}
-    assert bodies["filter_skb_expr"] == compile_filter_expr("skb->mark == 1", btf)
-    assert [f.expr for f in fields] == ["skb->mark"]
-    bodies, fields = skb_expr_bodies(Options(output_skb_metadata=["skb->pkt_type"]), btf)
-    assert set(bodies) == {"read_skb_metadata"} and fields[0].bits == 3
+    both = compile_skb_exprs(options, btf)
+    assert set(both.bodies) == {"filter_skb_expr", "read_skb_metadata"}
+    assert both.has_filter and both.has_metadata
+    assert both.bodies["filter_skb_expr"] == compile_filter_expr("skb->mark == 1", btf)
+    assert [f.expr for f in both.fields] == ["skb->mark"]
+    metadata = compile_skb_exprs(Options(output_skb_metadata=["skb->pkt_type"]), btf)
+    assert set(metadata.bodies) == {"read_skb_metadata"} and metadata.fields[0].bits == 3
+    assert not metadata.has_filter
     with pytest.raises(SkbExprError, match="--filter-skb-expr"):
-        skb_expr_bodies(Options(filter_skb_expr="skb->nope == 1"), btf)
+        compile_skb_exprs(Options(filter_skb_expr="skb->nope == 1"), btf)
 
 
 def test_debug_listing(caplog: pytest.LogCaptureFixture) -> None:
     btf, _ = mini()
     with caplog.at_level("DEBUG", logger="pwru.filter"):
-        skb_expr_bodies(
+        compile_skb_exprs(
             Options(filter_skb_expr="skb->mark == 1", output_skb_metadata=["skb->mark"]), btf
         )
     text = caplog.text

@@ -1,0 +1,57 @@
+"""The run-time configuration the BPF programs read from .rodata, built in one place.
+
+``struct pwru_config`` (pwru.bpf.abi.Config) holds the meta filters (netns, mark,
+interface), which optional filters were spliced in, what each event carries, and
+what follows it in the ring record. The verifier sees these values as constants
+and prunes the code of everything switched off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pwru.bpf.abi import PWRU_MAX_STACK_FRAMES, Config
+from pwru.kernel.netns import resolve_ifindex, resolve_netns
+from pwru.options import Options
+
+STACK_FRAMES_FOR_CALLER = 8  # enough to step over tracing frames to the caller
+SKB_TEXT_LEN = 4096  # bytes of bpf_snprintf_btf output per event (cilium/pwru's default)
+
+
+@dataclass(frozen=True)
+class Spliced:
+    """Which optional filter stubs get a body (the rest accept everything)."""
+
+    pcap: bool = False
+    tunnel: bool = False
+    skb_expr: bool = False
+    skb_metadata: bool = False
+
+
+def build_config(options: Options, spliced: Spliced) -> Config:
+    """Meta filters and output switches for ``options``; resolves --filter-netns and
+    --filter-ifname (UsageError when they name nothing)."""
+    config = Config()
+    if options.filter_netns:
+        config.netns = resolve_netns(options.filter_netns)
+    if options.filter_ifname:
+        config.ifindex = resolve_ifindex(options.filter_ifname, options.filter_netns)
+    config.mark = options.filter_mark
+    config.mark_mask = options.filter_mark_mask
+    config.output_meta = int(options.output_meta)
+    config.output_tuple = int(options.output_tuple)
+    # stack owners are tracked skbs (parse_options turns by-stackid on for non-skb funcs)
+    config.track_skb_by_stackid = int(options.filter_track_skb_by_stackid)
+    config.track_skb = int(options.filter_track_skb or options.filter_track_skb_by_stackid)
+    config.output_tunnel = int(options.output_tunnel)
+    if options.output_stack:
+        config.stack_frames = PWRU_MAX_STACK_FRAMES
+    elif options.output_caller:
+        config.stack_frames = STACK_FRAMES_FOR_CALLER
+    config.skb_text_len = SKB_TEXT_LEN if options.output_skb else 0
+    config.shinfo_text_len = SKB_TEXT_LEN if options.output_skb_shared_info else 0
+    config.have_pcap_filter = int(spliced.pcap)
+    config.have_tunnel_filter = int(spliced.tunnel)
+    config.have_skb_expr = int(spliced.skb_expr)
+    config.output_skb_metadata = int(spliced.skb_metadata)
+    return config

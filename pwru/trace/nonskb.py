@@ -1,0 +1,59 @@
+"""--filter-non-skb-funcs: kprobes on functions that take no sk_buff.
+
+Such a function (``nft_do_chain``, say) reports the matched skb that owns the stack
+it runs on (--filter-track-skb-by-stackid, which the option turns on), so its
+events sit among the packet's own. One kprobe per copy of a repeated name.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pwru.bpf import libbpf
+from pwru.bpf.loader import LoadRequest, ProbeObject
+from pwru.errors import UsageError
+from pwru.trace.backend import Held, Stopped, TraceContext
+from pwru.trace.kprobe import attach_each
+from pwru.trace.probes import Probe, ProbeKind, ProbeTable
+
+log = logging.getLogger("pwru")
+
+PROGRAM = "pwru_kp_nonskb"
+BATCH = 4  # a handful of functions: a few threads are plenty
+
+
+class NonSkbProbes:
+    """A kprobe on each copy of every --filter-non-skb-funcs function."""
+
+    def __init__(self, ctx: TraceContext) -> None:
+        self.ctx = ctx
+        self.notes: list[str] = []
+        self.probes: list[Probe] = []
+        self.held = Held()
+
+    def plan(self, table: ProbeTable) -> list[LoadRequest]:
+        names = self.ctx.options.filter_non_skb_funcs
+        found = self.ctx.ksyms().find(names)  # one pass; no full name index
+        for name in names:
+            addrs = [symbol.addr for symbol in found.get(name, ())]
+            if not addrs:
+                raise UsageError(f"--filter-non-skb-funcs: no kernel function {name!r}")
+            self.probes += [table.add(name, ProbeKind.KPROBE, PROGRAM, addr=a) for a in addrs]
+        return [LoadRequest(PROGRAM)]
+
+    def attach(self, obj: ProbeObject, stopped: Stopped) -> str:
+        attached = 0
+
+        def done(probe: Probe, result: libbpf.BpfLink | OSError) -> None:
+            nonlocal attached
+            if isinstance(result, OSError):
+                log.debug("kprobe: skipping %s: %s", probe.name, result)
+            else:
+                self.held.links.append(result)
+                attached += 1
+
+        attach_each(obj, self.probes, BATCH, stopped, done)
+        return f"{attached} non-skb functions"
+
+    def close(self) -> float:
+        return self.held.close()
