@@ -16,6 +16,8 @@
 #   PWRU_VM_PRUNE=1  delete cached kernels ($PWRU_VM_DIR/kernels/*) not in this run's list
 #   PWRU_VM_RETRIES  reboots of a kernel whose VM failed to run the suite (rc 125), default 1
 #   PWRU_VM_MEM / PWRU_VM_CPUS  guest size (default 2G / 2)
+#   PWRU_BIN         the pwru command the guest tests run (default: the console script
+#                    next to PWRU_PYTHON), e.g. a wrapper running another checkout
 #   PWRU_VM_PLUGIN_AUTOLOAD=1   let pytest autoload installed plugins in the guest (off:
 #                    saves ~4 s a boot; add plugins explicitly with -p NAME instead)
 # Output: $PWRU_VM_DIR/results/<pkg>.{log,xml,json} (console log, JUnit XML, observations)
@@ -93,7 +95,7 @@ while read -r pkg pat suite exp_kp exp_kpm exp_fe; do
     t=$(now)
     "$HERE/run-in-guest.sh" -t "$TMO" -m "${PWRU_VM_MEM:-2G}" -c "${PWRU_VM_CPUS:-2}" \
       -r "$PROGS" -w "$RESULTS" \
-      -e PWRU_VM_PROGS="$PROGS" -e PWRU_VM_RESULTS="$RESULTS" \
+      -e PWRU_VM_PROGS="$PROGS" -e PWRU_VM_RESULTS="$RESULTS" ${PWRU_BIN:+-e PWRU_BIN="$PWRU_BIN"} \
       "$pkg" "$cmd" </dev/null > >(tee -a "$RESULTS/$pkg.log") 2> >(tee -a "$RESULTS/$pkg.log" >&2)
     rc=$?
     wall=$(since "$t")
