@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import struct
 
@@ -276,3 +277,18 @@ def test_disassemble_shows_labels_and_offsets() -> None:
         "    5: exit",
         "    6: goto <missing>",
     ]
+
+
+def test_every_opcode_prints_as_before() -> None:
+    """All 256 opcodes with a spread of src, off, imm and targets print exactly as
+    they did (a SHA-256 of the text: a change to the disassembler must be deliberate)."""
+    digest = hashlib.sha256()
+    for code in range(256):
+        for src in range(7):
+            for off in (0, 1, 8, -4):
+                for imm in (0, 1, 16, 32, 64, -5, 0x41, 0xE1, 0xF1, 0x1_0000_0002):
+                    digest.update(ebpf.format_insn(Insn(code, 3, src, off, imm)).encode() + b"\n")
+            jump = Insn(code, 3, src, 2, 5, target="t")
+            for delta in (None, -4):
+                digest.update(ebpf.format_insn(jump, delta).encode() + b"\n")
+    assert digest.hexdigest() == "040873c9963800de4202015db430bc140632f7940d9905f1e0339a7c35c7a070"

@@ -16,6 +16,7 @@ bpf_filter.c.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import random
 import struct
@@ -1035,6 +1036,163 @@ def test_tcpdump_style_disassembly() -> None:
     }
     for insn, text in others.items():
         assert cbpf.format_insn(insn, 0) == f"(000) {text}"
+
+
+def test_listings_of_a_hand_written_program() -> None:
+    """Both listings --debug prints, letter for letter."""
+    prog = HAND_PROGRAMS["loop summing bytes"]
+    assert cbpf.disassemble(prog) == [
+        "(000) ldx      #0x0",
+        "(001) st       M[0]",
+        "(002) ldb      [x + 0]",
+        "(003) ldx      M[0]",
+        "(004) add      x",
+        "(005) st       M[0]",
+        "(006) ld       #pktlen",
+        "(007) jeq      #0x0             jt 11\tjf 8",
+        "(008) ldx      #0x1",
+        "(009) stx      M[1]",
+        "(010) ja       2",
+        "(011) ld       M[0]",
+        "(012) ret      a",
+    ]
+    assert ebpf.disassemble(translate.translate(prog, name="sum")) == [
+        "sum:",
+        "    0: r7 = r1",
+        "    1: if r2 >= r1 goto +1 <sum.len_ok>",
+        "    2: r2 = r1",
+        "sum.len_ok:",
+        "    3: r2 -= r1",
+        "    4: *(u64 *)(r10 - 16) = r2",
+        "    5: r1 = r10",
+        "    6: r1 += -16",
+        "    7: r3 = r1",
+        "    8: r2 = 8",
+        "    9: call bpf_probe_read_kernel#113",
+        "   10: w8 = 0",
+        "   11: w9 = 0",
+        "   12: *(u32 *)(r10 - 20) = 0",
+        "   13: r6 = 0",
+        "sum.L0:",
+        "   14: w9 = 0",
+        "sum.L1:",
+        "   15: *(u32 *)(r10 - 20) = r8",
+        "sum.L2.enter:",
+        "   16: r6 = 0",
+        "sum.L2:",
+        "   17: w1 = 0",
+        "   18: r1 += r9",
+        "   19: r2 = r1",
+        "   20: r2 += 1",
+        "   21: r0 = *(u64 *)(r10 - 16)",
+        "   22: if r2 > r0 goto +22 <sum.reject>",
+        "   23: r3 = r7",
+        "   24: r3 += r1",
+        "   25: r1 = r10",
+        "   26: r1 += -8",
+        "   27: r2 = 1",
+        "   28: call bpf_probe_read_kernel#113",
+        "   29: if r0 != 0x0 goto +15 <sum.reject>",
+        "   30: r8 = *(u8 *)(r10 - 8)",
+        "sum.L3:",
+        "   31: r9 = *(u32 *)(r10 - 20)",
+        "sum.L4:",
+        "   32: w8 += w9",
+        "sum.L5:",
+        "   33: *(u32 *)(r10 - 20) = r8",
+        "sum.L6:",
+        "   34: r8 = *(u64 *)(r10 - 16)",
+        "   35: w8 = w8",
+        "sum.L7:",
+        "   36: if w8 == 0x0 goto +5 <sum.L11>",
+        "sum.L8:",
+        "   37: w9 = 1",
+        "sum.L9:",
+        "   38: *(u32 *)(r10 - 24) = r9",
+        "sum.L10:",
+        "   39: r6 += 1",
+        "   40: if r6 > 0x40 goto +4 <sum.reject>",
+        "   41: goto -25 <sum.L2>",
+        "sum.L11:",
+        "   42: r8 = *(u32 *)(r10 - 20)",
+        "sum.L12:",
+        "   43: w0 = w8",
+        "   44: exit",
+        "sum.reject:",
+        "   45: w0 = 0",
+        "   46: exit",
+    ]
+
+
+def test_listing_of_every_valid_cbpf_opcode() -> None:
+    lines = [cbpf.format_insn(CbpfInsn(code, 1, 2, 7), 3) for code in sorted(cbpf.VALID_CODES)]
+    assert lines == [
+        "(003) ld       #0x7",
+        "(003) ldx      #0x7",
+        "(003) st       M[7]",
+        "(003) stx      M[7]",
+        "(003) add      #7",
+        "(003) ja       11",
+        "(003) ret      #7",
+        "(003) tax      ",
+        "(003) add      x",
+        "(003) sub      #7",
+        "(003) jeq      #0x7             jt 5\tjf 6",
+        "(003) ret      a",
+        "(003) sub      x",
+        "(003) jeq      x                jt 5\tjf 6",
+        "(003) ld       [7]",
+        "(003) mul      #7",
+        "(003) jgt      #0x7             jt 5\tjf 6",
+        "(003) ldh      [7]",
+        "(003) mul      x",
+        "(003) jgt      x                jt 5\tjf 6",
+        "(003) ldb      [7]",
+        "(003) div      #7",
+        "(003) jge      #0x7             jt 5\tjf 6",
+        "(003) div      x",
+        "(003) jge      x                jt 5\tjf 6",
+        "(003) ld       [x + 7]",
+        "(003) or       #7",
+        "(003) jset     #0x7             jt 5\tjf 6",
+        "(003) ldh      [x + 7]",
+        "(003) or       x",
+        "(003) jset     x                jt 5\tjf 6",
+        "(003) ldb      [x + 7]",
+        "(003) and      #7",
+        "(003) and      x",
+        "(003) ld       M[7]",
+        "(003) ldx      M[7]",
+        "(003) lsh      #7",
+        "(003) lsh      x",
+        "(003) rsh      #7",
+        "(003) rsh      x",
+        "(003) ld       #pktlen",
+        "(003) ldx      #pktlen",
+        "(003) neg      ",
+        "(003) txa      ",
+        "(003) mod      #7",
+        "(003) mod      x",
+        "(003) xor      #7",
+        "(003) xor      x",
+        "(003) ldxb     4*([7]&0xf)",
+    ]
+
+
+def test_listings_digest() -> None:
+    """Every cBPF opcode and 300 random programs in both dialects print exactly
+    as they did (a SHA-256 of the text: a change to the disassemblers must be
+    deliberate)."""
+    digest = hashlib.sha256()
+    for code in range(0x10000):
+        for k in (7, 0xFFFFFFF9):
+            digest.update(cbpf.format_insn(CbpfInsn(code, 1, 2, k), 3).encode() + b"\n")
+    rnd = random.Random(7)
+    for _ in range(300):
+        prog = random_program(rnd)
+        digest.update("\n".join(cbpf.disassemble(prog)).encode())
+        digest.update("\n".join(ebpf.disassemble(translate.translate(prog, name="f"))).encode())
+    assert digest.hexdigest() == "681be261360877bf6f6eff36c2dd5f799958c54a6b3f0b7804e3aabb31d4aa83"
 
 
 def test_cbpf_encoding_round_trip() -> None:
