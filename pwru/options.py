@@ -24,12 +24,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from pwru.bpf.abi import PWRU_MAX_SKB_METADATA
 from pwru.errors import UsageError
 from pwru.trace import BackendName
 
 TIMESTAMPS = ("none", "current", "relative", "absolute")
 BACKENDS = tuple(name.value for name in BackendName)
-MAX_SKB_METADATA = 4
+MAX_SKB_METADATA = PWRU_MAX_SKB_METADATA  # slots in struct pwru_event
+KPROBE_BATCH = 10  # kprobes attached (and detached) at once
 U32_MAX = 0xFFFFFFFF
 
 # Ring buffer: 16 MiB by default, like the map definition in bpf/pwru.bpf.c. One
@@ -69,7 +71,7 @@ class Options:
     filter_trace_xdp: bool = False
     filter_tunnel_pcap_l2: str = ""
     filter_tunnel_pcap_l3: str = ""
-    filter_kprobe_batch: int = 10
+    filter_kprobe_batch: int = KPROBE_BATCH
     filter_skb_expr: str = ""
     # output
     timestamp: str = "none"
@@ -263,6 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,  # pflag has no abbreviations; --output-s would be ambiguous
     )
     p.add_argument("pcap_words", nargs="*", metavar="pcap-filter", help=argparse.SUPPRESS)
+    _add_general(p)
+    _add_filters(p.add_argument_group("filters"))
+    _add_output(p.add_argument_group("output"))
+    _add_legacy(p.add_argument_group("legacy flags (old pwru releases; prefer a pcap-filter)"))
+    return p
+
+
+def _add_general(p: argparse.ArgumentParser) -> None:
     add = p.add_argument
     add("--version", action=BoolFlag, help="show pwru version and exit")
     add("--debug", action=BoolFlag, help="enable debug logging")
@@ -276,8 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
         help='"kprobe", "kprobe-multi" or "tracepoint"; chosen automatically if not given',
     )
 
-    f = p.add_argument_group("filters")
-    fa = f.add_argument
+
+def _add_filters(group: argparse._ArgumentGroup) -> None:
+    fa = group.add_argument
     fa(
         "--filter-func",
         default="",
@@ -337,10 +348,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fa(
         "--filter-kprobe-batch",
-        default=10,
+        default=KPROBE_BATCH,
         type=_parse_count(1),
         metavar="N",
-        help="kprobes attached/detached per batch (default 10)",
+        help=f"kprobes attached/detached per batch (default {KPROBE_BATCH})",
     )
     fa(
         "--filter-skb-expr",
@@ -349,8 +360,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="skb C expression, e.g. 'skb->protocol == 0x0800'",
     )
 
-    o = p.add_argument_group("output")
-    oa = o.add_argument
+
+def _add_output(group: argparse._ArgumentGroup) -> None:
+    oa = group.add_argument
     oa(
         "--timestamp",
         default="none",
@@ -391,8 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"event ring buffer size in MiB, a power of two (default {DEFAULT_RINGBUF_MB})",
     )
 
-    g = p.add_argument_group("legacy flags (old pwru releases; prefer a pcap-filter)")
-    ga = g.add_argument
+
+def _add_legacy(group: argparse._ArgumentGroup) -> None:
+    ga = group.add_argument
     ga("--filter-src-ip", type=parse_ip, metavar="IP", help="= 'src host IP'")
     ga("--filter-dst-ip", type=parse_ip, metavar="IP", help="= 'dst host IP'")
     ga("--filter-src-port", type=parse_port, metavar="PORT", help="= 'src port PORT'")
@@ -401,7 +414,6 @@ def build_parser() -> argparse.ArgumentParser:
     ga("--filter-proto", type=parse_proto, metavar="PROTO", help="tcp, udp, icmp or icmp6")
     ga("--filter-pcap", metavar="EXPR", help="= the pcap-filter argument")
     ga("--output-relative-timestamp", action=BoolFlag, help="= --timestamp=relative")
-    return p
 
 
 def _pflag_style(

@@ -125,7 +125,6 @@ def discover(
     for module, btf in _module_btfs(kernel_btf, kmods, all_kmods, btf_dir, notes):
         candidates += [(module, fn) for fn in btf.skb_functions()]
     skipped: Counter[str] = Counter()
-
     selected = [(module, fn) for module, fn in candidates if wanted(fn.name)]
     skipped[SKIP_FILTER] = len(candidates) - len(selected)
 
@@ -135,31 +134,19 @@ def discover(
     elif ftrace is not None:
         source = f"BTF and kallsyms ({ftrace.short})"
         notes.append(f"{ftrace.detail}: using BTF and kallsyms; some functions may not attach")
-        ftrace = None
     else:
         source = "BTF (no function selected)"
-
-    markers = [name for section in _UNTRACEABLE_SECTIONS for name in section]
-    symbols = ksyms.find([fn.name for _, fn in selected] + markers)
-    untraceable = _untraceable_sections(symbols) if ftrace is None else []
+    traceable = _Traceable(ksyms, ftrace if isinstance(ftrace, _Ftrace) else None)
+    symbols = ksyms.find([fn.name for _, fn in selected] + traceable.markers)
+    traceable.set_untraceable(symbols)
     functions: list[AttachTarget] = []
     for module, fn in selected:
         copies = [s for s in symbols.get(fn.name, ()) if s.module == module]
-        if not copies:
-            skipped[SKIP_NO_SYMBOL] += 1
-            continue
-        if ftrace is None:
-            copies = [s for s in copies if not any(lo <= s.addr < hi for lo, hi in untraceable)]
-        elif ftrace.ips is not None:
-            copies = [s for s in copies if _traced(s, ftrace.ips, ksyms)]
-        else:
-            listed = ftrace.names[f"{fn.name} [{module}]" if module else fn.name]
-            if 0 < listed < len(copies):
-                skipped[SKIP_AMBIGUOUS] += 1
-                continue
-            copies = copies if listed else []
-        if not copies:
-            skipped[SKIP_NOT_TRACEABLE] += 1
+        why_not = SKIP_NO_SYMBOL if not copies else ""
+        if copies:
+            copies, why_not = traceable.copies(fn.name, module, copies)
+        if why_not:
+            skipped[why_not] += 1
             continue
         functions += [AttachTarget(fn.name, fn.skb_arg, s.addr, module) for s in copies]
 
@@ -172,6 +159,39 @@ def discover(
         source=source,
         notes=notes,
     )
+
+
+class _Traceable:
+    """Which copies of a function ftrace can hook: by ftrace's call-site addresses,
+    by its name list, or (without ftrace's list) all but those in init/noinstr code."""
+
+    markers = [name for section in _UNTRACEABLE_SECTIONS for name in section]
+
+    def __init__(self, ksyms: Kallsyms, ftrace: _Ftrace | None) -> None:
+        self.ksyms = ksyms
+        self.ftrace = ftrace
+        self.untraceable: list[tuple[int, int]] = []
+
+    def set_untraceable(self, symbols: dict[str, list[Symbol]]) -> None:
+        """Note the untraceable sections (needed only without ftrace's list)."""
+        if self.ftrace is None:
+            self.untraceable = _untraceable_sections(symbols)
+
+    def copies(self, name: str, module: str, copies: list[Symbol]) -> tuple[list[Symbol], str]:
+        """The traceable copies, or [] and the skip reason."""
+        ftrace = self.ftrace
+        if ftrace is None:
+            copies = [
+                s for s in copies if not any(lo <= s.addr < hi for lo, hi in self.untraceable)
+            ]
+        elif ftrace.ips is not None:
+            copies = [s for s in copies if _traced(s, ftrace.ips, self.ksyms)]
+        else:
+            listed = ftrace.names[f"{name} [{module}]" if module else name]
+            if 0 < listed < len(copies):
+                return [], SKIP_AMBIGUOUS
+            copies = copies if listed else []
+        return copies, "" if copies else SKIP_NOT_TRACEABLE
 
 
 # ---- BTF of modules --------------------------------------------------------------

@@ -140,8 +140,8 @@ class Renderer:
         self._wall_sec = -1
         self._wall_prefix = ""
         self._metadata_names = [metadata_name(e) for e in options.output_skb_metadata]
-        # --output-skb-metadata fields as compiled (pwru.skbexpr); they know their types
-        self._metadata = tuple(metadata)
+        # --output-skb-metadata fields as compiled (pwru.filter.skbexpr); they know their types
+        self._metadata_fields = tuple(metadata)
         self._tuples: dict[Tuple5 | None, str] = {}
 
     def header(self) -> str | None:
@@ -187,6 +187,11 @@ class Renderer:
         elif ev.type == PWRU_EVENT_XDP:
             name += "(xdp)"
         return name
+
+    def time_value(self, ev: Event) -> int:
+        """The TIMESTAMP value of --timestamp=current (event time) or relative (since
+        the skb's previous event)."""
+        return self.relative_ts(ev) if self._ts_mode == "relative" else ev.ts
 
     def relative_ts(self, ev: Event) -> int:
         """Nanoseconds since the previous event of the same skb (0 for its first)."""
@@ -256,51 +261,16 @@ class TextRenderer(Renderer):
         shinfo_text: str = "",
     ) -> str:
         o = self.options
-        names = self.names
-        ts_mode = self._ts_mode
-        line = f"{ev.skb_addr:<#18x} {ev.cpu:<3} {names.process(ev.pid, ev.comm):<16}"
-        if ts_mode != "none":
-            if ts_mode == "absolute":
-                line = f"{self.absolute_ts(ev):<23} {line} {ev.ts:<16}"
-            elif ts_mode == "relative":
-                line = f"{line} {self.relative_ts(ev):<16}"
-            else:
-                line = f"{line} {ev.ts:<16}"
-        parts = [line]
+        parts = [self._lead(ev)]
         if o.output_meta:
-            key = (ev.netns, ev.ifindex)
-            iface = self._ifaces.get(key)
-            if iface is None:
-                name = names.iface(ev.netns, ev.ifindex)
-                # str.center pads like pwru's centerAlignString for an even width
-                iface = name.center(16)
-                if ":" in name:  # resolved; a bare ifindex may resolve later
-                    if len(self._ifaces) >= _CACHE_LIMIT:
-                        self._ifaces.clear()
-                    self._ifaces[key] = iface
-            parts.append(
-                f" {ev.netns:<10} {ev.mark:<8x} {iface} {ev.protocol:#06x} {ev.mtu:<5} {ev.len:<5}"
-            )
+            parts.append(self._meta(ev))
         if o.output_tuple:
             tup = self._tuple(ev.tuple)
             if len(tup) > self._tuple_width:
                 self._tuple_width = len(tup)
             parts.append(f" {tup:<{self._tuple_width}}")
-        func = self.func_name(ev)
-        if o.output_caller:
-            if len(func) > self._func_width:
-                self._func_width = len(func)
-            parts.append(f" {func:<{self._func_width}} {names.symbol(ev.caller_ip)}")
-        else:
-            parts.append(f" {func}")
-        if self._metadata:
-            # like cilium/pwru: " mark=66", typed; XDP events carry no skb to read
-            if ev.type != PWRU_EVENT_XDP:
-                for field, value in zip(self._metadata, ev.skb_metadata):
-                    parts.append(f" {field.name}={field.format(value)}")
-        else:
-            for name, value in zip(self._metadata_names, ev.skb_metadata):
-                parts.append(f" {name}={value}")
+        parts.append(self._func(ev))
+        parts += self._metadata(ev)
         if o.output_stack:
             parts.extend("\n" + frame for frame in stack)
         if skb_text:
@@ -310,6 +280,47 @@ class TextRenderer(Renderer):
         if o.output_tunnel:
             parts.append(" " + self._tuple(ev.tunnel_tuple))
         return "".join(parts)
+
+    def _lead(self, ev: Event) -> str:
+        """[TIME] SKB CPU PROCESS [TIMESTAMP]."""
+        line = f"{ev.skb_addr:<#18x} {ev.cpu:<3} {self.names.process(ev.pid, ev.comm):<16}"
+        mode = self._ts_mode
+        if mode == "none":
+            return line
+        if mode == "absolute":
+            return f"{self.absolute_ts(ev):<23} {line} {ev.ts:<16}"
+        return f"{line} {self.time_value(ev):<16}"
+
+    def _meta(self, ev: Event) -> str:
+        """NETNS MARK/x IFACE PROTO MTU LEN."""
+        key = (ev.netns, ev.ifindex)
+        iface = self._ifaces.get(key)
+        if iface is None:
+            name = self.names.iface(ev.netns, ev.ifindex)
+            # str.center pads like pwru's centerAlignString for an even width
+            iface = name.center(16)
+            if ":" in name:  # resolved; a bare ifindex may resolve later
+                if len(self._ifaces) >= _CACHE_LIMIT:
+                    self._ifaces.clear()
+                self._ifaces[key] = iface
+        return f" {ev.netns:<10} {ev.mark:<8x} {iface} {ev.protocol:#06x} {ev.mtu:<5} {ev.len:<5}"
+
+    def _func(self, ev: Event) -> str:
+        """FUNC [CALLER]; FUNC widens to the longest seen when CALLER follows."""
+        func = self.func_name(ev)
+        if not self.options.output_caller:
+            return f" {func}"
+        if len(func) > self._func_width:
+            self._func_width = len(func)
+        return f" {func:<{self._func_width}} {self.names.symbol(ev.caller_ip)}"
+
+    def _metadata(self, ev: Event) -> list[str]:
+        """--output-skb-metadata as pwru prints it: " mark=66", typed."""
+        if not self._metadata_fields:
+            return [f" {n}={v}" for n, v in zip(self._metadata_names, ev.skb_metadata)]
+        if ev.type == PWRU_EVENT_XDP:  # XDP events carry no skb to read
+            return []
+        return [f" {f.name}={f.format(v)}" for f, v in zip(self._metadata_fields, ev.skb_metadata)]
 
 
 class JsonRenderer(Renderer):
@@ -332,40 +343,9 @@ class JsonRenderer(Renderer):
         shinfo_text: str = "",
     ) -> str:
         o = self.options
-        names = self.names
-        parts = [f'{{"skb":"{ev.skb_addr:#x}"']
-        if ev.cpu:
-            parts.append(f',"cpu":{ev.cpu}')
-        process = names.process(ev.pid, ev.comm)
-        if process:
-            parts.append(',"process":' + _json_str(process))
-        parts.append(',"func":' + _json_str(self.func_name(ev)))
-        if o.output_caller:
-            caller = names.symbol(ev.caller_ip)
-            if caller:
-                parts.append(',"caller_func":' + _json_str(caller))
-        ts_mode = self._ts_mode
-        if ts_mode != "none":
-            if ts_mode == "relative":
-                parts.append(f',"time":{self.relative_ts(ev)}')
-            elif ts_mode == "absolute":
-                parts.append(f',"time":"{self.absolute_ts(ev)}"')
-            else:
-                parts.append(f',"time":{ev.ts}')
+        parts = self._head(ev)
         if o.output_meta:
-            if ev.netns:
-                parts.append(f',"netns":{ev.netns}')
-            if ev.mark:
-                parts.append(f',"mark":{ev.mark}')
-            iface = names.iface(ev.netns, ev.ifindex)
-            if iface:
-                parts.append(',"iface":' + _json_str(iface))
-            if ev.protocol:
-                parts.append(f',"proto":{ev.protocol}')
-            if ev.mtu:
-                parts.append(f',"mtu":{ev.mtu}')
-            if ev.len:
-                parts.append(f',"len":{ev.len}')
+            parts += self._meta(ev)
         if o.output_tuple:
             parts.append(',"tuple":' + self._tuple(ev.tuple))
         if o.output_tunnel:
@@ -378,6 +358,40 @@ class JsonRenderer(Renderer):
             parts.append(',"skb_shared_info":' + _json_str("\n" + shinfo_text))
         parts.append("}")
         return "".join(parts)
+
+    def _head(self, ev: Event) -> list[str]:
+        """skb, cpu, process, func, caller_func, time."""
+        parts = [f'{{"skb":"{ev.skb_addr:#x}"']
+        if ev.cpu:
+            parts.append(f',"cpu":{ev.cpu}')
+        process = self.names.process(ev.pid, ev.comm)
+        if process:
+            parts.append(',"process":' + _json_str(process))
+        parts.append(',"func":' + _json_str(self.func_name(ev)))
+        if self.options.output_caller:
+            caller = self.names.symbol(ev.caller_ip)
+            if caller:
+                parts.append(',"caller_func":' + _json_str(caller))
+        if self._ts_mode == "absolute":
+            parts.append(f',"time":"{self.absolute_ts(ev)}"')
+        elif self._ts_mode != "none":
+            parts.append(f',"time":{self.time_value(ev)}')
+        return parts
+
+    def _meta(self, ev: Event) -> list[str]:
+        """netns, mark, iface, proto, mtu, len (zero values left out, like pwru)."""
+        parts = []
+        if ev.netns:
+            parts.append(f',"netns":{ev.netns}')
+        if ev.mark:
+            parts.append(f',"mark":{ev.mark}')
+        iface = self.names.iface(ev.netns, ev.ifindex)
+        if iface:
+            parts.append(',"iface":' + _json_str(iface))
+        for key, value in (("proto", ev.protocol), ("mtu", ev.mtu), ("len", ev.len)):
+            if value:
+                parts.append(f',"{key}":{value}')
+        return parts
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode

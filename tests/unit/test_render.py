@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-import timeit
-
-import pytest
 
 from pwru.bpf import abi
 from pwru.options import Options, parse_options
@@ -328,19 +325,3 @@ def test_json_keys_match_pwru_order() -> None:
 def test_default_options_render() -> None:
     r = make_renderer(Options(), FakeNames())
     assert r.render(EV) == ROW
-
-
-# --- speed --------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "argv", [[], ["--timestamp=relative", "--output-tcp-flags"], ["--output-json"]]
-)
-def test_render_speed(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    """Records the per-event cost; the bound only catches gross regressions."""
-    r = renderer(*argv)
-    n = 20000
-    best = min(timeit.repeat(lambda: r.render(EV), number=n, repeat=3)) / n
-    with capsys.disabled():
-        print(f"\nrender {' '.join(argv) or '(text)'}: {best * 1e6:.2f} us/event")
-    assert best < 100e-6
