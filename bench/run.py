@@ -158,7 +158,7 @@ def bench_filter(rounds: int = 20) -> dict[str, float]:
 def bench_filter_run(repeat: int = 200_000) -> dict[str, float]:
     """Nanoseconds one filter run costs in the kernel (BPF_PROG_TEST_RUN of the self-test
     program, which runs the spliced L2 filter over an skb), matching and not, with the
-    64-byte window (pwru.translate) and with the window switched off."""
+    64-byte window (pwru.filter.translate) and with the window switched off."""
     from pwru.bpf import libbpf, loader
     from pwru.bpf.abi import Config
     from pwru.filter import translate

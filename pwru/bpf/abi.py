@@ -1,18 +1,19 @@
 """The binary contract with the BPF side, declared once (mirror of bpf/pwru.h).
 
-``Tuple``, ``Event`` and ``Config`` are ``ctypes.Structure`` copies of ``struct
+``RawTuple``, ``RawEvent`` and ``Config`` are ``ctypes.Structure`` copies of ``struct
 pwru_tuple``, ``struct pwru_event`` and ``struct pwru_config``: naturally aligned,
-no packing, explicit padding fields, exactly as in the C header. The loader fills a
-``Config`` for ``.rodata``; tests build ``Event`` values to feed the decoder.
+no packing, explicit padding fields, exactly as in the C header. pwru.bpf.config fills
+a ``Config`` for ``.rodata``; tests build ``RawEvent`` values to feed the decoder
+(pwru.output.decode turns records into its own ``Event``).
 
 ``EVENT_STRUCT`` is the precompiled ``struct.Struct`` the event decoder uses on the
 hot path (one ``unpack_from`` per event). Its format is written out by hand for
-speed and checked against ``ctypes.sizeof(Event)`` at import, and field by field
+speed and checked against ``ctypes.sizeof(RawEvent)`` at import, and field by field
 by tests/unit/test_layout.py (against the ctypes layout and against the BTF of the
 built BPF object).
 
 Byte order: fields are native (the BPF object is built for the host); addresses,
-ports and ``Event.protocol`` are in network order, as on the wire.
+ports and ``RawEvent.protocol`` are in network order, as on the wire.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ PWRU_PROBE_ID_MARKER: Final = 0x7077727500000000
 PWRU_PROBE_ID_MARKER_HI: Final = 0x70777275
 
 
-class Tuple(ctypes.Structure):
+class RawTuple(ctypes.Structure):
     """struct pwru_tuple (40 bytes)."""
 
     _fields_ = [
@@ -68,7 +69,7 @@ class Tuple(ctypes.Structure):
     ]
 
 
-class Event(ctypes.Structure):
+class RawEvent(ctypes.Structure):
     """struct pwru_event: one record in the "events" ring buffer (216 bytes)."""
 
     _fields_ = [
@@ -90,8 +91,8 @@ class Event(ctypes.Structure):
         ("mtu", ctypes.c_uint32),
         ("protocol", ctypes.c_uint16),  # network order
         ("_pad0", ctypes.c_uint16),
-        ("tuple", Tuple),
-        ("tunnel_tuple", Tuple),
+        ("tuple", RawTuple),
+        ("tunnel_tuple", RawTuple),
         ("skb_metadata", ctypes.c_uint64 * PWRU_MAX_SKB_METADATA),
         ("comm", ctypes.c_char * PWRU_TASK_COMM_LEN),
     ]
@@ -143,11 +144,11 @@ EVENT_FORMAT: Final = (
 
 TUPLE_STRUCT: Final = struct.Struct(TUPLE_FORMAT)
 EVENT_STRUCT: Final = struct.Struct(EVENT_FORMAT)
-EVENT_SIZE: Final = ctypes.sizeof(Event)
+EVENT_SIZE: Final = ctypes.sizeof(RawEvent)
 CONFIG_SIZE: Final = ctypes.sizeof(Config)
 
-if EVENT_STRUCT.size != EVENT_SIZE or TUPLE_STRUCT.size != ctypes.sizeof(Tuple):
+if EVENT_STRUCT.size != EVENT_SIZE or TUPLE_STRUCT.size != ctypes.sizeof(RawTuple):
     raise ImportError(
-        f"pwru.layout: struct formats ({EVENT_STRUCT.size}, {TUPLE_STRUCT.size} bytes) "
-        f"disagree with ctypes ({EVENT_SIZE}, {ctypes.sizeof(Tuple)} bytes)"
+        f"pwru.bpf.abi: struct formats ({EVENT_STRUCT.size}, {TUPLE_STRUCT.size} bytes) "
+        f"disagree with ctypes ({EVENT_SIZE}, {ctypes.sizeof(RawTuple)} bytes)"
     )

@@ -61,8 +61,8 @@ class Event(NamedTuple):
     probe_id: int  # index in the control plane's probe table
     pid: int  # tgid
     cpu: int
-    type: int  # PWRU_EVENT_* from pwru.layout
-    flags: int  # PWRU_EVENT_HAS_* bits from pwru.layout
+    type: int  # PWRU_EVENT_* from pwru.bpf.abi
+    flags: int  # PWRU_EVENT_HAS_* bits from pwru.bpf.abi
     stack_id: int  # < 0 when no stack was taken
     netns: int  # netns inode, 0 when unknown or meta output is off
     mark: int

@@ -49,7 +49,7 @@ def _default_probe_name(ev: Event) -> str:
 
 
 class SystemNames:
-    """Names from the running system, cached (implements pwru.render.NameResolver).
+    """Names from the running system, cached (implements pwru.output.render.NameResolver).
 
     ``probe_name`` maps an event to its function or tracepoint name and
     ``drop_reasons`` maps skb drop reason values to names; the loader knows both.

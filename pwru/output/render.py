@@ -58,7 +58,7 @@ _NO_TUPLE = Tuple5("", "", 0, 0, 0, 0, 0)  # what pwru prints when nothing was p
 
 
 class NameResolver(Protocol):
-    """Names the renderers need; pwru.names.SystemNames implements it."""
+    """Names the renderers need; pwru.output.names.SystemNames implements it."""
 
     def probe_name(self, ev: Event) -> str:
         """Kernel function or tracepoint name of the probe that sent ``ev``."""
@@ -414,7 +414,7 @@ def make_renderer(
     """The renderer for ``options`` (JSON lines with --output-json, else text).
 
     ``wall_offset_ns`` (realtime - monotonic) defaults to the current offset;
-    ``metadata`` describes the --output-skb-metadata slots (pwru.skbexpr).
+    ``metadata`` describes the --output-skb-metadata slots (pwru.filter.skbexpr).
     """
     offset = wall_clock_offset_ns() if wall_offset_ns is None else wall_offset_ns
     if options.output_json:

@@ -1,4 +1,4 @@
-"""pwru.ksyms and pwru.discovery on the running kernel (root).
+"""pwru.kernel.kallsyms and pwru.kernel.discovery on the running kernel (root).
 
 discover() may mount tracefs on /sys/kernel/tracing for its read; it unmounts it
 again, and these tests check that it did (and unmount it themselves if not).

@@ -4,8 +4,8 @@ Three layers:
 
 * the verifier accepts the generated bodies in every probe program (tracepoint,
   kprobe and kprobe-multi programs all load here, even where they cannot attach);
-* the bodies, spliced through the product's load path (pwru.loader) into the
-  tracepoint programs and attached with pwru.tracepoint, see real traffic
+* the bodies, spliced through the product's load path (pwru.bpf.loader) into the
+  tracepoint programs and attached with pwru.trace.tracepoint, see real traffic
   between two namespaces: filtered events are exactly the expected ones, and
   metadata read through pwru's BTF offsets equals what the CO-RE side reads
   into the same event (mark, len, protocol, ifindex, netns);

@@ -1,4 +1,4 @@
-"""pwru.btf: synthetic raw BTF blobs for every kind, split BTF and errors; then the
+"""pwru.kernel.btf: synthetic raw BTF blobs for every kind, split BTF and errors; then the
 running kernel's BTF, cross-checked against bpftool."""
 
 from __future__ import annotations

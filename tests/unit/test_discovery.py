@@ -1,4 +1,4 @@
-"""pwru.discovery on synthetic BTF, kallsyms and tracefs files in a temporary directory."""
+"""pwru.kernel.discovery on synthetic BTF, kallsyms and tracefs files in a temporary directory."""
 
 from __future__ import annotations
 

@@ -21,15 +21,15 @@ ROOT = Path(__file__).resolve().parents[2]
 BPF_OBJECT = ROOT / "pwru" / "bpf" / "pwru_x86.bpf.o"
 
 STRUCTS: dict[str, type[ctypes.Structure]] = {
-    "pwru_tuple": abi.Tuple,
-    "pwru_event": abi.Event,
+    "pwru_tuple": abi.RawTuple,
+    "pwru_event": abi.RawEvent,
     "pwru_config": abi.Config,
 }
 
 
 def test_sizes() -> None:
-    assert ctypes.sizeof(abi.Tuple) == 40
-    assert ctypes.sizeof(abi.Event) == 216
+    assert ctypes.sizeof(abi.RawTuple) == 40
+    assert ctypes.sizeof(abi.RawEvent) == 216
     assert ctypes.sizeof(abi.Config) == 48
     assert abi.EVENT_STRUCT.size == abi.EVENT_SIZE == 216
     assert abi.TUPLE_STRUCT.size == 40
@@ -61,7 +61,7 @@ def test_header_constants_match() -> None:
 
 def test_event_struct_matches_ctypes() -> None:
     """Every member written through ctypes comes back at its place in EVENT_STRUCT."""
-    ev = abi.Event()
+    ev = abi.RawEvent()
     ev.ts, ev.skb_addr, ev.func_ip, ev.caller_ip, ev.reason = 1, 2, 3, 4, 5
     ev.probe_id, ev.pid, ev.cpu, ev.type, ev.flags, ev.stack_id = 6, 7, 8, 9, 10, -11
     ev.netns, ev.mark, ev.ifindex, ev.len, ev.mtu, ev.protocol = 12, 13, 14, 15, 16, 17

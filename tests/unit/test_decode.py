@@ -1,4 +1,4 @@
-"""decode_event: raw ring-buffer records (built with pwru.layout) to Event values."""
+"""decode_event: raw ring-buffer records (built with pwru.bpf.abi) to Event values."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pwru.output.decode import Event, Tuple5, decode_event
 
 
 def set_tuple(
-    t: abi.Tuple, saddr: str, daddr: str, sport: int, dport: int, l4: int, flags: int = 0
+    t: abi.RawTuple, saddr: str, daddr: str, sport: int, dport: int, l4: int, flags: int = 0
 ) -> None:
     family = socket.AF_INET6 if ":" in saddr else socket.AF_INET
     src, dst = socket.inet_pton(family, saddr), socket.inet_pton(family, daddr)
@@ -24,8 +24,8 @@ def set_tuple(
     t.l4_proto, t.tcp_flags = l4, flags
 
 
-def raw_event(**fields: object) -> abi.Event:
-    ev = abi.Event()
+def raw_event(**fields: object) -> abi.RawEvent:
+    ev = abi.RawEvent()
     ev.ts = 1_000_000_123
     ev.skb_addr = 0xFFFF888012345678
     ev.func_ip = 0xFFFFFFFF81234560

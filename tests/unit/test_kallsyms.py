@@ -1,4 +1,4 @@
-"""pwru.ksyms: kallsyms parsing and lookups on small synthetic files."""
+"""pwru.kernel.kallsyms: kallsyms parsing and lookups on small synthetic files."""
 
 from __future__ import annotations
 
