@@ -134,11 +134,3 @@ def test_buffer_types_and_trailing_bytes() -> None:
     assert decode_event(bytearray(data) + b"\0" * 8) == expected  # ring buffer padding
     with pytest.raises(struct.error):
         decode_event(data[:-1])
-
-
-def test_namedtuple_api() -> None:
-    ev = decode_event(bytes(raw_event()))
-    assert ev._asdict()["comm"] == "curl"
-    assert ev._replace(cpu=9).cpu == 9
-
-

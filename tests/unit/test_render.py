@@ -11,7 +11,6 @@ from pwru.options import Options, parse_options
 from pwru.output.decode import Event, Tuple5
 from pwru.output.render import (
     JsonRenderer,
-    NameResolver,
     Renderer,
     TextRenderer,
     make_renderer,
@@ -56,11 +55,6 @@ EV = Event(
 
 def renderer(*argv: str, offset: int = 0) -> Renderer:
     return make_renderer(parse_options(list(argv)), FakeNames(), wall_offset_ns=offset)
-
-
-def test_fake_names_is_a_name_resolver() -> None:
-    names: NameResolver = FakeNames()
-    assert names.iface(0, 2) == "eth0:2"
 
 
 def test_make_renderer_kinds() -> None:
