@@ -12,7 +12,7 @@ from __future__ import annotations
 
 # Hints shared by several reasons.
 _MALFORMED = (
-    "malformed on the wire: it came{on_iface} from {src}; capture it there "
+    "malformed on the wire: it came in{on_iface} from {src}; capture it there "
     "(`{netns_exec}tcpdump -ni {iface} -vv host {saddr}`) and check the sender or a middlebox"
 )
 _BAD_CSUM = (
@@ -604,7 +604,7 @@ CORE: dict[str, tuple[str, str]] = {
         "rerun with --output-stack to see whose queue; it usually follows a close or a link change",
     ),
     "SKB_DROP_REASON_TC_COOKIE_ERROR": (
-        "tc failed while handling an action's extension (cookie) for the packet.",
+        "The tc subsystem failed while handling an action's extension (cookie) for the packet.",
         "a tc internal error: `{netns_exec}tc -s filter show dev {iface}`",
     ),
     "SKB_DROP_REASON_PACKET_SOCK_ERROR": (
@@ -618,7 +618,7 @@ CORE: dict[str, tuple[str, str]] = {
         "`{netns_exec}tc chain show dev {iface}` and `{netns_exec}tc filter show dev {iface}`",
     ),
     "SKB_DROP_REASON_TC_RECLASSIFY_LOOP": (
-        "tc reclassified the packet too many times: its filters loop.",
+        "The tc subsystem reclassified the packet too many times: its filters loop.",
         "look for 'reclassify' actions: `{netns_exec}tc filter show dev {iface}`",
     ),
     "SKB_DROP_REASON_VXLAN_INVALID_HDR": (
