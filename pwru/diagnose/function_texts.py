@@ -4,7 +4,11 @@ There the kfree_skb tracepoint only gives ``location``, the address that called
 ``kfree_skb``; kallsyms turns it into a function. Static helpers are often inlined, so
 the name is the outer function the compiler kept (checked against the kallsyms of
 Debian's 5.10.0-46-amd64). Each entry was checked in the 5.10.262 sources: every
-``kfree_skb`` call that ends up in that function must share one cause.
+``kfree_skb`` call that ends up in that function must share one cause. The main ones were
+also seen in a 5.10 guest (tests/data/drop_reasons/kfree-callers-5.10.sh): netfilter
+DROP -> nf_hook_slow, forwarding off -> ip_error, no ARP answer -> neigh_invalidate, tc
+egress drop -> __dev_queue_xmit; and, ambiguous, UDP to a closed port -> __udp4_lib_rcv,
+a full UDP socket -> udp_queue_rcv_one_skb, tc ingress drop -> __netif_receive_skb_core.
 
 FUNCTIONS maps such a function to a drop reason (whose text and hint apply as they are)
 or to its own (text, hint). AMBIGUOUS lists, for functions that drop for several
@@ -91,6 +95,14 @@ FUNCTIONS: dict[str, str | tuple[str, str]] = {
     "tpacket_rcv": _P + "PACKET_SOCK_ERROR",
     # Reassembly timer fired: the head fragment is freed here. 4.x-5.17.
     "ip_expire": _P + "FRAG_REASM_TIMEOUT",
+    # IPv6 multicast to a group not joined on the device (or, with VRF, its slave
+    # device gone). Seen for MLD/ND noise on 5.10 (kfree-callers-5.10.sh).
+    "ip6_mc_input": (
+        "An IPv6 multicast packet was discarded because nothing on the interface joined "
+        "its group; usually background noise such as neighbour discovery for other hosts.",
+        "harmless unless this host should receive that group: "
+        "`{netns_exec}ip -6 maddr show dev {iface}`",
+    ),
     # Every skb of a queue freed at once (socket close, device reset).
     "skb_queue_purge": _P + "QUEUE_PURGE",
 }

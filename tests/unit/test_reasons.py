@@ -253,6 +253,7 @@ def test_explain_function_where_unambiguous() -> None:
     assert "ip route get 192.0.2.2" in fill(routing.hint, **FULL_FACTS)
     neighbour = explain_function("arp_error_report")
     assert neighbour is not None and "ARP" in neighbour.text
+    assert "multicast" in (explain_function("ip6_mc_input") or neighbour).text
     assert explain_function("ip_rcv_core.isra.0") is None
     assert explain_function("__udp4_lib_rcv") is None
     assert explain_function("no_such_function") is None
