@@ -431,11 +431,12 @@ static __always_inline void count_lost(void)
 }
 
 /* Size of a ring-buffer record: the event plus what the config appends. */
-#define RECORD_SIZE \
-	(sizeof(struct pwru_event) + CFG.stack_frames * 8 + CFG.skb_text_len + CFG.shinfo_text_len)
+#define RECORD_SIZE                                                               \
+	(sizeof(struct pwru_event) + CFG.stack_frames * 8 + CFG.skb_text_len +    \
+	 CFG.shinfo_text_len + (CFG.output_cb ? PWRU_SKB_CB_LEN : 0))
 
-/* Append the stack and the BTF-printed skb / shared info the config asks for
- * (empty texts without an skb: XDP events). */
+/* Append the stack, the BTF-printed skb / shared info and skb->cb the config asks
+ * for (empty texts and a zeroed cb without an skb: XDP events). */
 static __always_inline void set_extras(struct pwru_event *ev, void *ctx, struct sk_buff *skb)
 {
 	char *extra = (char *)(ev + 1);
@@ -463,6 +464,11 @@ static __always_inline void set_extras(struct pwru_event *ev, void *ctx, struct 
 
 			bpf_snprintf_btf(extra, CFG.shinfo_text_len, &p, sizeof(p), 0);
 		}
+		extra += CFG.shinfo_text_len;
+	}
+	if (CFG.output_cb) {
+		if (!skb || bpf_core_read(extra, PWRU_SKB_CB_LEN, &skb->cb))
+			__builtin_memset(extra, 0, PWRU_SKB_CB_LEN);
 	}
 }
 

@@ -50,6 +50,9 @@ struct pwru_tuple {
  *   __u64 stack[config.stack_frames]      kernel stack, innermost first, 0-padded
  *   char skb_text[config.skb_text_len]    bpf_snprintf_btf(struct sk_buff), NUL-ended
  *   char shinfo_text[config.shinfo_text_len]  the same for struct skb_shared_info
+ *   __u8 cb[PWRU_SKB_CB_LEN]              skb->cb, with config.output_cb
+ *   struct pwru_packet + __u8 data[]      the packet's bytes, with config.capture_bytes:
+ *                                         .captured of them (the record's last part)
  */
 struct pwru_event {
 	__u64 ts;            /* bpf_ktime_get_ns() */
@@ -77,6 +80,28 @@ struct pwru_event {
 	char comm[PWRU_TASK_COMM_LEN];
 };
 
+#define PWRU_SKB_CB_LEN 48
+
+/* Link types of captured packet bytes (pwru_packet.link). */
+enum pwru_link {
+	PWRU_LINK_NONE = 0,       /* nothing captured (no skb, no header set) */
+	PWRU_LINK_ETHERNET = 1,   /* data starts at the MAC header */
+	PWRU_LINK_RAW_IP = 2,     /* data starts at the network header (IPv4/IPv6) */
+};
+
+/* Bits of pwru_packet.flags. */
+enum pwru_packet_flags {
+	PWRU_PACKET_TRUNCATED = 1 << 0, /* bytes past the linear area were wanted but not copied */
+};
+
+/* Header of the captured bytes at the end of a record (see struct pwru_event). */
+struct pwru_packet {
+	__u32 len;           /* bytes the packet has from the start of data (wire length) */
+	__u16 captured;      /* bytes that follow */
+	__u8 link;           /* enum pwru_link */
+	__u8 flags;          /* enum pwru_packet_flags */
+};                       /* 8 bytes */
+
 /*
  * Run-time configuration, placed in .rodata (volatile const) so the verifier
  * sees the values as constants and prunes branches of disabled features.
@@ -89,7 +114,7 @@ struct pwru_config {
 	__u32 stack_frames;   /* stack frames appended to each record (0 = none) */
 	__u32 skb_text_len;   /* bytes of --output-skb text appended (0 = none) */
 	__u32 shinfo_text_len; /* bytes of --output-skb-shared-info text appended */
-	__u32 _pad0;
+	__u32 capture_bytes;  /* packet bytes appended at most (0 = none) */
 	__u8 output_meta;
 	__u8 output_tuple;
 	__u8 output_tunnel;
@@ -99,7 +124,8 @@ struct pwru_config {
 	__u8 have_pcap_filter;    /* filter_pcap_l2/l3 were spliced in */
 	__u8 have_tunnel_filter;  /* filter_pcap_tunnel_l2/l3 were spliced in */
 	__u8 have_skb_expr;       /* filter_skb_expr was spliced in */
-	__u8 _pad[7];
+	__u8 output_cb;           /* skb->cb appended */
+	__u8 _pad[6];
 };
 
 #define PWRU_MAX_STACK_FRAMES 50

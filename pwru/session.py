@@ -140,7 +140,7 @@ class Session:
         self.printer = Printer(
             make_renderer(options, names, metadata=skb.fields),
             self.out,
-            RecordLayout(config.stack_frames, config.skb_text_len, config.shinfo_text_len),
+            RecordLayout.of(config),
             limit=options.output_limit_lines,
             name_at=lambda addr: self.ksyms().name_at(addr),
         )

@@ -49,6 +49,16 @@ PWRU_EVENT_FEXIT: Final = 1 << 4  # tc/XDP program exit: .reason is its return v
 PWRU_MAX_STACK_FRAMES: Final = 50
 PWRU_MAX_SKB_TEXT: Final = 8192
 
+PWRU_SKB_CB_LEN: Final = 48
+
+# enum pwru_link: what captured packet bytes start with.
+PWRU_LINK_NONE: Final = 0
+PWRU_LINK_ETHERNET: Final = 1
+PWRU_LINK_RAW_IP: Final = 2
+
+# enum pwru_packet_flags: bits of RawPacket.flags.
+PWRU_PACKET_TRUNCATED: Final = 1 << 0  # bytes past the linear area were wanted, not copied
+
 # Every probe program loads this 64-bit immediate once; the loader replaces the
 # low 32 bits with the probe's index (see probe_id() in bpf/pwru.bpf.c).
 PWRU_PROBE_ID_MARKER: Final = 0x7077727500000000
@@ -98,6 +108,17 @@ class RawEvent(ctypes.Structure):
     ]
 
 
+class RawPacket(ctypes.Structure):
+    """struct pwru_packet: header of the captured bytes ending a record (8 bytes)."""
+
+    _fields_ = [
+        ("len", ctypes.c_uint32),  # bytes the packet has from the start of data
+        ("captured", ctypes.c_uint16),  # bytes that follow
+        ("link", ctypes.c_uint8),  # PWRU_LINK_*
+        ("flags", ctypes.c_uint8),  # PWRU_PACKET_*
+    ]
+
+
 class Config(ctypes.Structure):
     """struct pwru_config: run-time configuration in .rodata (48 bytes)."""
 
@@ -109,7 +130,7 @@ class Config(ctypes.Structure):
         ("stack_frames", ctypes.c_uint32),  # stack frames appended to each record
         ("skb_text_len", ctypes.c_uint32),  # bytes of --output-skb text appended
         ("shinfo_text_len", ctypes.c_uint32),  # bytes of --output-skb-shared-info text
-        ("_pad0", ctypes.c_uint32),
+        ("capture_bytes", ctypes.c_uint32),  # packet bytes appended at most (0 = none)
         ("output_meta", ctypes.c_uint8),
         ("output_tuple", ctypes.c_uint8),
         ("output_tunnel", ctypes.c_uint8),
@@ -119,7 +140,8 @@ class Config(ctypes.Structure):
         ("have_pcap_filter", ctypes.c_uint8),
         ("have_tunnel_filter", ctypes.c_uint8),
         ("have_skb_expr", ctypes.c_uint8),
-        ("_pad", ctypes.c_uint8 * 7),
+        ("output_cb", ctypes.c_uint8),  # skb->cb appended
+        ("_pad", ctypes.c_uint8 * 6),
     ]
 
 
@@ -142,7 +164,11 @@ EVENT_FORMAT: Final = (
     f"{PWRU_TASK_COMM_LEN}s"  # comm
 )
 
+# struct pwru_packet as a struct format.
+PACKET_FORMAT: Final = "=IHBB"
+
 TUPLE_STRUCT: Final = struct.Struct(TUPLE_FORMAT)
+PACKET_STRUCT: Final = struct.Struct(PACKET_FORMAT)
 EVENT_STRUCT: Final = struct.Struct(EVENT_FORMAT)
 EVENT_SIZE: Final = ctypes.sizeof(RawEvent)
 CONFIG_SIZE: Final = ctypes.sizeof(Config)

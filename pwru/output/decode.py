@@ -23,11 +23,15 @@ from typing import NamedTuple
 from pwru.bpf.abi import (
     EVENT_SIZE,
     EVENT_STRUCT,
+    PACKET_STRUCT,
     PWRU_EVENT_HAS_REASON,
     PWRU_EVENT_HAS_STACK,
     PWRU_EVENT_HAS_TUNNEL,
     PWRU_EVENT_HAS_TUPLE,
+    PWRU_PACKET_TRUNCATED,
+    PWRU_SKB_CB_LEN,
     TUPLE_STRUCT,
+    Config,
 )
 
 ETH_P_IP = 0x0800
@@ -164,10 +168,38 @@ class RecordLayout:
     stack_frames: int = 0
     skb_text_len: int = 0
     shinfo_text_len: int = 0
+    cb: bool = False
+    capture_bytes: int = 0
+
+    @classmethod
+    def of(cls, config: Config) -> RecordLayout:
+        """The layout records have under ``config``."""
+        return cls(
+            config.stack_frames,
+            config.skb_text_len,
+            config.shinfo_text_len,
+            bool(config.output_cb),
+            config.capture_bytes,
+        )
 
     @property
     def has_extras(self) -> bool:
-        return bool(self.stack_frames or self.skb_text_len or self.shinfo_text_len)
+        return bool(
+            self.stack_frames
+            or self.skb_text_len
+            or self.shinfo_text_len
+            or self.cb
+            or self.capture_bytes
+        )
+
+
+class Packet(NamedTuple):
+    """Bytes of the packet as the kernel held them at the event (``struct pwru_packet``)."""
+
+    link: int  # PWRU_LINK_*: what ``data`` starts with
+    len: int  # bytes the packet has from there (on the wire)
+    data: bytes  # the first of them, as captured
+    truncated: bool  # bytes past the linear area were wanted but not copied
 
 
 class Extras(NamedTuple):
@@ -176,6 +208,8 @@ class Extras(NamedTuple):
     frames: list[int]  # kernel stack, innermost first, without the 0 padding
     skb_text: str  # --output-skb
     shinfo_text: str  # --output-skb-shared-info
+    cb: bytes = b""  # skb->cb (--output-skb-cb)
+    packet: Packet | None = None  # captured bytes (--output-pcap)
 
 
 NO_EXTRAS = Extras([], "", "")
@@ -185,8 +219,17 @@ def _text(data: bytes | memoryview, offset: int, length: int) -> str:
     return bytes(data[offset : offset + length]).split(b"\0", 1)[0].decode(errors="replace")
 
 
+def _packet(data: bytes | memoryview, offset: int) -> Packet | None:
+    if len(data) < offset + PACKET_STRUCT.size:
+        return None
+    length, captured, link, flags = PACKET_STRUCT.unpack_from(data, offset)
+    start = offset + PACKET_STRUCT.size
+    raw = bytes(data[start : start + captured])
+    return Packet(link, length, raw, bool(flags & PWRU_PACKET_TRUNCATED))
+
+
 def decode_extras(data: bytes | memoryview, event: Event, layout: RecordLayout) -> Extras:
-    """Stack frames and BTF-printed texts following the event in ``data``."""
+    """Stack frames, BTF-printed texts, skb->cb and packet bytes following the event."""
     if len(data) <= EVENT_SIZE:
         return NO_EXTRAS
     offset = EVENT_SIZE
@@ -199,4 +242,10 @@ def decode_extras(data: bytes | memoryview, event: Event, layout: RecordLayout) 
     skb_text = _text(data, offset, layout.skb_text_len) if layout.skb_text_len else ""
     offset += layout.skb_text_len
     shinfo = _text(data, offset, layout.shinfo_text_len) if layout.shinfo_text_len else ""
-    return Extras(frames, skb_text, shinfo)
+    offset += layout.shinfo_text_len
+    cb = b""
+    if layout.cb:
+        cb = bytes(data[offset : offset + PWRU_SKB_CB_LEN])
+        offset += PWRU_SKB_CB_LEN
+    packet = _packet(data, offset) if layout.capture_bytes else None
+    return Extras(frames, skb_text, shinfo, cb, packet)

@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from pwru.bpf import abi
-from pwru.output.decode import Event, Tuple5, decode_event
+from pwru.output.decode import Event, Packet, RecordLayout, Tuple5, decode_event, decode_extras
 
 
 def set_tuple(
@@ -134,3 +134,33 @@ def test_buffer_types_and_trailing_bytes() -> None:
     assert decode_event(bytearray(data) + b"\0" * 8) == expected  # ring buffer padding
     with pytest.raises(struct.error):
         decode_event(data[:-1])
+
+
+def test_extras_in_record_order() -> None:
+    """Stack, skb text, shared-info text, skb->cb and the captured packet, as bpf/pwru.h
+    lays them out after the event."""
+    ev = raw_event(flags=abi.PWRU_EVENT_HAS_STACK)
+    frames = struct.pack("4Q", 0xFFFFFFFF81000010, 0xFFFFFFFF81000020, 0, 0)
+    skb_text, shinfo = b"(struct sk_buff){}\0junk".ljust(32, b"\0"), b"shinfo\0".ljust(16, b"x")
+    cb = bytes(range(abi.PWRU_SKB_CB_LEN))
+    packet = abi.RawPacket(len=98, captured=5, link=abi.PWRU_LINK_RAW_IP, flags=0)
+    data = bytes(ev) + frames + skb_text + shinfo + cb + bytes(packet) + b"\x45hello"
+    layout = RecordLayout(
+        stack_frames=4, skb_text_len=32, shinfo_text_len=16, cb=True, capture_bytes=64
+    )
+    extras = decode_extras(data, decode_event(data), layout)
+    assert extras.frames == [0xFFFFFFFF81000010, 0xFFFFFFFF81000020]
+    assert (extras.skb_text, extras.shinfo_text) == ("(struct sk_buff){}", "shinfo")
+    assert extras.cb == cb
+    assert extras.packet == Packet(abi.PWRU_LINK_RAW_IP, 98, b"\x45hell", False)
+
+
+def test_extras_without_stack_flag_or_packet_room() -> None:
+    ev = raw_event()  # no PWRU_EVENT_HAS_STACK: the frames' room is skipped
+    data = bytes(ev) + bytes(16) + bytes(abi.PWRU_SKB_CB_LEN)
+    layout = RecordLayout(stack_frames=2, cb=True, capture_bytes=64)
+    extras = decode_extras(data, decode_event(data), layout)
+    assert extras.frames == [] and extras.cb == bytes(48) and extras.packet is None
+    assert not RecordLayout().has_extras and layout.has_extras
+    config = abi.Config(stack_frames=2, output_cb=1, capture_bytes=64)
+    assert RecordLayout.of(config) == layout
