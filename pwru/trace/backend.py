@@ -30,7 +30,7 @@ from pwru.bpf.libbpf import BpfLink
 from pwru.bpf.loader import LoadRequest, ProbeObject
 from pwru.kernel.btf import KernelBtf
 from pwru.kernel.kallsyms import Kallsyms
-from pwru.trace.probes import ProbeTable
+from pwru.trace.probes import Probe, ProbeTable
 
 if TYPE_CHECKING:
     from pwru.options import Options
@@ -90,3 +90,16 @@ class TraceContext:
     running_btf: KernelBtf  # the running kernel's own BTF ids (tp_btf/fentry targets)
     ksyms: Callable[[], Kallsyms]  # /proc/kallsyms, read on first use
     wanted: Callable[[str], bool]  # --filter-func
+
+
+class ProbeSet:
+    """What most backends hold: the run's context, their notes, probes and fds/links."""
+
+    def __init__(self, ctx: TraceContext) -> None:
+        self.ctx = ctx
+        self.notes: list[str] = []
+        self.probes: list[Probe] = []
+        self.held = Held()
+
+    def close(self) -> float:
+        return self.held.close()

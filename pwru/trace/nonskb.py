@@ -12,7 +12,7 @@ import logging
 from pwru.bpf import libbpf
 from pwru.bpf.loader import LoadRequest, ProbeObject
 from pwru.errors import UsageError
-from pwru.trace.backend import Held, Stopped, TraceContext
+from pwru.trace.backend import ProbeSet, Stopped
 from pwru.trace.kprobe import attach_each
 from pwru.trace.probes import Probe, ProbeKind, ProbeTable
 
@@ -22,14 +22,8 @@ PROGRAM = "pwru_kp_nonskb"
 BATCH = 4  # a handful of functions: a few threads are plenty
 
 
-class NonSkbProbes:
+class NonSkbProbes(ProbeSet):
     """A kprobe on each copy of every --filter-non-skb-funcs function."""
-
-    def __init__(self, ctx: TraceContext) -> None:
-        self.ctx = ctx
-        self.notes: list[str] = []
-        self.probes: list[Probe] = []
-        self.held = Held()
 
     def plan(self, table: ProbeTable) -> list[LoadRequest]:
         names = self.ctx.options.filter_non_skb_funcs
@@ -54,6 +48,3 @@ class NonSkbProbes:
 
         attach_each(obj, self.probes, BATCH, stopped, done)
         return f"{attached} non-skb functions"
-
-    def close(self) -> float:
-        return self.held.close()

@@ -14,8 +14,8 @@ import errno
 from pwru.bpf.loader import LoadRequest
 from pwru.errors import UsageError
 from pwru.kernel.discovery import AttachTarget, discover
-from pwru.trace.backend import Held, TraceContext
-from pwru.trace.probes import Probe, ProbeKind, ProbeTable
+from pwru.trace.backend import ProbeSet, TraceContext
+from pwru.trace.probes import ProbeKind, ProbeTable
 
 MAX_SKB_POSITION = 4
 
@@ -61,17 +61,15 @@ def discover_functions(ctx: TraceContext) -> tuple[list[AttachTarget], list[str]
     return found.functions, notes
 
 
-class SkbFunctionProbes:
+class SkbFunctionProbes(ProbeSet):
     """What both kprobe backends share: a probe per function, a program per skb position."""
 
     kind = ProbeKind.KPROBE
 
     def __init__(self, ctx: TraceContext, functions: list[AttachTarget], notes: list[str]) -> None:
-        self.ctx = ctx
+        super().__init__(ctx)
         self.functions = functions
         self.notes = notes
-        self.probes: list[Probe] = []
-        self.held = Held()
         self.attached = 0
         self.skipped: dict[str, int] = {}
 

@@ -17,8 +17,8 @@ import os
 
 from pwru.bpf import libbpf
 from pwru.bpf.loader import LoadRequest, ProbeObject, first_load_requests
-from pwru.trace.backend import Held, Stopped, TraceContext
-from pwru.trace.probes import Probe, ProbeKind, ProbeTable
+from pwru.trace.backend import ProbeSet, Stopped, TraceContext
+from pwru.trace.probes import ProbeKind, ProbeTable
 
 _PROGRAMS = {
     ProbeKind.TC: ["pwru_fentry_tc"],
@@ -27,16 +27,14 @@ _PROGRAMS = {
 _TYPES = {libbpf.BPF_PROG_TYPE_SCHED_CLS: ProbeKind.TC, libbpf.BPF_PROG_TYPE_XDP: ProbeKind.XDP}
 
 
-class TcXdpPrograms:
+class TcXdpPrograms(ProbeSet):
     """Every loaded tc/XDP program with BTF (not pwru's own); holds their fds."""
 
     def __init__(self, ctx: TraceContext) -> None:
-        self.notes: list[str] = []
+        super().__init__(ctx)
         self.trace_tc = ctx.options.filter_trace_tc
         self.trace_xdp = ctx.options.filter_trace_xdp
         self.targets: list[libbpf.LoadedProgram] = []
-        self.probes: list[Probe] = []
-        self.held = Held()
 
     def plan(self, table: ProbeTable) -> list[LoadRequest]:
         """A probe per (target, pwru program); attach_btf_id is the target's function."""

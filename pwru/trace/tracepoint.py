@@ -16,8 +16,8 @@ import logging
 from pwru.bpf.loader import LoadRequest, ProbeObject, first_load_requests
 from pwru.errors import UsageError
 from pwru.kernel.btf import SkbTracepoint
-from pwru.trace.backend import Held, Stopped, TraceContext
-from pwru.trace.probes import Probe, ProbeKind, ProbeTable
+from pwru.trace.backend import ProbeSet, Stopped
+from pwru.trace.probes import ProbeKind, ProbeTable
 
 log = logging.getLogger("pwru")
 
@@ -35,14 +35,8 @@ def program_for(tp: SkbTracepoint) -> str | None:
     return None
 
 
-class TracepointBackend:
+class TracepointBackend(ProbeSet):
     """Every wanted skb tracepoint of the running kernel."""
-
-    def __init__(self, ctx: TraceContext) -> None:
-        self.ctx = ctx
-        self.notes: list[str] = []
-        self.probes: list[Probe] = []
-        self.held = Held()
 
     def plan(self, table: ProbeTable) -> list[LoadRequest]:
         for tp in self.ctx.running_btf.skb_tracepoints():
@@ -68,6 +62,3 @@ class TracepointBackend:
     def attach(self, obj: ProbeObject, stopped: Stopped) -> str:
         obj.attach_raw(self.probes, self.held.fds)
         return f"attached {len(self.probes)} tracepoints"
-
-    def close(self) -> float:
-        return self.held.close()

@@ -22,7 +22,7 @@ import os
 from pwru.bpf.libbpf import LibbpfError
 from pwru.bpf.loader import LoadRequest, ProbeObject
 from pwru.kernel import features
-from pwru.trace.backend import Held, Stopped, TraceContext
+from pwru.trace.backend import ProbeSet, Stopped, TraceContext
 from pwru.trace.probes import Probe, ProbeKind, ProbeTable
 
 log = logging.getLogger("pwru")
@@ -34,18 +34,16 @@ CLONE_HOOK_ENV = "PWRU_CLONE_HOOK"
 _KPROBE, _KRETPROBE, _FREE = "pwru_kp_clone", "pwru_krp_clone", "pwru_kp_skbmem"
 
 
-class CloneTracking:
+class CloneTracking(ProbeSet):
     """The free and clone hooks: fexit probes on the clone functions when the kernel
     takes them, else kprobe + kretprobe. PWRU_CLONE_HOOK=kretprobe picks kretprobes
     anyway (troubleshooting, and the tests of that path on kernels that have fexit)."""
 
     def __init__(self, ctx: TraceContext) -> None:
-        self.ctx = ctx
-        self.notes: list[str] = []
+        super().__init__(ctx)
         self.fexit_probes: list[Probe] = []
         self.why_not_fexit = ""
         self.free_traced = False  # kfree_skbmem's own trace program forgets the skb
-        self.held = Held()
 
     def plan(self, table: ProbeTable) -> list[LoadRequest]:
         self.free_traced = any(
@@ -89,9 +87,6 @@ class CloneTracking:
             except LibbpfError as error:
                 log.warning("--filter-track-skb: cannot probe %s: %s", func, error)
         return f"clones followed with {how}"
-
-    def close(self) -> float:
-        return self.held.close()
 
 
 def _why_not_fexit(targets: dict[str, int]) -> str:

@@ -465,7 +465,7 @@ def scenario_args(gl: GuestLab, backend: str) -> dict[str, list[str]]:
 
 
 # --filter-track-skb follows clones with fexit where the kernel allows it; the kprobe-multi
-# runs take the kretprobe path instead, so both are proven (PWRU_CLONE_HOOK, pwru/tracking.py)
+# runs take the kretprobe path instead, so both are proven (PWRU_CLONE_HOOK, pwru/trace/tracking.py)
 CLONE_HOOK = {KPROBE: "fexit", KPROBE_MULTI: "kretprobe"}
 
 
