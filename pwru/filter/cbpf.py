@@ -13,76 +13,43 @@ expression on a link type. It tells apart an invalid expression
 (:class:`FilterError`) from a valid one that can never match on that link
 type, such as ``arp`` on ``DLT_RAW`` (returns ``None``).
 
-:func:`disassemble` prints a program the way ``tcpdump -d`` does.
+:func:`disassemble` prints a program the way ``tcpdump -d`` does. Opcodes
+are built and read with the enums of :mod:`pwru.filter.opcodes`.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Optional
 
 from pwru.errors import UsageError
-
-# instruction classes
-BPF_LD = 0x00
-BPF_LDX = 0x01
-BPF_ST = 0x02
-BPF_STX = 0x03
-BPF_ALU = 0x04
-BPF_JMP = 0x05
-BPF_RET = 0x06
-BPF_MISC = 0x07
-
-# load sizes
-BPF_W = 0x00
-BPF_H = 0x08
-BPF_B = 0x10
-
-# load modes
-BPF_IMM = 0x00
-BPF_ABS = 0x20
-BPF_IND = 0x40
-BPF_MEM = 0x60
-BPF_LEN = 0x80
-BPF_MSH = 0xA0
-
-# ALU operations
-BPF_ADD = 0x00
-BPF_SUB = 0x10
-BPF_MUL = 0x20
-BPF_DIV = 0x30
-BPF_OR = 0x40
-BPF_AND = 0x50
-BPF_LSH = 0x60
-BPF_RSH = 0x70
-BPF_NEG = 0x80
-BPF_MOD = 0x90
-BPF_XOR = 0xA0
-
-# jump operations
-BPF_JA = 0x00
-BPF_JEQ = 0x10
-BPF_JGT = 0x20
-BPF_JGE = 0x30
-BPF_JSET = 0x40
-
-# operand source (ALU, JMP) and return value (RET)
-BPF_K = 0x00
-BPF_X = 0x08
-BPF_A = 0x10
-
-# BPF_MISC operations
-BPF_TAX = 0x00
-BPF_TXA = 0x80
+from pwru.filter.opcodes import (
+    CLASS_MASK,
+    MISCOP_MASK,
+    MODE_MASK,
+    OP_MASK,
+    RVAL_MASK,
+    SIZE_MASK,
+    SRC_MASK,
+    AluOp,
+    CbpfClass,
+    CbpfMode,
+    Class,
+    JmpOp,
+    MiscOp,
+    Mode,
+    Size,
+    Source,
+    mnemonic,
+)
 
 BPF_MEMWORDS = 16
 
 # link types (pcap/dlt.h): the two the probes feed their filters with
 DLT_EN10MB = 1
 DLT_RAW = 12
-
-SIZE_BYTES = {BPF_W: 4, BPF_H: 2, BPF_B: 1}
 
 _SOCK_FILTER = struct.Struct("<HBBI")
 
@@ -106,40 +73,40 @@ class CbpfInsn:
 
     @property
     def cls(self) -> int:
-        return self.code & 0x07
+        return self.code & CLASS_MASK
 
     @property
     def size(self) -> int:
-        """BPF_W/H/B of a load."""
-        return self.code & 0x18
+        """Size.W/H/B of a load."""
+        return self.code & SIZE_MASK
 
     @property
     def mode(self) -> int:
-        """BPF_IMM/ABS/IND/MEM/LEN/MSH of a load."""
-        return self.code & 0xE0
+        """Mode or CbpfMode of a load."""
+        return self.code & MODE_MASK
 
     @property
     def op(self) -> int:
-        """ALU or jump operation."""
-        return self.code & 0xF0
+        """AluOp or JmpOp."""
+        return self.code & OP_MASK
 
     @property
     def src(self) -> int:
-        """BPF_K or BPF_X."""
-        return self.code & 0x08
+        """Source.K or Source.X."""
+        return self.code & SRC_MASK
 
     @property
     def rval(self) -> int:
-        """BPF_K or BPF_A of a return."""
-        return self.code & 0x18
+        """Source.K or Source.A of a return."""
+        return self.code & RVAL_MASK
 
     @property
     def miscop(self) -> int:
-        return self.code & 0xF8
+        return self.code & MISCOP_MASK
 
     @property
     def is_conditional(self) -> bool:
-        return self.cls == BPF_JMP and self.op != BPF_JA
+        return self.cls == Class.JMP and self.op != JmpOp.JA
 
     @property
     def sk(self) -> int:
@@ -198,84 +165,106 @@ def decode(data: bytes) -> list[CbpfInsn]:
 # --------------------------------------------------------------------------
 # Disassembly (tcpdump -d)
 
-_ALU_NAMES = {
-    BPF_ADD: "add",
-    BPF_SUB: "sub",
-    BPF_MUL: "mul",
-    BPF_DIV: "div",
-    BPF_OR: "or",
-    BPF_AND: "and",
-    BPF_LSH: "lsh",
-    BPF_RSH: "rsh",
-    BPF_MOD: "mod",
-    BPF_XOR: "xor",
+# the operations libpcap's interpreter knows, besides NEG and JA
+_ALU_NAMES: dict[int, str] = {
+    op: mnemonic(op)
+    for op in (
+        AluOp.ADD,
+        AluOp.SUB,
+        AluOp.MUL,
+        AluOp.DIV,
+        AluOp.OR,
+        AluOp.AND,
+        AluOp.LSH,
+        AluOp.RSH,
+        AluOp.MOD,
+        AluOp.XOR,
+    )
 }
-_JMP_NAMES = {BPF_JEQ: "jeq", BPF_JGT: "jgt", BPF_JGE: "jge", BPF_JSET: "jset"}
-_LD_SUFFIX = {BPF_W: "", BPF_H: "h", BPF_B: "b"}
+_JMP_NAMES: dict[int, str] = {
+    op: mnemonic(op) for op in (JmpOp.JEQ, JmpOp.JGT, JmpOp.JGE, JmpOp.JSET)
+}
+_MISC_NAMES: dict[int, str] = {op: mnemonic(op) for op in MiscOp}
+_SIZE_SUFFIX: dict[int, str] = {Size.W: "", Size.H: "h", Size.B: "b"}
+
+Operands = Optional[tuple[str, str]]  # (mnemonic, operand), None for an unknown opcode
 
 
-def _operands(insn: CbpfInsn, pc: int) -> tuple[str, str] | None:
-    """(mnemonic, operand) of a valid instruction, None for an unknown one."""
-    cls, k = insn.cls, insn.k
-    if cls == BPF_RET:
-        operand = {BPF_K: f"#{k}", BPF_A: "a"}.get(insn.rval)
-        return None if operand is None else ("ret", operand)
-    if cls == BPF_LD:
-        name = "ld" + _LD_SUFFIX.get(insn.size, "?")
-        mode = insn.mode
-        if mode == BPF_ABS:
-            return name, f"[{k}]"
-        if mode == BPF_IND:
-            return name, f"[x + {k}]"
-        if insn.size != BPF_W:
-            return None
-        if mode == BPF_IMM:
-            return "ld", f"#{k:#x}"
-        if mode == BPF_LEN:
-            return "ld", "#pktlen"
-        if mode == BPF_MEM:
-            return "ld", f"M[{k}]"
+def _ret(insn: CbpfInsn, pc: int) -> Operands:
+    operands: dict[int, str] = {Source.K: f"#{insn.k}", Source.A: "a"}
+    operand = operands.get(insn.rval)
+    return None if operand is None else (mnemonic(CbpfClass.RET), operand)
+
+
+def _word_load(insn: CbpfInsn, name: str) -> Operands:
+    """The loads ld and ldx share: a constant, the packet length or M[k], all words."""
+    operands: dict[int, str] = {
+        Mode.IMM: f"#{insn.k:#x}",
+        CbpfMode.LEN: "#pktlen",
+        Mode.MEM: f"M[{insn.k}]",
+    }
+    operand = operands.get(insn.mode) if insn.size == Size.W else None
+    return None if operand is None else (name, operand)
+
+
+def _ld(insn: CbpfInsn, pc: int) -> Operands:
+    sized = mnemonic(Class.LD) + _SIZE_SUFFIX.get(insn.size, "?")
+    if insn.mode == Mode.ABS:
+        return sized, f"[{insn.k}]"
+    if insn.mode == Mode.IND:
+        return sized, f"[x + {insn.k}]"
+    return _word_load(insn, mnemonic(Class.LD))
+
+
+def _ldx(insn: CbpfInsn, pc: int) -> Operands:
+    if insn.code == Class.LDX | Size.B | CbpfMode.MSH:
+        return mnemonic(Class.LDX) + _SIZE_SUFFIX[Size.B], f"4*([{insn.k}]&0xf)"
+    return _word_load(insn, mnemonic(Class.LDX))
+
+
+def _store(insn: CbpfInsn, pc: int) -> Operands:
+    """st (A) or stx (X) to M[k]; every other opcode bit is 0."""
+    return (mnemonic(Class(insn.cls)), f"M[{insn.k}]") if insn.code == insn.cls else None
+
+
+def _alu(insn: CbpfInsn, pc: int) -> Operands:
+    if insn.op == AluOp.NEG:
+        return mnemonic(AluOp.NEG), ""
+    name = _ALU_NAMES.get(insn.op)
+    if name is None:
         return None
-    if cls == BPF_LDX:
-        if insn.code == BPF_LDX | BPF_B | BPF_MSH:
-            return "ldxb", f"4*([{k}]&0xf)"
-        if insn.size != BPF_W:
-            return None
-        mode = insn.mode
-        if mode == BPF_IMM:
-            return "ldx", f"#{k:#x}"
-        if mode == BPF_LEN:
-            return "ldx", "#pktlen"
-        if mode == BPF_MEM:
-            return "ldx", f"M[{k}]"
+    return name, "x" if insn.src == Source.X else f"#{insn.k}"
+
+
+def _jmp(insn: CbpfInsn, pc: int) -> Operands:
+    if insn.op == JmpOp.JA:
+        return mnemonic(JmpOp.JA), str(pc + 1 + insn.sk)
+    name = _JMP_NAMES.get(insn.op)
+    if name is None:
         return None
-    if cls in (BPF_ST, BPF_STX) and insn.code in (BPF_ST, BPF_STX):
-        return ("st" if cls == BPF_ST else "stx"), f"M[{k}]"
-    if cls == BPF_ALU:
-        if insn.op == BPF_NEG:
-            return "neg", ""
-        alu = _ALU_NAMES.get(insn.op)
-        if alu is None:
-            return None
-        return alu, "x" if insn.src == BPF_X else f"#{k}"
-    if cls == BPF_JMP:
-        if insn.op == BPF_JA:
-            return "ja", str(pc + 1 + insn.sk)
-        jmp = _JMP_NAMES.get(insn.op)
-        if jmp is None:
-            return None
-        return jmp, "x" if insn.src == BPF_X else f"#{k:#x}"
-    if cls == BPF_MISC:
-        if insn.miscop == BPF_TAX:
-            return "tax", ""
-        if insn.miscop == BPF_TXA:
-            return "txa", ""
-    return None
+    return name, "x" if insn.src == Source.X else f"#{insn.k:#x}"
+
+
+def _misc(insn: CbpfInsn, pc: int) -> Operands:
+    name = _MISC_NAMES.get(insn.miscop)
+    return None if name is None else (name, "")
+
+
+_OPERANDS: dict[int, Callable[[CbpfInsn, int], Operands]] = {
+    Class.LD: _ld,
+    Class.LDX: _ldx,
+    Class.ST: _store,
+    Class.STX: _store,
+    Class.ALU: _alu,
+    Class.JMP: _jmp,
+    CbpfClass.RET: _ret,
+    CbpfClass.MISC: _misc,
+}
 
 
 def format_insn(insn: CbpfInsn, pc: int) -> str:
     """Instruction ``pc`` of a program, as one ``tcpdump -d`` line."""
-    parts = _operands(insn, pc)
+    parts = _OPERANDS[insn.cls](insn, pc)
     if parts is None:
         return f"({pc:03d}) unimp    {insn.code:#x}"
     op, operand = parts
@@ -290,13 +279,15 @@ def disassemble(prog: Sequence[CbpfInsn]) -> list[str]:
 
 
 def _valid_codes() -> frozenset[int]:
-    codes = {BPF_RET | BPF_K, BPF_RET | BPF_A, BPF_MISC | BPF_TAX, BPF_MISC | BPF_TXA}
-    codes |= {BPF_LD | size | mode for size in (BPF_W, BPF_H, BPF_B) for mode in (BPF_ABS, BPF_IND)}
-    codes |= {BPF_LD | BPF_W | mode for mode in (BPF_IMM, BPF_MEM, BPF_LEN)}
-    codes |= {BPF_LDX | BPF_W | mode for mode in (BPF_IMM, BPF_MEM, BPF_LEN)}
-    codes |= {BPF_LDX | BPF_B | BPF_MSH, BPF_ST, BPF_STX, BPF_ALU | BPF_NEG, BPF_JMP | BPF_JA}
-    codes |= {BPF_ALU | op | src for op in _ALU_NAMES for src in (BPF_K, BPF_X)}
-    codes |= {BPF_JMP | op | src for op in _JMP_NAMES for src in (BPF_K, BPF_X)}
+    ret, misc, ld, ldx = CbpfClass.RET, CbpfClass.MISC, Class.LD, Class.LDX
+    codes = {ret | Source.K, ret | Source.A, misc | MiscOp.TAX, misc | MiscOp.TXA}
+    codes |= {ld | size | mode for size in _SIZE_SUFFIX for mode in (Mode.ABS, Mode.IND)}
+    word_modes = (Mode.IMM, Mode.MEM, CbpfMode.LEN)
+    codes |= {cls | Size.W | mode for cls in (ld, ldx) for mode in word_modes}
+    codes |= {ldx | Size.B | CbpfMode.MSH, Class.ST, Class.STX}
+    codes |= {Class.ALU | AluOp.NEG, Class.JMP | JmpOp.JA}
+    codes |= {Class.ALU | op | src for op in _ALU_NAMES for src in (Source.K, Source.X)}
+    codes |= {Class.JMP | op | src for op in _JMP_NAMES for src in (Source.K, Source.X)}
     return frozenset(codes)
 
 

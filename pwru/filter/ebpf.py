@@ -20,8 +20,9 @@ instruction, ``emit()`` appends; several labels on one instruction are allowed.
 (``r1 = *(u32 *)(r10 - 8)``, ``if w8 != 0x6 goto +3``), used by ``--debug``.
 
 Everything here is pure Python and needs no kernel. Encodings follow
-include/uapi/linux/bpf.h and bpf_common.h; ``BPF_TO_BE`` byte swaps assume a
-little-endian target, like every architecture pwru supports.
+include/uapi/linux/bpf.h and bpf_common.h, with the opcode fields of
+:mod:`pwru.filter.opcodes`; big-endian byte swaps (``ByteOrder.TO_BE``) assume
+a little-endian target, like every architecture pwru supports.
 """
 
 from __future__ import annotations
@@ -32,88 +33,27 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Union
 
-# --------------------------------------------------------------------------
-# Opcode fields (bpf_common.h, bpf.h)
+from pwru.filter.opcodes import (
+    CLASS_MASK,
+    MODE_MASK,
+    OP_MASK,
+    SIZE_MASK,
+    AluOp,
+    AtomicOp,
+    ByteOrder,
+    CallSrc,
+    Class,
+    EbpfClass,
+    EbpfMode,
+    Imm64Src,
+    JmpOp,
+    Mode,
+    Size,
+    Source,
+    mnemonic,
+)
 
-# instruction classes
-BPF_LD = 0x00
-BPF_LDX = 0x01
-BPF_ST = 0x02
-BPF_STX = 0x03
-BPF_ALU = 0x04
-BPF_JMP = 0x05
-BPF_JMP32 = 0x06
-BPF_ALU64 = 0x07
-
-# load/store sizes
-BPF_W = 0x00
-BPF_H = 0x08
-BPF_B = 0x10
-BPF_DW = 0x18
-
-# load/store modes
-BPF_IMM = 0x00
-BPF_ABS = 0x20
-BPF_IND = 0x40
-BPF_MEM = 0x60
-BPF_MEMSX = 0x80
-BPF_ATOMIC = 0xC0
-
-# ALU operations
-BPF_ADD = 0x00
-BPF_SUB = 0x10
-BPF_MUL = 0x20
-BPF_DIV = 0x30
-BPF_OR = 0x40
-BPF_AND = 0x50
-BPF_LSH = 0x60
-BPF_RSH = 0x70
-BPF_NEG = 0x80
-BPF_MOD = 0x90
-BPF_XOR = 0xA0
-BPF_MOV = 0xB0
-BPF_ARSH = 0xC0
-BPF_END = 0xD0
-
-# operand source
-BPF_K = 0x00
-BPF_X = 0x08
-# byte order for BPF_END (shares the source bit)
-BPF_TO_LE = 0x00
-BPF_TO_BE = 0x08
-
-# jump operations
-BPF_JA = 0x00
-BPF_JEQ = 0x10
-BPF_JGT = 0x20
-BPF_JGE = 0x30
-BPF_JSET = 0x40
-BPF_JNE = 0x50
-BPF_JSGT = 0x60
-BPF_JSGE = 0x70
-BPF_CALL = 0x80
-BPF_EXIT = 0x90
-BPF_JLT = 0xA0
-BPF_JLE = 0xB0
-BPF_JSLT = 0xC0
-BPF_JSLE = 0xD0
-
-# atomic operations (imm of BPF_STX|BPF_ATOMIC)
-BPF_FETCH = 0x01
-BPF_XCHG = 0xE0 | BPF_FETCH
-BPF_CMPXCHG = 0xF0 | BPF_FETCH
-
-# src_reg values with a special meaning
-BPF_PSEUDO_MAP_FD = 1  # ld_imm64
-BPF_PSEUDO_MAP_VALUE = 2  # ld_imm64
-BPF_PSEUDO_BTF_ID = 3  # ld_imm64
-BPF_PSEUDO_FUNC = 4  # ld_imm64
-BPF_PSEUDO_MAP_IDX = 5  # ld_imm64
-BPF_PSEUDO_MAP_IDX_VALUE = 6  # ld_imm64
-BPF_PSEUDO_CALL = 1  # call: BPF-to-BPF, imm is pc-relative
-BPF_PSEUDO_KFUNC_CALL = 2  # call: imm is a BTF id
-
-LD_IMM64 = BPF_LD | BPF_DW | BPF_IMM
+LD_IMM64 = Class.LD | Size.DW | Mode.IMM
 
 # registers
 R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10 = range(11)
@@ -162,7 +102,7 @@ def _to_s32(value: int, what: str = "imm") -> int:
     """Accept a signed or unsigned 32-bit value; return its signed form."""
     if not -(1 << 31) <= value < (1 << 32):
         raise EncodeError(f"{what} {value:#x} does not fit in 32 bits")
-    return value - (1 << 32) if value >= (1 << 31) else value
+    return int(value - (1 << 32) if value >= (1 << 31) else value)
 
 
 def _to_u64(value: int) -> int:
@@ -194,22 +134,22 @@ class Insn:
 
     @property
     def cls(self) -> int:
-        return self.code & 0x07
+        return self.code & CLASS_MASK
 
     @property
     def op(self) -> int:
         """ALU or jump operation bits."""
-        return self.code & 0xF0
+        return self.code & OP_MASK
 
     @property
     def size(self) -> int:
         """Load/store size bits."""
-        return self.code & 0x18
+        return self.code & SIZE_MASK
 
     @property
     def mode(self) -> int:
         """Load/store mode bits."""
-        return self.code & 0xE0
+        return self.code & MODE_MASK
 
     @property
     def slots(self) -> int:
@@ -219,24 +159,24 @@ class Insn:
     @property
     def is_jump(self) -> bool:
         """A ja or conditional jump (not call, not exit)."""
-        return self.cls in (BPF_JMP, BPF_JMP32) and self.op not in (BPF_CALL, BPF_EXIT)
+        return self.cls in (Class.JMP, EbpfClass.JMP32) and self.op not in (JmpOp.CALL, JmpOp.EXIT)
 
     @property
     def is_conditional(self) -> bool:
-        return self.is_jump and self.op != BPF_JA
+        return self.is_jump and self.op != JmpOp.JA
 
     @property
     def is_local_call(self) -> bool:
-        return self.code == BPF_JMP | BPF_CALL and self.src == BPF_PSEUDO_CALL
+        return self.code == Class.JMP | JmpOp.CALL and self.src == CallSrc.LOCAL
 
     @property
     def is_exit(self) -> bool:
-        return self.code == BPF_JMP | BPF_EXIT
+        return self.code == Class.JMP | JmpOp.EXIT
 
     @property
     def jump_offset(self) -> int:
         """The pc-relative offset as encoded (``gotol`` keeps it in imm)."""
-        if self.code == BPF_JMP32 | BPF_JA or self.is_local_call:
+        if self.code == EbpfClass.JMP32 | JmpOp.JA or self.is_local_call:
             return self.imm
         return self.off
 
@@ -253,66 +193,67 @@ class Insn:
 JumpTarget = Union[str, int]
 
 
-def _jump_fields(target: JumpTarget) -> tuple[int, str | None]:
-    if isinstance(target, str):
-        return 0, target
-    return target, None
+def _jump(code: int, dst: int, src: int, imm: int, target: JumpTarget) -> Insn:
+    """A jump to a label (str) or by a pc-relative offset (int)."""
+    off, sym = (0, target) if isinstance(target, str) else (target, None)
+    return Insn(code, dst, src, off, _to_s32(imm), target=sym)
 
 
-def alu64_imm(op: int, dst: int, imm: int) -> Insn:
-    return Insn(BPF_ALU64 | op | BPF_K, dst, 0, 0, _to_s32(imm))
+def alu64_imm(op: AluOp, dst: int, imm: int) -> Insn:
+    return Insn(EbpfClass.ALU64 | op | Source.K, dst, 0, 0, _to_s32(imm))
 
 
-def alu64_reg(op: int, dst: int, src: int) -> Insn:
-    return Insn(BPF_ALU64 | op | BPF_X, dst, src)
+def alu64_reg(op: AluOp, dst: int, src: int) -> Insn:
+    return Insn(EbpfClass.ALU64 | op | Source.X, dst, src)
 
 
-def alu32_imm(op: int, dst: int, imm: int) -> Insn:
-    return Insn(BPF_ALU | op | BPF_K, dst, 0, 0, _to_s32(imm))
+def alu32_imm(op: AluOp, dst: int, imm: int) -> Insn:
+    return Insn(Class.ALU | op | Source.K, dst, 0, 0, _to_s32(imm))
 
 
-def alu32_reg(op: int, dst: int, src: int) -> Insn:
-    return Insn(BPF_ALU | op | BPF_X, dst, src)
+def alu32_reg(op: AluOp, dst: int, src: int) -> Insn:
+    return Insn(Class.ALU | op | Source.X, dst, src)
 
 
 def mov64_imm(dst: int, imm: int) -> Insn:
     """dst = imm, sign-extended to 64 bits."""
-    return alu64_imm(BPF_MOV, dst, imm)
+    return alu64_imm(AluOp.MOV, dst, imm)
 
 
 def mov64_reg(dst: int, src: int) -> Insn:
-    return alu64_reg(BPF_MOV, dst, src)
+    return alu64_reg(AluOp.MOV, dst, src)
 
 
 def mov32_imm(dst: int, imm: int) -> Insn:
     """wdst = imm (32 bits, zero-extended): the way to load any u32 constant."""
-    return alu32_imm(BPF_MOV, dst, imm)
+    return alu32_imm(AluOp.MOV, dst, imm)
 
 
 def mov32_reg(dst: int, src: int) -> Insn:
-    return alu32_reg(BPF_MOV, dst, src)
+    return alu32_reg(AluOp.MOV, dst, src)
 
 
 def neg32(dst: int) -> Insn:
-    return Insn(BPF_ALU | BPF_NEG, dst)
+    return Insn(Class.ALU | AluOp.NEG, dst)
 
 
 def neg64(dst: int) -> Insn:
-    return Insn(BPF_ALU64 | BPF_NEG, dst)
+    return Insn(EbpfClass.ALU64 | AluOp.NEG, dst)
 
 
 def endian(dst: int, bits: int, *, big: bool = True) -> Insn:
     """dst = be<bits>(dst) or le<bits>(dst); the result is zero-extended."""
     if bits not in (16, 32, 64):
         raise EncodeError(f"byte swap of {bits} bits")
-    return Insn(BPF_ALU | BPF_END | (BPF_TO_BE if big else BPF_TO_LE), dst, 0, 0, bits)
+    order = ByteOrder.TO_BE if big else ByteOrder.TO_LE
+    return Insn(Class.ALU | AluOp.END | order, dst, 0, 0, bits)
 
 
-_SIZES = {1: BPF_B, 2: BPF_H, 4: BPF_W, 8: BPF_DW}
+_SIZES = {size.nbytes: size for size in Size}
 
 
-def size_code(nbytes: int) -> int:
-    """BPF_B/H/W/DW for an access of ``nbytes``."""
+def size_code(nbytes: int) -> Size:
+    """The Size of an access of ``nbytes``."""
     try:
         return _SIZES[nbytes]
     except KeyError:
@@ -321,17 +262,17 @@ def size_code(nbytes: int) -> int:
 
 def ldx_mem(nbytes: int, dst: int, src: int, off: int) -> Insn:
     """dst = *(u<8*nbytes> *)(src + off)."""
-    return Insn(BPF_LDX | BPF_MEM | size_code(nbytes), dst, src, off)
+    return Insn(Class.LDX | Mode.MEM | size_code(nbytes), dst, src, off)
 
 
 def stx_mem(nbytes: int, dst: int, src: int, off: int) -> Insn:
     """*(u<8*nbytes> *)(dst + off) = src."""
-    return Insn(BPF_STX | BPF_MEM | size_code(nbytes), dst, src, off)
+    return Insn(Class.STX | Mode.MEM | size_code(nbytes), dst, src, off)
 
 
 def st_mem(nbytes: int, dst: int, off: int, imm: int) -> Insn:
     """*(u<8*nbytes> *)(dst + off) = imm."""
-    return Insn(BPF_ST | BPF_MEM | size_code(nbytes), dst, 0, off, _to_s32(imm))
+    return Insn(Class.ST | Mode.MEM | size_code(nbytes), dst, 0, off, _to_s32(imm))
 
 
 def ld_imm64(dst: int, imm: int, src: int = 0) -> Insn:
@@ -340,45 +281,40 @@ def ld_imm64(dst: int, imm: int, src: int = 0) -> Insn:
 
 
 def ja(target: JumpTarget) -> Insn:
-    off, sym = _jump_fields(target)
-    return Insn(BPF_JMP | BPF_JA, 0, 0, off, 0, target=sym)
+    return _jump(Class.JMP | JmpOp.JA, 0, 0, 0, target)
 
 
-def jmp_imm(op: int, dst: int, imm: int, target: JumpTarget) -> Insn:
+def jmp_imm(op: JmpOp, dst: int, imm: int, target: JumpTarget) -> Insn:
     """if dst <op> imm goto target (64-bit compare, imm sign-extended)."""
-    off, sym = _jump_fields(target)
-    return Insn(BPF_JMP | op | BPF_K, dst, 0, off, _to_s32(imm), target=sym)
+    return _jump(Class.JMP | op | Source.K, dst, 0, imm, target)
 
 
-def jmp_reg(op: int, dst: int, src: int, target: JumpTarget) -> Insn:
-    off, sym = _jump_fields(target)
-    return Insn(BPF_JMP | op | BPF_X, dst, src, off, target=sym)
+def jmp_reg(op: JmpOp, dst: int, src: int, target: JumpTarget) -> Insn:
+    return _jump(Class.JMP | op | Source.X, dst, src, 0, target)
 
 
-def jmp32_imm(op: int, dst: int, imm: int, target: JumpTarget) -> Insn:
+def jmp32_imm(op: JmpOp, dst: int, imm: int, target: JumpTarget) -> Insn:
     """if wdst <op> imm goto target (32-bit compare)."""
-    off, sym = _jump_fields(target)
-    return Insn(BPF_JMP32 | op | BPF_K, dst, 0, off, _to_s32(imm), target=sym)
+    return _jump(EbpfClass.JMP32 | op | Source.K, dst, 0, imm, target)
 
 
-def jmp32_reg(op: int, dst: int, src: int, target: JumpTarget) -> Insn:
-    off, sym = _jump_fields(target)
-    return Insn(BPF_JMP32 | op | BPF_X, dst, src, off, target=sym)
+def jmp32_reg(op: JmpOp, dst: int, src: int, target: JumpTarget) -> Insn:
+    return _jump(EbpfClass.JMP32 | op | Source.X, dst, src, 0, target)
 
 
 def call_helper(helper_id: int) -> Insn:
-    return Insn(BPF_JMP | BPF_CALL, 0, 0, 0, helper_id)
+    return Insn(Class.JMP | JmpOp.CALL, 0, 0, 0, helper_id)
 
 
 def call_local(target: JumpTarget) -> Insn:
     """BPF-to-BPF call; the offset lives in imm."""
     if isinstance(target, str):
-        return Insn(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_CALL, 0, 0, target=target)
-    return Insn(BPF_JMP | BPF_CALL, 0, BPF_PSEUDO_CALL, 0, target)
+        return Insn(Class.JMP | JmpOp.CALL, 0, CallSrc.LOCAL, 0, 0, target=target)
+    return Insn(Class.JMP | JmpOp.CALL, 0, CallSrc.LOCAL, 0, target)
 
 
 def exit_insn() -> Insn:
-    return Insn(BPF_JMP | BPF_EXIT)
+    return Insn(Class.JMP | JmpOp.EXIT)
 
 
 # --------------------------------------------------------------------------
@@ -465,7 +401,7 @@ def resolve(insns: Sequence[Insn]) -> list[Insn]:
             if insn.target not in slots:
                 raise EncodeError(f"jump to undefined label {insn.target!r}")
             delta = slots[insn.target] - (pos + 1)
-            if insn.code == BPF_JMP32 | BPF_JA or insn.is_local_call:
+            if insn.code == EbpfClass.JMP32 | JmpOp.JA or insn.is_local_call:
                 if not _S32[0] <= delta <= _S32[1]:
                     raise EncodeError(f"offset {delta} to {insn.target!r} does not fit s32")
                 insn = dataclasses.replace(insn, imm=delta)
@@ -591,7 +527,7 @@ def remove_unreachable(insns: Sequence[Insn]) -> list[Insn]:
             assert insn.target is not None
             dest = index_of_slot[slots[insn.target]]
             todo.append(dest)
-            if insn.op == BPF_JA:
+            if insn.op == JmpOp.JA:
                 continue
         if i + 1 < len(insns):
             todo.append(i + 1)
@@ -601,40 +537,41 @@ def remove_unreachable(insns: Sequence[Insn]) -> list[Insn]:
 # --------------------------------------------------------------------------
 # Disassembly
 
-_ALU_OPS = {
-    BPF_ADD: "+=",
-    BPF_SUB: "-=",
-    BPF_MUL: "*=",
-    BPF_DIV: "/=",
-    BPF_OR: "|=",
-    BPF_AND: "&=",
-    BPF_LSH: "<<=",
-    BPF_RSH: ">>=",
-    BPF_MOD: "%=",
-    BPF_XOR: "^=",
-    BPF_MOV: "=",
-    BPF_ARSH: "s>>=",
+_ALU_OPS: dict[int, str] = {
+    AluOp.ADD: "+=",
+    AluOp.SUB: "-=",
+    AluOp.MUL: "*=",
+    AluOp.DIV: "/=",
+    AluOp.OR: "|=",
+    AluOp.AND: "&=",
+    AluOp.LSH: "<<=",
+    AluOp.RSH: ">>=",
+    AluOp.MOD: "%=",
+    AluOp.XOR: "^=",
+    AluOp.MOV: "=",
+    AluOp.ARSH: "s>>=",
 }
 
-_JMP_OPS = {
-    BPF_JEQ: "==",
-    BPF_JGT: ">",
-    BPF_JGE: ">=",
-    BPF_JSET: "&",
-    BPF_JNE: "!=",
-    BPF_JSGT: "s>",
-    BPF_JSGE: "s>=",
-    BPF_JLT: "<",
-    BPF_JLE: "<=",
-    BPF_JSLT: "s<",
-    BPF_JSLE: "s<=",
+_JMP_OPS: dict[int, str] = {
+    JmpOp.JEQ: "==",
+    JmpOp.JGT: ">",
+    JmpOp.JGE: ">=",
+    JmpOp.JSET: "&",
+    JmpOp.JNE: "!=",
+    JmpOp.JSGT: "s>",
+    JmpOp.JSGE: "s>=",
+    JmpOp.JLT: "<",
+    JmpOp.JLE: "<=",
+    JmpOp.JSLT: "s<",
+    JmpOp.JSLE: "s<=",
 }
 
-_SIZE_NAMES = {BPF_B: "u8", BPF_H: "u16", BPF_W: "u32", BPF_DW: "u64"}
-_SSIZE_NAMES = {BPF_B: "s8", BPF_H: "s16", BPF_W: "s32", BPF_DW: "s64"}
+_SIZE_NAMES: dict[int, str] = {size: f"u{8 * size.nbytes}" for size in Size}
+_SSIZE_NAMES: dict[int, str] = {size: f"s{8 * size.nbytes}" for size in Size}
 
-_ATOMIC_OPS = {BPF_ADD: "+=", BPF_OR: "|=", BPF_AND: "&=", BPF_XOR: "^="}
-_ATOMIC_FETCH = {BPF_ADD: "add", BPF_OR: "or", BPF_AND: "and", BPF_XOR: "xor"}
+_ATOMIC_OPS: dict[int, str] = {
+    op: _ALU_OPS[op] for op in (AluOp.ADD, AluOp.OR, AluOp.AND, AluOp.XOR)
+}
 
 
 def _mem(size: int, reg: int, off: int, signed: bool = False) -> str:
@@ -648,101 +585,119 @@ def _pcrel(delta: int) -> str:
 
 
 def _format_alu(insn: Insn) -> str:
-    r = "r" if insn.cls == BPF_ALU64 else "w"
+    r = "r" if insn.cls == EbpfClass.ALU64 else "w"
     dst = f"{r}{insn.dst}"
     op = insn.op
-    if op == BPF_NEG:
+    if op == AluOp.NEG:
         return f"{dst} = -{dst}"
-    if op == BPF_END:
-        if insn.cls == BPF_ALU64:
+    if op == AluOp.END:
+        if insn.cls == EbpfClass.ALU64:
             return f"r{insn.dst} = bswap{insn.imm} r{insn.dst}"
-        order = "be" if insn.code & BPF_TO_BE else "le"
+        order = "be" if insn.code & ByteOrder.TO_BE else "le"
         return f"r{insn.dst} = {order}{insn.imm} r{insn.dst}"
     if op not in _ALU_OPS:
         return f"invalid alu op {insn.code:#04x}"
     sym = _ALU_OPS[op]
-    if insn.off == 1 and op in (BPF_DIV, BPF_MOD):
+    if insn.off == 1 and op in (AluOp.DIV, AluOp.MOD):
         sym = "s" + sym
-    src = f"{r}{insn.src}" if insn.code & BPF_X else str(insn.imm)
-    if op == BPF_MOV and insn.code & BPF_X and insn.off in (8, 16, 32):
+    src = f"{r}{insn.src}" if insn.code & Source.X else str(insn.imm)
+    if op == AluOp.MOV and insn.code & Source.X and insn.off in (8, 16, 32):
         src = f"(s{insn.off}){src}"
     return f"{dst} {sym} {src}"
 
 
 def _format_jump(insn: Insn, delta: str) -> str:
     op = insn.op
-    if op == BPF_JA:
-        return f"gotol {delta}" if insn.cls == BPF_JMP32 else f"goto {delta}"
+    if op == JmpOp.JA:
+        return f"gotol {delta}" if insn.cls == EbpfClass.JMP32 else f"goto {delta}"
     if op not in _JMP_OPS:
         return f"invalid jump op {insn.code:#04x}"
-    r = "w" if insn.cls == BPF_JMP32 else "r"
-    rhs = f"{r}{insn.src}" if insn.code & BPF_X else f"{insn.imm & 0xFFFFFFFF:#x}"
+    r = "w" if insn.cls == EbpfClass.JMP32 else "r"
+    rhs = f"{r}{insn.src}" if insn.code & Source.X else f"{insn.imm & 0xFFFFFFFF:#x}"
     return f"if {r}{insn.dst} {_JMP_OPS[op]} {rhs} goto {delta}"
+
+
+def _format_call(insn: Insn, delta: int | None) -> str:
+    call = mnemonic(JmpOp.CALL)
+    if insn.src == CallSrc.LOCAL:
+        if insn.target is not None and delta is None:
+            return f"{call} <{insn.target}>"
+        text = f"{call} pc{_pcrel(insn.imm if delta is None else delta)}"
+        return text + (f" <{insn.target}>" if insn.target else "")
+    if insn.src == CallSrc.KFUNC:
+        return f"{call} kfunc#{insn.imm}"
+    name = HELPER_NAMES.get(insn.imm)
+    return f"{call} bpf_{name}#{insn.imm}" if name else f"{call} {insn.imm}"
+
+
+def _format_jmp_class(insn: Insn, delta: int | None) -> str:
+    """Jumps, calls and exit (class JMP or JMP32)."""
+    if insn.cls == Class.JMP and insn.op == JmpOp.EXIT:
+        return mnemonic(JmpOp.EXIT)
+    if insn.cls == Class.JMP and insn.op == JmpOp.CALL:
+        return _format_call(insn, delta)
+    if insn.target is not None and delta is None:
+        return _format_jump(insn, f"<{insn.target}>")
+    text = _format_jump(insn, _pcrel(insn.jump_offset if delta is None else delta))
+    return text + (f" <{insn.target}>" if insn.target else "")
+
+
+def _format_ld_imm64(insn: Insn) -> str:
+    imm, dst = insn.imm, f"r{insn.dst}"
+    if insn.src == 0:
+        return f"{dst} = {imm:#x} ll"
+    if insn.src in (Imm64Src.MAP_FD, Imm64Src.MAP_IDX):
+        return f"{dst} = map[{imm & 0xFFFFFFFF}] ll"
+    if insn.src in (Imm64Src.MAP_VALUE, Imm64Src.MAP_IDX_VALUE):
+        return f"{dst} = map[{imm & 0xFFFFFFFF}]+{imm >> 32} ll"
+    if insn.src == Imm64Src.FUNC:
+        return f"{dst} = func pc{_pcrel(imm & 0xFFFFFFFF)} ll"
+    return f"{dst} = {imm:#x} ll (src {insn.src})"
+
+
+def _format_load_store(insn: Insn) -> str:
+    """Classes LD (but ld_imm64), LDX, ST and STX."""
+    cls, mode = insn.cls, insn.mode
+    if cls == Class.LDX and mode in (Mode.MEM, EbpfMode.MEMSX):
+        return f"r{insn.dst} = {_mem(insn.size, insn.src, insn.off, mode == EbpfMode.MEMSX)}"
+    if cls == Class.STX and mode == Mode.MEM:
+        return f"{_mem(insn.size, insn.dst, insn.off)} = r{insn.src}"
+    if cls == Class.ST and mode == Mode.MEM:
+        return f"{_mem(insn.size, insn.dst, insn.off)} = {insn.imm}"
+    if cls == Class.STX and mode == EbpfMode.ATOMIC:
+        return _format_atomic(insn)
+    if cls == Class.LD and mode in (Mode.ABS, Mode.IND):
+        where = f"r{insn.src} + {insn.imm}" if mode == Mode.IND else str(insn.imm)
+        return f"r0 = *({_SIZE_NAMES[insn.size]} *)skb[{where}]"
+    return f"invalid insn {insn.code:#04x}"
 
 
 def format_insn(insn: Insn, delta: int | None = None) -> str:
     """One instruction as text. ``delta`` overrides the encoded jump offset
     (used once symbolic targets are resolved); a target is shown as ``<label>``."""
-    cls = insn.cls
-    if cls in (BPF_ALU, BPF_ALU64):
+    if insn.cls in (Class.ALU, EbpfClass.ALU64):
         return _format_alu(insn)
-    if cls in (BPF_JMP, BPF_JMP32):
-        op = insn.op
-        if op == BPF_EXIT and cls == BPF_JMP:
-            return "exit"
-        if op == BPF_CALL and cls == BPF_JMP:
-            if insn.src == BPF_PSEUDO_CALL:
-                if insn.target is not None and delta is None:
-                    return f"call <{insn.target}>"
-                text = f"call pc{_pcrel(insn.imm if delta is None else delta)}"
-                return text + (f" <{insn.target}>" if insn.target else "")
-            if insn.src == BPF_PSEUDO_KFUNC_CALL:
-                return f"call kfunc#{insn.imm}"
-            name = HELPER_NAMES.get(insn.imm)
-            return f"call bpf_{name}#{insn.imm}" if name else f"call {insn.imm}"
-        if insn.target is not None and delta is None:
-            return _format_jump(insn, f"<{insn.target}>")
-        text = _format_jump(insn, _pcrel(insn.jump_offset if delta is None else delta))
-        return text + (f" <{insn.target}>" if insn.target else "")
+    if insn.cls in (Class.JMP, EbpfClass.JMP32):
+        return _format_jmp_class(insn, delta)
     if insn.code == LD_IMM64:
-        imm = insn.imm
-        if insn.src == 0:
-            return f"r{insn.dst} = {imm:#x} ll"
-        if insn.src in (BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_IDX):
-            return f"r{insn.dst} = map[{imm & 0xFFFFFFFF}] ll"
-        if insn.src in (BPF_PSEUDO_MAP_VALUE, BPF_PSEUDO_MAP_IDX_VALUE):
-            return f"r{insn.dst} = map[{imm & 0xFFFFFFFF}]+{imm >> 32} ll"
-        if insn.src == BPF_PSEUDO_FUNC:
-            return f"r{insn.dst} = func pc{_pcrel(imm & 0xFFFFFFFF)} ll"
-        return f"r{insn.dst} = {imm:#x} ll (src {insn.src})"
-    if cls == BPF_LDX and insn.mode in (BPF_MEM, BPF_MEMSX):
-        signed = insn.mode == BPF_MEMSX
-        return f"r{insn.dst} = {_mem(insn.size, insn.src, insn.off, signed)}"
-    if cls == BPF_STX and insn.mode == BPF_MEM:
-        return f"{_mem(insn.size, insn.dst, insn.off)} = r{insn.src}"
-    if cls == BPF_ST and insn.mode == BPF_MEM:
-        return f"{_mem(insn.size, insn.dst, insn.off)} = {insn.imm}"
-    if cls == BPF_STX and insn.mode == BPF_ATOMIC:
-        return _format_atomic(insn)
-    if cls == BPF_LD and insn.mode in (BPF_ABS, BPF_IND):
-        where = f"r{insn.src} + {insn.imm}" if insn.mode == BPF_IND else str(insn.imm)
-        return f"r0 = *({_SIZE_NAMES[insn.size]} *)skb[{where}]"
-    return f"invalid insn {insn.code:#04x}"
+        return _format_ld_imm64(insn)
+    return _format_load_store(insn)
 
 
 def _format_atomic(insn: Insn) -> str:
-    r = "r" if insn.size == BPF_DW else "w"
-    fn = "atomic64_" if insn.size == BPF_DW else "atomic_"
+    r = "r" if insn.size == Size.DW else "w"
+    fn = "atomic64_" if insn.size == Size.DW else "atomic_"
     sign = "-" if insn.off < 0 else "+"
     addr = f"({_SIZE_NAMES[insn.size]} *)(r{insn.dst} {sign} {abs(insn.off)})"
-    op = insn.imm & 0xF0
-    if insn.imm == BPF_XCHG:
-        return f"{r}{insn.src} = {fn}xchg({addr}, {r}{insn.src})"
-    if insn.imm == BPF_CMPXCHG:
-        return f"r0 = {fn}cmpxchg({addr}, r0, {r}{insn.src})"
+    op = insn.imm & OP_MASK
+    if insn.imm == AtomicOp.XCHG:
+        return f"{r}{insn.src} = {fn}{mnemonic(AtomicOp.XCHG)}({addr}, {r}{insn.src})"
+    if insn.imm == AtomicOp.CMPXCHG:
+        return f"r0 = {fn}{mnemonic(AtomicOp.CMPXCHG)}({addr}, r0, {r}{insn.src})"
     if op in _ATOMIC_OPS:
-        if insn.imm & BPF_FETCH:
-            return f"{r}{insn.src} = {fn}fetch_{_ATOMIC_FETCH[op]}({addr}, {r}{insn.src})"
+        if insn.imm & AtomicOp.FETCH:
+            fetch = f"{mnemonic(AtomicOp.FETCH)}_{mnemonic(AluOp(op))}"
+            return f"{r}{insn.src} = {fn}{fetch}({addr}, {r}{insn.src})"
         return f"lock *{addr} {_ATOMIC_OPS[op]} {r}{insn.src}"
     return f"invalid atomic op {insn.imm:#x}"
 

@@ -72,6 +72,7 @@ from pwru.filter.ebpf import (
     Builder,
     Insn,
 )
+from pwru.filter.opcodes import AluOp, JmpOp
 from pwru.kernel.btf import TRANSPARENT_KINDS, KernelBtf, Kind
 from pwru.options import MAX_SKB_METADATA, Options
 
@@ -92,13 +93,13 @@ _INT_BOOL = 4
 
 # operator -> (unsigned jump, signed jump)
 _JUMPS = {
-    "==": (ebpf.BPF_JEQ, ebpf.BPF_JEQ),
-    "!=": (ebpf.BPF_JNE, ebpf.BPF_JNE),
-    "<": (ebpf.BPF_JLT, ebpf.BPF_JSLT),
-    "<=": (ebpf.BPF_JLE, ebpf.BPF_JSLE),
-    ">": (ebpf.BPF_JGT, ebpf.BPF_JSGT),
-    ">=": (ebpf.BPF_JGE, ebpf.BPF_JSGE),
-    "&": (ebpf.BPF_JSET, ebpf.BPF_JSET),
+    "==": (JmpOp.JEQ, JmpOp.JEQ),
+    "!=": (JmpOp.JNE, JmpOp.JNE),
+    "<": (JmpOp.JLT, JmpOp.JSLT),
+    "<=": (JmpOp.JLE, JmpOp.JSLE),
+    ">": (JmpOp.JGT, JmpOp.JSGT),
+    ">=": (JmpOp.JGE, JmpOp.JSGE),
+    "&": (JmpOp.JSET, JmpOp.JSET),
 }
 
 
@@ -453,20 +454,20 @@ def _emit_read(b: Builder, access: Access, skb: int, fail: str) -> None:
     def probe_read(size: int) -> None:
         b.emit(
             ebpf.mov64_reg(R1, FP),
-            ebpf.alu64_imm(ebpf.BPF_ADD, R1, _BUF),
+            ebpf.alu64_imm(AluOp.ADD, R1, _BUF),
             ebpf.mov64_imm(R2, size),
             ebpf.call_helper(BPF_FUNC_probe_read_kernel),
-            ebpf.jmp_imm(ebpf.BPF_JNE, R0, 0, fail),
+            ebpf.jmp_imm(JmpOp.JNE, R0, 0, fail),
         )
 
-    b.emit(ebpf.mov64_reg(R3, skb), ebpf.jmp_imm(ebpf.BPF_JEQ, R3, 0, fail))
+    b.emit(ebpf.mov64_reg(R3, skb), ebpf.jmp_imm(JmpOp.JEQ, R3, 0, fail))
     for off in access.derefs:
         if off:
-            b.emit(ebpf.alu64_imm(ebpf.BPF_ADD, R3, off))
+            b.emit(ebpf.alu64_imm(AluOp.ADD, R3, off))
         probe_read(8)
-        b.emit(ebpf.ldx_mem(8, R3, FP, _BUF), ebpf.jmp_imm(ebpf.BPF_JEQ, R3, 0, fail))
+        b.emit(ebpf.ldx_mem(8, R3, FP, _BUF), ebpf.jmp_imm(JmpOp.JEQ, R3, 0, fail))
     if access.offset:
-        b.emit(ebpf.alu64_imm(ebpf.BPF_ADD, R3, access.offset))
+        b.emit(ebpf.alu64_imm(AluOp.ADD, R3, access.offset))
     probe_read(access.size)
     b.emit(ebpf.ldx_mem(access.size, R1, FP, _BUF))
     width = 8 * access.size
@@ -474,14 +475,14 @@ def _emit_read(b: Builder, access: Access, skb: int, fail: str) -> None:
         left = 64 - access.shift - access.bits
         right = 64 - access.bits
         if left:
-            b.emit(ebpf.alu64_imm(ebpf.BPF_LSH, R1, left))
+            b.emit(ebpf.alu64_imm(AluOp.LSH, R1, left))
         if right:
-            op = ebpf.BPF_ARSH if access.signed else ebpf.BPF_RSH
+            op = AluOp.ARSH if access.signed else AluOp.RSH
             b.emit(ebpf.alu64_imm(op, R1, right))
     elif access.signed and width < 64:
         b.emit(
-            ebpf.alu64_imm(ebpf.BPF_LSH, R1, 64 - width),
-            ebpf.alu64_imm(ebpf.BPF_ARSH, R1, 64 - width),
+            ebpf.alu64_imm(AluOp.LSH, R1, 64 - width),
+            ebpf.alu64_imm(AluOp.ARSH, R1, 64 - width),
         )
     elif access.big_endian:
         b.emit(ebpf.endian(R1, width, big=True))

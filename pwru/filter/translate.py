@@ -70,7 +70,7 @@ counters.
 
 Every instruction carries symbols (``<name>.L<pc>`` for the first eBPF
 instruction of cBPF instruction ``pc``), so the output can be spliced and
-concatenated with :mod:`pwru.ebpf` without offset arithmetic. The first
+concatenated with :mod:`pwru.filter.ebpf` without offset arithmetic. The first
 instruction is labelled ``name``.
 """
 
@@ -95,6 +95,17 @@ from pwru.filter.ebpf import (
     Builder,
     Insn,
 )
+from pwru.filter.opcodes import (
+    AluOp,
+    CbpfClass,
+    CbpfMode,
+    Class,
+    JmpOp,
+    MiscOp,
+    Mode,
+    Size,
+    Source,
+)
 
 DEFAULT_MAX_BACKWARD_JUMPS = 64
 
@@ -115,34 +126,16 @@ class TranslateError(UsageError, ValueError):
     """A cBPF program pwru cannot (or must not) turn into eBPF."""
 
 
-_ALU_MAP = {
-    cbpf.BPF_ADD: ebpf.BPF_ADD,
-    cbpf.BPF_SUB: ebpf.BPF_SUB,
-    cbpf.BPF_MUL: ebpf.BPF_MUL,
-    cbpf.BPF_DIV: ebpf.BPF_DIV,
-    cbpf.BPF_OR: ebpf.BPF_OR,
-    cbpf.BPF_AND: ebpf.BPF_AND,
-    cbpf.BPF_LSH: ebpf.BPF_LSH,
-    cbpf.BPF_RSH: ebpf.BPF_RSH,
-    cbpf.BPF_MOD: ebpf.BPF_MOD,
-    cbpf.BPF_XOR: ebpf.BPF_XOR,
-}
-
-# cBPF condition -> (eBPF condition, its negation or None)
-_JMP_MAP = {
-    cbpf.BPF_JEQ: (ebpf.BPF_JEQ, ebpf.BPF_JNE),
-    cbpf.BPF_JGT: (ebpf.BPF_JGT, ebpf.BPF_JLE),
-    cbpf.BPF_JGE: (ebpf.BPF_JGE, ebpf.BPF_JLT),
-    cbpf.BPF_JSET: (ebpf.BPF_JSET, None),
-}
+# a cBPF condition's negation in eBPF, where there is one
+_NEGATED = {JmpOp.JEQ: JmpOp.JNE, JmpOp.JGT: JmpOp.JLE, JmpOp.JGE: JmpOp.JLT}
 
 
 def _reads_mem(insn: CbpfInsn) -> bool:
-    return insn.cls in (cbpf.BPF_LD, cbpf.BPF_LDX) and insn.mode == cbpf.BPF_MEM
+    return insn.cls in (Class.LD, Class.LDX) and insn.mode == Mode.MEM
 
 
 def _uses_mem(insn: CbpfInsn) -> bool:
-    return insn.cls in (cbpf.BPF_ST, cbpf.BPF_STX) or _reads_mem(insn)
+    return insn.cls in (Class.ST, Class.STX) or _reads_mem(insn)
 
 
 def _check(prog: Sequence[CbpfInsn]) -> None:
@@ -158,14 +151,14 @@ def _check(prog: Sequence[CbpfInsn]) -> None:
         if _uses_mem(insn) and insn.k >= cbpf.BPF_MEMWORDS:
             raise TranslateError(f"scratch memory index out of range in {where}")
         if (
-            cls == cbpf.BPF_ALU
-            and insn.src == cbpf.BPF_K
-            and insn.op in (cbpf.BPF_DIV, cbpf.BPF_MOD)
+            cls == Class.ALU
+            and insn.src == Source.K
+            and insn.op in (AluOp.DIV, AluOp.MOD)
             and insn.k == 0
         ):
             raise TranslateError(f"division by zero in {where}")
-        if cls == cbpf.BPF_JMP:
-            if insn.op == cbpf.BPF_JA:
+        if cls == Class.JMP:
+            if insn.op == JmpOp.JA:
                 dest = pc + 1 + insn.sk
                 if not 0 <= dest < n:
                     raise TranslateError(f"jump out of the program in {where}")
@@ -173,7 +166,7 @@ def _check(prog: Sequence[CbpfInsn]) -> None:
                     raise TranslateError(f"infinite loop in {where}")
             elif pc + 1 + max(insn.jt, insn.jf) >= n:
                 raise TranslateError(f"jump out of the program in {where}")
-    if prog[-1].cls != cbpf.BPF_RET:
+    if prog[-1].cls != CbpfClass.RET:
         raise TranslateError("cBPF program does not end with a return")
 
 
@@ -186,7 +179,7 @@ class _Translator:
         # loops: header pc -> last pc of a backward jump to it
         self.loop_end: dict[int, int] = {}
         for pc, insn in enumerate(prog):
-            if insn.cls == cbpf.BPF_JMP and insn.op == cbpf.BPF_JA and insn.sk < 0:
+            if insn.cls == Class.JMP and insn.op == JmpOp.JA and insn.sk < 0:
                 head = pc + 1 + insn.sk
                 self.loop_end[head] = max(pc, self.loop_end.get(head, pc))
         # loop header -> None (counter in r6) or the stack offset of its counter
@@ -230,17 +223,17 @@ class _Translator:
         b.emit(
             ebpf.mov64_reg(_DATA, R1),
             # data_end < data would make the length huge: treat it as empty
-            ebpf.jmp_reg(ebpf.BPF_JGE, R2, R1, ok),
+            ebpf.jmp_reg(JmpOp.JGE, R2, R1, ok),
             ebpf.mov64_reg(R2, R1),
         )
         b.label(ok)
         b.emit(
-            ebpf.alu64_reg(ebpf.BPF_SUB, R2, R1),
+            ebpf.alu64_reg(AluOp.SUB, R2, R1),
             ebpf.stx_mem(8, FP, R2, _LEN_SLOT),
             # copy the slot onto itself through the helper: from now on the
             # verifier knows nothing about the length (see module doc)
             ebpf.mov64_reg(R1, FP),
-            ebpf.alu64_imm(ebpf.BPF_ADD, R1, _LEN_SLOT),
+            ebpf.alu64_imm(AluOp.ADD, R1, _LEN_SLOT),
             ebpf.mov64_reg(R3, R1),
             ebpf.mov64_imm(R2, 8),
             ebpf.call_helper(BPF_FUNC_probe_read_kernel),
@@ -264,7 +257,7 @@ class _Translator:
         b = self.b
         b.emit(
             ebpf.ldx_mem(8, R2, FP, _LEN_SLOT),
-            ebpf.jmp_imm(ebpf.BPF_JLE, R2, WINDOW, short),
+            ebpf.jmp_imm(JmpOp.JLE, R2, WINDOW, short),
             ebpf.mov64_imm(R2, WINDOW),
         )
         b.label(short)
@@ -273,10 +266,10 @@ class _Translator:
         b.emit(*(ebpf.st_mem(8, FP, _WIN + off, 0) for off in range(0, WINDOW, 8)))
         b.emit(
             ebpf.mov64_reg(R1, FP),
-            ebpf.alu64_imm(ebpf.BPF_ADD, R1, _WIN),
+            ebpf.alu64_imm(AluOp.ADD, R1, _WIN),
             ebpf.mov64_reg(R3, _DATA),
             ebpf.call_helper(BPF_FUNC_probe_read_kernel),
-            ebpf.jmp_imm(ebpf.BPF_JEQ, R0, 0, done),
+            ebpf.jmp_imm(JmpOp.JEQ, R0, 0, done),
             ebpf.st_mem(8, FP, _WINLEN_SLOT, 0),
         )
         b.label(done)
@@ -285,19 +278,19 @@ class _Translator:
         """dst = the field, from the window when it holds it; returns the label of
         the helper path the code jumps to when it does not."""
         b = self.b
-        size = cbpf.SIZE_BYTES[insn.size]
+        size = Size(insn.size).nbytes
         slow, done = self.local(pc, "slow"), self.local(pc, "loaded")
         base = _WIN + insn.k
         b.emit(
             ebpf.ldx_mem(8, R0, FP, _WINLEN_SLOT),
-            ebpf.jmp_imm(ebpf.BPF_JLT, R0, insn.k + size, slow),
+            ebpf.jmp_imm(JmpOp.JLT, R0, insn.k + size, slow),
             ebpf.ldx_mem(1, dst, FP, base),
         )
         for i in range(1, size):
             b.emit(
                 ebpf.ldx_mem(1, R1, FP, base + i),
-                ebpf.alu32_imm(ebpf.BPF_LSH, dst, 8),
-                ebpf.alu32_reg(ebpf.BPF_OR, dst, R1),
+                ebpf.alu32_imm(AluOp.LSH, dst, 8),
+                ebpf.alu32_reg(AluOp.OR, dst, R1),
             )
         b.emit(ebpf.ja(done))
         b.label(slow)
@@ -313,37 +306,37 @@ class _Translator:
     def load(self, pc: int, insn: CbpfInsn, dst: int) -> None:
         """dst = the (big-endian) packet field at k or X + k; out of bounds -> return 0."""
         b = self.b
-        size = cbpf.SIZE_BYTES[insn.size]
-        indexed = insn.mode == cbpf.BPF_IND
+        size = Size(insn.size).nbytes
+        indexed = insn.mode == Mode.IND
         k = insn.k
         done = self.load_from_window(pc, insn, dst) if self.windowed and _in_window(insn) else None
         if not indexed and k + size <= 0x7FFFFFFF:
             # constant offset: one compare against the length
             b.emit(
                 ebpf.ldx_mem(8, R0, FP, _LEN_SLOT),
-                ebpf.jmp_imm(ebpf.BPF_JLT, R0, k + size, self.reject),
+                ebpf.jmp_imm(JmpOp.JLT, R0, k + size, self.reject),
                 ebpf.mov64_reg(R3, _DATA),
-                ebpf.alu64_imm(ebpf.BPF_ADD, R3, k),
+                ebpf.alu64_imm(AluOp.ADD, R3, k),
             )
         else:
             # 64-bit arithmetic on zero-extended u32s cannot overflow
             b.emit(ebpf.mov32_imm(R1, k))
             if indexed:
-                b.emit(ebpf.alu64_reg(ebpf.BPF_ADD, R1, REG_X))
+                b.emit(ebpf.alu64_reg(AluOp.ADD, R1, REG_X))
             b.emit(
                 ebpf.mov64_reg(R2, R1),
-                ebpf.alu64_imm(ebpf.BPF_ADD, R2, size),
+                ebpf.alu64_imm(AluOp.ADD, R2, size),
                 ebpf.ldx_mem(8, R0, FP, _LEN_SLOT),
-                ebpf.jmp_reg(ebpf.BPF_JGT, R2, R0, self.reject),
+                ebpf.jmp_reg(JmpOp.JGT, R2, R0, self.reject),
                 ebpf.mov64_reg(R3, _DATA),
-                ebpf.alu64_reg(ebpf.BPF_ADD, R3, R1),
+                ebpf.alu64_reg(AluOp.ADD, R3, R1),
             )
         b.emit(
             ebpf.mov64_reg(R1, FP),
-            ebpf.alu64_imm(ebpf.BPF_ADD, R1, _BUF),
+            ebpf.alu64_imm(AluOp.ADD, R1, _BUF),
             ebpf.mov64_imm(R2, size),
             ebpf.call_helper(BPF_FUNC_probe_read_kernel),
-            ebpf.jmp_imm(ebpf.BPF_JNE, R0, 0, self.reject),
+            ebpf.jmp_imm(JmpOp.JNE, R0, 0, self.reject),
             ebpf.ldx_mem(size, dst, FP, _BUF),
         )
         if size > 1:
@@ -353,27 +346,27 @@ class _Translator:
 
     def alu(self, pc: int, insn: CbpfInsn) -> None:
         b = self.b
-        if insn.op == cbpf.BPF_NEG:
+        if insn.op == AluOp.NEG:
             b.emit(ebpf.neg32(REG_A))
             return
-        op = _ALU_MAP[insn.op]
-        shift = insn.op in (cbpf.BPF_LSH, cbpf.BPF_RSH)
-        if insn.src == cbpf.BPF_K:
+        op = AluOp(insn.op)  # cBPF and eBPF share the ALU operations
+        shift = insn.op in (AluOp.LSH, AluOp.RSH)
+        if insn.src == Source.K:
             if shift and insn.k >= 32:
                 b.emit(ebpf.mov32_imm(REG_A, 0))
             else:
                 b.emit(ebpf.alu32_imm(op, REG_A, insn.k))
             return
-        if insn.op in (cbpf.BPF_DIV, cbpf.BPF_MOD):
+        if insn.op in (AluOp.DIV, AluOp.MOD):
             b.emit(
-                ebpf.jmp32_imm(ebpf.BPF_JEQ, REG_X, 0, self.reject),
+                ebpf.jmp32_imm(JmpOp.JEQ, REG_X, 0, self.reject),
                 ebpf.alu32_reg(op, REG_A, REG_X),
             )
         elif shift:
             # eBPF masks the shift count; cBPF gives 0 for counts >= 32
             big = self.local(pc, "wide_shift")
             b.emit(
-                ebpf.jmp32_imm(ebpf.BPF_JGT, REG_X, 31, big),
+                ebpf.jmp32_imm(JmpOp.JGT, REG_X, 31, big),
                 ebpf.alu32_reg(op, REG_A, REG_X),
                 ebpf.ja(self.forward(pc + 1)),
             )
@@ -389,10 +382,11 @@ class _Translator:
             if t != nxt:
                 b.emit(ebpf.ja(self.forward(t)))
             return
-        op, negated = _JMP_MAP[insn.op]
+        op = JmpOp(insn.op)
+        negated = _NEGATED.get(op)
 
-        def jump(cond: int, dest: int) -> Insn:
-            if insn.src == cbpf.BPF_X:
+        def jump(cond: JmpOp, dest: int) -> Insn:
+            if insn.src == Source.X:
                 return ebpf.jmp32_reg(cond, REG_A, REG_X, self.forward(dest))
             return ebpf.jmp32_imm(cond, REG_A, insn.k, self.forward(dest))
 
@@ -413,58 +407,58 @@ class _Translator:
         slot = self.counter_slot[dest]
         if slot is None:
             counter = _COUNTER
-            self.b.emit(ebpf.alu64_imm(ebpf.BPF_ADD, counter, 1))
+            self.b.emit(ebpf.alu64_imm(AluOp.ADD, counter, 1))
         else:
             counter = R0
             self.b.emit(
                 ebpf.ldx_mem(8, counter, FP, slot),
-                ebpf.alu64_imm(ebpf.BPF_ADD, counter, 1),
+                ebpf.alu64_imm(AluOp.ADD, counter, 1),
                 ebpf.stx_mem(8, FP, counter, slot),
             )
         self.b.emit(
-            ebpf.jmp_imm(ebpf.BPF_JGT, counter, self.max_backward_jumps, self.reject),
+            ebpf.jmp_imm(JmpOp.JGT, counter, self.max_backward_jumps, self.reject),
             ebpf.ja(self.at(dest)),
         )
 
     def insn(self, pc: int, insn: CbpfInsn) -> None:
         b = self.b
         cls = insn.cls
-        if cls in (cbpf.BPF_LD, cbpf.BPF_LDX):
-            dst = REG_A if cls == cbpf.BPF_LD else REG_X
+        if cls in (Class.LD, Class.LDX):
+            dst = REG_A if cls == Class.LD else REG_X
             mode = insn.mode
-            if mode in (cbpf.BPF_ABS, cbpf.BPF_IND):
+            if mode in (Mode.ABS, Mode.IND):
                 self.load(pc, insn, dst)
-            elif mode == cbpf.BPF_MSH:
+            elif mode == CbpfMode.MSH:
                 self.load(pc, insn, dst)
                 b.emit(
-                    ebpf.alu32_imm(ebpf.BPF_AND, dst, 0xF),
-                    ebpf.alu32_imm(ebpf.BPF_LSH, dst, 2),
+                    ebpf.alu32_imm(AluOp.AND, dst, 0xF),
+                    ebpf.alu32_imm(AluOp.LSH, dst, 2),
                 )
-            elif mode == cbpf.BPF_IMM:
+            elif mode == Mode.IMM:
                 b.emit(ebpf.mov32_imm(dst, insn.k))
-            elif mode == cbpf.BPF_LEN:
+            elif mode == CbpfMode.LEN:
                 b.emit(ebpf.ldx_mem(8, dst, FP, _LEN_SLOT), ebpf.mov32_reg(dst, dst))
-            else:  # BPF_MEM
+            else:  # Mode.MEM
                 b.emit(ebpf.ldx_mem(4, dst, FP, self.mem_off[insn.k]))
-        elif cls in (cbpf.BPF_ST, cbpf.BPF_STX):
-            src = REG_A if cls == cbpf.BPF_ST else REG_X
+        elif cls in (Class.ST, Class.STX):
+            src = REG_A if cls == Class.ST else REG_X
             b.emit(ebpf.stx_mem(4, FP, src, self.mem_off[insn.k]))
-        elif cls == cbpf.BPF_ALU:
+        elif cls == Class.ALU:
             self.alu(pc, insn)
-        elif cls == cbpf.BPF_JMP:
-            if insn.op == cbpf.BPF_JA:
+        elif cls == Class.JMP:
+            if insn.op == JmpOp.JA:
                 self.jump_always(pc, insn)
             else:
                 self.cond_jump(pc, insn)
-        elif cls == cbpf.BPF_RET:
-            if insn.rval == cbpf.BPF_K:
+        elif cls == CbpfClass.RET:
+            if insn.rval == Source.K:
                 b.emit(ebpf.mov32_imm(R0, insn.k))
             else:
                 b.emit(ebpf.mov32_reg(R0, REG_A))
             b.emit(ebpf.exit_insn())
-        elif insn.miscop == cbpf.BPF_TAX:
+        elif insn.miscop == MiscOp.TAX:
             b.emit(ebpf.mov32_reg(REG_X, REG_A))
-        else:  # BPF_TXA
+        else:  # MiscOp.TXA
             b.emit(ebpf.mov32_reg(REG_A, REG_X))
 
     def run(self) -> list[Insn]:
@@ -484,12 +478,12 @@ class _Translator:
 
 def _in_window(insn: CbpfInsn) -> bool:
     """A packet load at a constant offset that the window holds."""
-    if insn.cls not in (cbpf.BPF_LD, cbpf.BPF_LDX) or insn.mode not in (
-        cbpf.BPF_ABS,
-        cbpf.BPF_MSH,  # ldxb 4*([k]&0xf): a byte at k
+    if insn.cls not in (Class.LD, Class.LDX) or insn.mode not in (
+        Mode.ABS,
+        CbpfMode.MSH,  # ldxb 4*([k]&0xf): a byte at k
     ):
         return False
-    return insn.k + cbpf.SIZE_BYTES[insn.size] <= WINDOW
+    return insn.k + Size(insn.size).nbytes <= WINDOW
 
 
 def _loop_colours(loop_end: dict[int, int]) -> dict[int, int]:

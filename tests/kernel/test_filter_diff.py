@@ -29,7 +29,7 @@ from pwru.kernel.btf import KernelBtf
 from pwru.trace.tracepoint import program_for
 from tests.unit.test_translate import EXPRESSIONS, BoundHit, cbpf_run, ether, frame, ipv6
 
-SNAPLEN = 262144  # what pwru.cbpf.compile_filter asks libpcap for
+SNAPLEN = 262144  # what pwru.filter.cbpf.compile_filter asks libpcap for
 NEUTRAL_ETHERTYPE = b"\x88\xb5"  # IEEE local experimental: the kernel leaves the payload alone
 ALL_PROGRAMS = [
     *(f"pwru_tp_skb{i}" for i in range(5)),

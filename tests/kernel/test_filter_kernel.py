@@ -19,7 +19,8 @@ import pytest
 from pwru.bpf import libbpf
 from pwru.filter import cbpf, ebpf, translate
 from pwru.filter.cbpf import DLT_EN10MB, DLT_RAW
-from pwru.filter.ebpf import BPF_ADD, FP, R1, R2, R3, R6, Insn
+from pwru.filter.ebpf import FP, R1, R2, R3, R6, Insn
+from pwru.filter.opcodes import AluOp
 from tests.unit.test_translate import EXPRESSIONS, BoundHit, cbpf_run, packets
 
 SKB_DATA = 76  # offsetof(struct __sk_buff, data)
@@ -36,16 +37,16 @@ def harness(body: list[Insn], name: str, linktype: int) -> bytes:
         ebpf.stx_mem(8, FP, R3, -16),
         # copy both pointers through the helper: the callee gets plain scalars
         ebpf.mov64_reg(R1, FP),
-        ebpf.alu64_imm(BPF_ADD, R1, -32),
+        ebpf.alu64_imm(AluOp.ADD, R1, -32),
         ebpf.mov64_imm(R2, 16),
         ebpf.mov64_reg(R3, FP),
-        ebpf.alu64_imm(BPF_ADD, R3, -16),
+        ebpf.alu64_imm(AluOp.ADD, R3, -16),
         ebpf.call_helper(ebpf.BPF_FUNC_probe_read_kernel),
         ebpf.ldx_mem(8, R2, FP, -32),
         ebpf.ldx_mem(8, R1, FP, -24),
     ]
     if linktype == DLT_RAW:
-        main.append(ebpf.alu64_imm(BPF_ADD, R1, ETH_HLEN))
+        main.append(ebpf.alu64_imm(AluOp.ADD, R1, ETH_HLEN))
     main += [ebpf.call_local(name), ebpf.exit_insn()]
     return ebpf.encode(main + body)
 

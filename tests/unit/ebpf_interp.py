@@ -14,7 +14,7 @@ otherwise catch at load time:
   because the translator bounds-checks before reading; ``fault_reads=True``
   makes it fail with -EFAULT like the kernel instead.
 
-Programs are taken as bytes and decoded with pwru.ebpf.decode, so the
+Programs are taken as bytes and decoded with pwru.filter.ebpf.decode, so the
 encoder is exercised on every run. Each instruction is compiled once into a
 closure; a run costs a fraction of a microsecond per instruction.
 
@@ -30,6 +30,7 @@ from typing import Callable
 
 from pwru.filter import ebpf
 from pwru.filter.ebpf import Insn
+from pwru.filter.opcodes import AluOp, ByteOrder, Class, EbpfClass, JmpOp, Mode, Size, Source
 
 MASK32 = 0xFFFF_FFFF
 MASK64 = 0xFFFF_FFFF_FFFF_FFFF
@@ -186,7 +187,7 @@ class Machine:
         regs = self.regs
         read = self._read_reg
         dst, src = insn.dst, insn.src
-        if cls in (ebpf.BPF_ALU, ebpf.BPF_ALU64):
+        if cls in (Class.ALU, EbpfClass.ALU64):
             return self._compile_alu(i, insn)
         if insn.code == ebpf.LD_IMM64:
             value = insn.imm & MASK64
@@ -196,8 +197,8 @@ class Machine:
                 return nxt
 
             return ld_imm64
-        if cls == ebpf.BPF_LDX and insn.mode == ebpf.BPF_MEM:
-            size = {ebpf.BPF_B: 1, ebpf.BPF_H: 2, ebpf.BPF_W: 4, ebpf.BPF_DW: 8}[insn.size]
+        if cls == Class.LDX and insn.mode == Mode.MEM:
+            size = Size(insn.size).nbytes
             off = insn.off
             load = self._load
 
@@ -206,11 +207,11 @@ class Machine:
                 return nxt
 
             return ldx
-        if cls in (ebpf.BPF_STX, ebpf.BPF_ST) and insn.mode == ebpf.BPF_MEM:
-            size = {ebpf.BPF_B: 1, ebpf.BPF_H: 2, ebpf.BPF_W: 4, ebpf.BPF_DW: 8}[insn.size]
+        if cls in (Class.STX, Class.ST) and insn.mode == Mode.MEM:
+            size = Size(insn.size).nbytes
             off = insn.off
             store = self._store
-            if cls == ebpf.BPF_STX:
+            if cls == Class.STX:
 
                 def stx() -> int:
                     store((read(dst, i) + off) & MASK64, size, read(src, i), i)
@@ -224,7 +225,7 @@ class Machine:
                 return nxt
 
             return st
-        if cls in (ebpf.BPF_JMP, ebpf.BPF_JMP32):
+        if cls in (Class.JMP, EbpfClass.JMP32):
             return self._compile_jmp(i, insn)
         raise InterpError(f"insn {i}: unsupported {ebpf.format_insn(insn)}")
 
@@ -233,12 +234,12 @@ class Machine:
         read = self._read_reg
         nxt = i + 1
         dst, src, op = insn.dst, insn.src, insn.op
-        wide = insn.cls == ebpf.BPF_ALU64
+        wide = insn.cls == EbpfClass.ALU64
         mask = MASK64 if wide else MASK32
         bits = 64 if wide else 32
-        if op == ebpf.BPF_END:
+        if op == AluOp.END:
             nbytes = insn.imm // 8
-            swap = wide or bool(insn.code & ebpf.BPF_TO_BE)  # little-endian target
+            swap = wide or bool(insn.code & ByteOrder.TO_BE)  # little-endian target
             keep = (1 << (8 * nbytes)) - 1
 
             def end() -> int:
@@ -247,14 +248,14 @@ class Machine:
                 return nxt
 
             return end
-        if op == ebpf.BPF_NEG:
+        if op == AluOp.NEG:
 
             def neg() -> int:
                 regs[dst] = (-read(dst, i)) & mask
                 return nxt
 
             return neg
-        use_reg = bool(insn.code & ebpf.BPF_X)
+        use_reg = bool(insn.code & Source.X)
         imm = insn.imm & mask  # K is sign-extended to 64 bits, or truncated to 32
         if insn.off != 0:
             raise InterpError(f"insn {i}: signed/sign-extending ALU forms are not modelled")
@@ -263,19 +264,19 @@ class Machine:
             return (read(src, i) if use_reg else imm) & mask
 
         fns: dict[int, Callable[[int, int], int]] = {
-            ebpf.BPF_ADD: lambda a, b: a + b,
-            ebpf.BPF_SUB: lambda a, b: a - b,
-            ebpf.BPF_MUL: lambda a, b: a * b,
-            ebpf.BPF_DIV: lambda a, b: a // b if b else 0,
-            ebpf.BPF_MOD: lambda a, b: a % b if b else a,
-            ebpf.BPF_OR: lambda a, b: a | b,
-            ebpf.BPF_AND: lambda a, b: a & b,
-            ebpf.BPF_XOR: lambda a, b: a ^ b,
-            ebpf.BPF_LSH: lambda a, b: a << (b & (bits - 1)),
-            ebpf.BPF_RSH: lambda a, b: a >> (b & (bits - 1)),
-            ebpf.BPF_ARSH: lambda a, b: (_s64(a) if wide else _s32(a)) >> (b & (bits - 1)),
+            AluOp.ADD: lambda a, b: a + b,
+            AluOp.SUB: lambda a, b: a - b,
+            AluOp.MUL: lambda a, b: a * b,
+            AluOp.DIV: lambda a, b: a // b if b else 0,
+            AluOp.MOD: lambda a, b: a % b if b else a,
+            AluOp.OR: lambda a, b: a | b,
+            AluOp.AND: lambda a, b: a & b,
+            AluOp.XOR: lambda a, b: a ^ b,
+            AluOp.LSH: lambda a, b: a << (b & (bits - 1)),
+            AluOp.RSH: lambda a, b: a >> (b & (bits - 1)),
+            AluOp.ARSH: lambda a, b: (_s64(a) if wide else _s32(a)) >> (b & (bits - 1)),
         }
-        if op == ebpf.BPF_MOV:
+        if op == AluOp.MOV:
 
             def mov() -> int:
                 regs[dst] = operand()
@@ -296,14 +297,14 @@ class Machine:
         nxt = i + 1
         op = insn.op
         read = self._read_reg
-        if op == ebpf.BPF_EXIT:
+        if op == JmpOp.EXIT:
 
             def exit_() -> int:
                 self.result = read(0, i)
                 return -1
 
             return exit_
-        if op == ebpf.BPF_CALL:
+        if op == JmpOp.CALL:
             if insn.src != 0 or insn.imm != ebpf.BPF_FUNC_probe_read_kernel:
                 raise InterpError(f"insn {i}: only bpf_probe_read_kernel is modelled")
             regs = self.regs
@@ -318,26 +319,26 @@ class Machine:
 
             return call
         target = self._target(i, insn)
-        if op == ebpf.BPF_JA:
+        if op == JmpOp.JA:
             return lambda: target
-        narrow = insn.cls == ebpf.BPF_JMP32
+        narrow = insn.cls == EbpfClass.JMP32
         mask = MASK32 if narrow else MASK64
-        use_reg = bool(insn.code & ebpf.BPF_X)
+        use_reg = bool(insn.code & Source.X)
         src, dst = insn.src, insn.dst
         imm = insn.imm & mask  # sign-extended to the compare width
         sgn = _s32 if narrow else _s64
         conds: dict[int, Callable[[int, int], bool]] = {
-            ebpf.BPF_JEQ: lambda a, b: a == b,
-            ebpf.BPF_JNE: lambda a, b: a != b,
-            ebpf.BPF_JGT: lambda a, b: a > b,
-            ebpf.BPF_JGE: lambda a, b: a >= b,
-            ebpf.BPF_JLT: lambda a, b: a < b,
-            ebpf.BPF_JLE: lambda a, b: a <= b,
-            ebpf.BPF_JSET: lambda a, b: bool(a & b),
-            ebpf.BPF_JSGT: lambda a, b: sgn(a) > sgn(b),
-            ebpf.BPF_JSGE: lambda a, b: sgn(a) >= sgn(b),
-            ebpf.BPF_JSLT: lambda a, b: sgn(a) < sgn(b),
-            ebpf.BPF_JSLE: lambda a, b: sgn(a) <= sgn(b),
+            JmpOp.JEQ: lambda a, b: a == b,
+            JmpOp.JNE: lambda a, b: a != b,
+            JmpOp.JGT: lambda a, b: a > b,
+            JmpOp.JGE: lambda a, b: a >= b,
+            JmpOp.JLT: lambda a, b: a < b,
+            JmpOp.JLE: lambda a, b: a <= b,
+            JmpOp.JSET: lambda a, b: bool(a & b),
+            JmpOp.JSGT: lambda a, b: sgn(a) > sgn(b),
+            JmpOp.JSGE: lambda a, b: sgn(a) >= sgn(b),
+            JmpOp.JSLT: lambda a, b: sgn(a) < sgn(b),
+            JmpOp.JSLE: lambda a, b: sgn(a) <= sgn(b),
         }
         if op not in conds:
             raise InterpError(f"insn {i}: unsupported {ebpf.format_insn(insn)}")

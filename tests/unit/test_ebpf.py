@@ -1,4 +1,4 @@
-"""pwru.ebpf: instruction model, encoding, labels, disassembly (no kernel)."""
+"""pwru.filter.ebpf: instruction model, encoding, labels, disassembly (no kernel)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,6 @@ import pytest
 
 from pwru.filter import ebpf
 from pwru.filter.ebpf import (
-    BPF_ADD,
-    BPF_JEQ,
-    BPF_JNE,
-    BPF_JSET,
-    BPF_JSGT,
-    BPF_LSH,
-    BPF_SUB,
     FP,
     R0,
     R1,
@@ -30,6 +23,7 @@ from pwru.filter.ebpf import (
     EncodeError,
     Insn,
 )
+from pwru.filter.opcodes import AluOp, AtomicOp, CallSrc, EbpfClass, Imm64Src, JmpOp
 
 
 def slots(code: bytes) -> list[tuple[int, int, int, int]]:
@@ -114,10 +108,10 @@ def test_encode_rejects_bad_fields() -> None:
 def test_labels_resolve_forward_and_backward() -> None:
     insns = [
         ebpf.mov64_imm(R0, 0).with_label("start"),
-        ebpf.jmp_imm(BPF_JEQ, R1, 0, "out"),
+        ebpf.jmp_imm(JmpOp.JEQ, R1, 0, "out"),
         ebpf.ld_imm64(R2, 1),  # two slots between the jump and its target
-        ebpf.alu64_imm(BPF_ADD, R0, 1).with_label("loop"),
-        ebpf.jmp_imm(BPF_JNE, R0, 10, "loop"),
+        ebpf.alu64_imm(AluOp.ADD, R0, 1).with_label("loop"),
+        ebpf.jmp_imm(JmpOp.JNE, R0, 10, "loop"),
         ebpf.exit_insn().with_label("out"),
     ]
     code = ebpf.encode(insns)
@@ -141,7 +135,7 @@ def test_offset_must_fit_s16() -> None:
     with pytest.raises(EncodeError, match="does not fit s16"):
         ebpf.encode(far)
     # gotol (JMP32 | JA) keeps its offset in imm and reaches further
-    gotol = Insn(ebpf.BPF_JMP32 | ebpf.BPF_JA, target="end")
+    gotol = Insn(EbpfClass.JMP32 | JmpOp.JA, target="end")
     code = ebpf.encode([gotol] + far[1:])
     assert ebpf.decode(code)[0].imm == 40000
 
@@ -154,7 +148,7 @@ def test_local_call_target_goes_to_imm() -> None:
         ebpf.exit_insn(),
     ]
     decoded = ebpf.decode(ebpf.encode(insns))
-    assert decoded[0].src == ebpf.BPF_PSEUDO_CALL and decoded[0].imm == 1
+    assert decoded[0].src == CallSrc.LOCAL and decoded[0].imm == 1
 
 
 def test_builder_aliases_labels_on_one_instruction() -> None:
@@ -179,7 +173,7 @@ def test_symbolize_then_edit() -> None:
     raw = ebpf.decode(
         ebpf.encode(
             [
-                ebpf.jmp_imm(BPF_JEQ, R1, 0, "x"),
+                ebpf.jmp_imm(JmpOp.JEQ, R1, 0, "x"),
                 ebpf.mov64_imm(R0, 1),
                 ebpf.exit_insn(),
                 ebpf.mov64_imm(R0, 2).with_label("x"),
@@ -196,7 +190,7 @@ def test_symbolize_then_edit() -> None:
 
 def test_remove_unreachable() -> None:
     insns = [
-        ebpf.jmp_imm(BPF_JEQ, R1, 0, "b"),
+        ebpf.jmp_imm(JmpOp.JEQ, R1, 0, "b"),
         ebpf.ja("c"),
         ebpf.mov64_imm(R0, 7),  # dead
         ebpf.mov64_imm(R0, 1).with_label("b"),
@@ -221,29 +215,29 @@ def test_remove_unreachable() -> None:
         (ebpf.st_mem(4, FP, -20, 0), "*(u32 *)(r10 - 20) = 0"),
         (ebpf.mov64_reg(R6, R1), "r6 = r1"),
         (ebpf.mov32_imm(R8, 0), "w8 = 0"),
-        (ebpf.alu64_imm(BPF_ADD, R1, -8), "r1 += -8"),
-        (ebpf.alu32_reg(BPF_SUB, R8, R9), "w8 -= w9"),
-        (ebpf.alu32_imm(BPF_LSH, R8, 2), "w8 <<= 2"),
+        (ebpf.alu64_imm(AluOp.ADD, R1, -8), "r1 += -8"),
+        (ebpf.alu32_reg(AluOp.SUB, R8, R9), "w8 -= w9"),
+        (ebpf.alu32_imm(AluOp.LSH, R8, 2), "w8 <<= 2"),
         (ebpf.neg32(R8), "w8 = -w8"),
         (ebpf.endian(R8, 32), "r8 = be32 r8"),
         (ebpf.endian(R8, 16, big=False), "r8 = le16 r8"),
-        (ebpf.jmp_imm(BPF_JNE, R0, 0, 3), "if r0 != 0x0 goto +3"),
-        (ebpf.jmp32_imm(BPF_JEQ, R8, 0x86DD, -5), "if w8 == 0x86dd goto -5"),
-        (ebpf.jmp32_reg(BPF_JSET, R8, R9, 1), "if w8 & w9 goto +1"),
-        (ebpf.jmp_reg(BPF_JSGT, R1, R2, 0), "if r1 s> r2 goto +0"),
+        (ebpf.jmp_imm(JmpOp.JNE, R0, 0, 3), "if r0 != 0x0 goto +3"),
+        (ebpf.jmp32_imm(JmpOp.JEQ, R8, 0x86DD, -5), "if w8 == 0x86dd goto -5"),
+        (ebpf.jmp32_reg(JmpOp.JSET, R8, R9, 1), "if w8 & w9 goto +1"),
+        (ebpf.jmp_reg(JmpOp.JSGT, R1, R2, 0), "if r1 s> r2 goto +0"),
         (ebpf.ja(-2), "goto -2"),
         (ebpf.call_helper(113), "call bpf_probe_read_kernel#113"),
         (ebpf.call_helper(9999), "call 9999"),
         (ebpf.call_local(4), "call pc+4"),
         (ebpf.exit_insn(), "exit"),
         (ebpf.ld_imm64(R1, 0x1234), "r1 = 0x1234 ll"),
-        (ebpf.ld_imm64(R1, 5, src=ebpf.BPF_PSEUDO_MAP_FD), "r1 = map[5] ll"),
-        (Insn(0xDB, R1, R2, 0, ebpf.BPF_ADD), "lock *(u64 *)(r1 + 0) += r2"),
+        (ebpf.ld_imm64(R1, 5, src=Imm64Src.MAP_FD), "r1 = map[5] ll"),
+        (Insn(0xDB, R1, R2, 0, AluOp.ADD), "lock *(u64 *)(r1 + 0) += r2"),
         (
-            Insn(0xDB, R1, R2, 8, ebpf.BPF_ADD | ebpf.BPF_FETCH),
+            Insn(0xDB, R1, R2, 8, AluOp.ADD | AtomicOp.FETCH),
             "r2 = atomic64_fetch_add((u64 *)(r1 + 8), r2)",
         ),
-        (Insn(0xC3, R1, R2, -4, ebpf.BPF_XCHG), "w2 = atomic_xchg((u32 *)(r1 - 4), w2)"),
+        (Insn(0xC3, R1, R2, -4, AtomicOp.XCHG), "w2 = atomic_xchg((u32 *)(r1 - 4), w2)"),
         (Insn(0x3F, R1, R2, 1), "r1 s/= r2"),
         (Insn(0xBF, R1, R2, 8), "r1 = (s8)r2"),
         (Insn(0x91, R1, R2, -4), "r1 = *(s8 *)(r2 - 4)"),
@@ -260,7 +254,7 @@ def test_disassemble_shows_labels_and_offsets() -> None:
     lines = ebpf.disassemble(
         [
             ebpf.mov64_reg(R3, R1).with_label("f"),
-            ebpf.jmp_imm(BPF_JNE, R0, 0, "f.out"),
+            ebpf.jmp_imm(JmpOp.JNE, R0, 0, "f.out"),
             ebpf.ld_imm64(R1, 1),
             ebpf.mov32_imm(R0, 0).with_label("f.out"),
             ebpf.exit_insn(),

@@ -1,10 +1,10 @@
-"""pwru.skbexpr: parsing, errors, and the generated code run in the test interpreter.
+"""pwru.filter.skbexpr: parsing, errors, and the generated code run in the test interpreter.
 
 The code runs in tests/unit/ebpf_interp.py against fake kernel memory. Fields
 are written into that memory by this file's own encoder (little-endian, two's
 complement, big-endian for ``__be*``, bitfields at their bit offsets), using
 the offsets ``KernelBtf.struct_member`` reports, and the expected answer is
-computed from the Python value written, not from pwru.skbexpr's own view of
+computed from the Python value written, not from pwru.filter.skbexpr's own view of
 the field. Most tests use a small synthetic BTF shaped like the kernel's (so
 they run anywhere and cover signed bitfields, signed enums, ENUM64...); the
 rest use the running kernel's BTF.
@@ -23,6 +23,7 @@ import pytest
 
 from pwru.errors import UsageError
 from pwru.filter import ebpf, skbexpr
+from pwru.filter.opcodes import Class, JmpOp
 from pwru.filter.skbexpr import (
     MetadataField,
     SkbExprError,
@@ -365,14 +366,14 @@ def test_code_shape() -> None:
     assert all(i.label is None or i.label.startswith("filter_skb_expr") for i in insns)
     code = compile_filter_expr("skb->dev->nd_net.net->ns.inum == 5", btf)
     assert code == ebpf.encode(insns)
-    helpers = [i for i in ebpf.decode(code) if i.code == ebpf.BPF_JMP | ebpf.BPF_CALL]
+    helpers = [i for i in ebpf.decode(code) if i.code == Class.JMP | JmpOp.CALL]
     assert len(helpers) == 3 and {i.imm for i in helpers} == {ebpf.BPF_FUNC_probe_read_kernel}
     # only r0..r3 and the frame pointer: the caller's r6..r9 are never touched
     used = {r for i in ebpf.decode(code) for r in (i.dst, i.src)}
     assert used <= {0, 1, 2, 3, 10}
     # every read lands in the one 8-byte slot below the frame pointer
-    mem = [i for i in ebpf.decode(code) if i.cls in (ebpf.BPF_LDX, ebpf.BPF_STX, ebpf.BPF_ST)]
-    assert {(i.src if i.cls == ebpf.BPF_LDX else i.dst, i.off) for i in mem} == {(10, -8)}
+    mem = [i for i in ebpf.decode(code) if i.cls in (Class.LDX, Class.STX, Class.ST)]
+    assert {(i.src if i.cls == Class.LDX else i.dst, i.off) for i in mem} == {(10, -8)}
 
 
 def test_chain_through_pointers_and_embedded_structs() -> None:

@@ -1,4 +1,4 @@
-"""pwru.cbpf and pwru.translate, differentially against libpcap (no kernel).
+"""pwru.filter.cbpf and pwru.filter.translate, differentially against libpcap (no kernel).
 
 The translated eBPF runs in tests/unit/ebpf_interp.py (a strict interpreter:
 uninitialised registers or stack, stray memory accesses and out-of-bounds
@@ -28,6 +28,18 @@ import pytest
 
 from pwru.filter import cbpf, ebpf, translate
 from pwru.filter.cbpf import DLT_EN10MB, DLT_RAW, CbpfInsn, FilterError
+from pwru.filter.opcodes import (
+    AluOp,
+    CbpfClass,
+    CbpfMode,
+    Class,
+    EbpfClass,
+    JmpOp,
+    MiscOp,
+    Mode,
+    Size,
+    Source,
+)
 from pwru.filter.translate import TranslateError
 from tests.unit.ebpf_interp import InterpError, Machine, run_filter
 
@@ -380,7 +392,7 @@ def test_differential_against_libpcap(expr: str) -> None:
             assert linktype == DLT_RAW and expr in RAW_INVALID | RAW_NEVER
             continue
         program, machine, prog = compiled
-        loops = any(i.cls == cbpf.BPF_JMP and i.op == cbpf.BPF_JA and i.sk < 0 for i in prog)
+        loops = any(i.cls == Class.JMP and i.op == JmpOp.JA and i.sk < 0 for i in prog)
         matched = 0
         for pkt in pkts:
             if loops:
@@ -495,22 +507,22 @@ def test_loop_counters() -> None:
 
 
 def test_overlapping_loops_get_separate_counters() -> None:
-    J = cbpf.BPF_JMP
+    J = Class.JMP
     # 0: ld #0 / 1: add #1 / 2: jgt #3 -> 4 / 3: ja -> 1 (inner) / 4: add #0x10
     # 5: jgt #0x100 -> 7 / 6: ja -> 1 (a second loop to the same header)
     # plus an outer loop from 8 back to 0 crossing both
     prog = [
-        CbpfInsn(cbpf.BPF_LD | cbpf.BPF_IMM, k=0),
-        CbpfInsn(cbpf.BPF_ALU | cbpf.BPF_ADD, k=1),
-        CbpfInsn(J | cbpf.BPF_JGT, 1, 0, 3),
-        CbpfInsn(J | cbpf.BPF_JA, k=(-3) & MASK32),
-        CbpfInsn(cbpf.BPF_ALU | cbpf.BPF_ADD, k=0x10),
-        CbpfInsn(J | cbpf.BPF_JGT, 1, 0, 0x40),
-        CbpfInsn(J | cbpf.BPF_JA, k=(-6) & MASK32),
-        CbpfInsn(cbpf.BPF_MISC | cbpf.BPF_TAX),
-        CbpfInsn(J | cbpf.BPF_JGE | cbpf.BPF_X, 1, 0, 0),
-        CbpfInsn(J | cbpf.BPF_JA, k=(-10) & MASK32),
-        CbpfInsn(cbpf.BPF_RET | cbpf.BPF_A),
+        CbpfInsn(Class.LD | Mode.IMM, k=0),
+        CbpfInsn(Class.ALU | AluOp.ADD, k=1),
+        CbpfInsn(J | JmpOp.JGT, 1, 0, 3),
+        CbpfInsn(J | JmpOp.JA, k=(-3) & MASK32),
+        CbpfInsn(Class.ALU | AluOp.ADD, k=0x10),
+        CbpfInsn(J | JmpOp.JGT, 1, 0, 0x40),
+        CbpfInsn(J | JmpOp.JA, k=(-6) & MASK32),
+        CbpfInsn(CbpfClass.MISC | MiscOp.TAX),
+        CbpfInsn(J | JmpOp.JGE | Source.X, 1, 0, 0),
+        CbpfInsn(J | JmpOp.JA, k=(-10) & MASK32),
+        CbpfInsn(CbpfClass.RET | Source.A),
     ]
     for bound in (0, 2, 10, 64):
         body = translate.translate(prog, name="f", max_backward_jumps=bound)
@@ -549,55 +561,55 @@ def cbpf_run(prog: Sequence[CbpfInsn], pkt: bytes, bound: int, *, per_loop: bool
         insn = prog[pc]
         pc += 1
         cls, k = insn.cls, insn.k
-        if cls == cbpf.BPF_RET:
-            return k if insn.rval == cbpf.BPF_K else a
-        if cls in (cbpf.BPF_LD, cbpf.BPF_LDX):
+        if cls == CbpfClass.RET:
+            return k if insn.rval == Source.K else a
+        if cls in (Class.LD, Class.LDX):
             mode = insn.mode
-            if mode in (cbpf.BPF_ABS, cbpf.BPF_IND, cbpf.BPF_MSH):
-                size = cbpf.SIZE_BYTES[insn.size]
-                off = k + (x if mode == cbpf.BPF_IND else 0)
+            if mode in (Mode.ABS, Mode.IND, CbpfMode.MSH):
+                size = Size(insn.size).nbytes
+                off = k + (x if mode == Mode.IND else 0)
                 if off + size > n:
                     return 0
                 v = int.from_bytes(pkt[off : off + size], "big")
-                if mode == cbpf.BPF_MSH:
+                if mode == CbpfMode.MSH:
                     v = (v & 0xF) << 2
-            elif mode == cbpf.BPF_IMM:
+            elif mode == Mode.IMM:
                 v = k
-            elif mode == cbpf.BPF_LEN:
+            elif mode == CbpfMode.LEN:
                 v = n
             else:
                 v = mem[k]
-            if cls == cbpf.BPF_LD:
+            if cls == Class.LD:
                 a = v
             else:
                 x = v
-        elif cls == cbpf.BPF_ST:
+        elif cls == Class.ST:
             mem[k] = a
-        elif cls == cbpf.BPF_STX:
+        elif cls == Class.STX:
             mem[k] = x
-        elif cls == cbpf.BPF_ALU:
+        elif cls == Class.ALU:
             op = insn.op
-            b = x if insn.src == cbpf.BPF_X else k
-            if op == cbpf.BPF_NEG:
+            b = x if insn.src == Source.X else k
+            if op == AluOp.NEG:
                 a = -a
-            elif op in (cbpf.BPF_DIV, cbpf.BPF_MOD):
+            elif op in (AluOp.DIV, AluOp.MOD):
                 if b == 0:
                     return 0
-                a = a // b if op == cbpf.BPF_DIV else a % b
-            elif op in (cbpf.BPF_LSH, cbpf.BPF_RSH):
-                a = 0 if b >= 32 else (a << b if op == cbpf.BPF_LSH else a >> b)
+                a = a // b if op == AluOp.DIV else a % b
+            elif op in (AluOp.LSH, AluOp.RSH):
+                a = 0 if b >= 32 else (a << b if op == AluOp.LSH else a >> b)
             else:
                 a = {
-                    cbpf.BPF_ADD: a + b,
-                    cbpf.BPF_SUB: a - b,
-                    cbpf.BPF_MUL: a * b,
-                    cbpf.BPF_OR: a | b,
-                    cbpf.BPF_AND: a & b,
-                    cbpf.BPF_XOR: a ^ b,
+                    AluOp.ADD: a + b,
+                    AluOp.SUB: a - b,
+                    AluOp.MUL: a * b,
+                    AluOp.OR: a | b,
+                    AluOp.AND: a & b,
+                    AluOp.XOR: a ^ b,
                 }[op]
             a &= MASK32
-        elif cls == cbpf.BPF_JMP:
-            if insn.op == cbpf.BPF_JA:
+        elif cls == Class.JMP:
+            if insn.op == JmpOp.JA:
                 if insn.sk < 0:
                     head = pc + insn.sk
                     key = head if per_loop else -1
@@ -609,15 +621,15 @@ def cbpf_run(prog: Sequence[CbpfInsn], pkt: bytes, bound: int, *, per_loop: bool
                             del back[inner]
                 pc += insn.sk
                 continue
-            b = x if insn.src == cbpf.BPF_X else k
+            b = x if insn.src == Source.X else k
             cond = {
-                cbpf.BPF_JEQ: a == b,
-                cbpf.BPF_JGT: a > b,
-                cbpf.BPF_JGE: a >= b,
-                cbpf.BPF_JSET: bool(a & b),
+                JmpOp.JEQ: a == b,
+                JmpOp.JGT: a > b,
+                JmpOp.JGE: a >= b,
+                JmpOp.JSET: bool(a & b),
             }[insn.op]
             pc += insn.jt if cond else insn.jf
-        elif insn.miscop == cbpf.BPF_TAX:
+        elif insn.miscop == MiscOp.TAX:
             x = a
         else:
             a = x
@@ -645,129 +657,129 @@ def jump(code: int, k: int, jt: int, jf: int) -> CbpfInsn:
 
 
 LD, LDX, ALU, JMP, RET, MISC = (
-    cbpf.BPF_LD,
-    cbpf.BPF_LDX,
-    cbpf.BPF_ALU,
-    cbpf.BPF_JMP,
-    cbpf.BPF_RET,
-    cbpf.BPF_MISC,
+    Class.LD,
+    Class.LDX,
+    Class.ALU,
+    Class.JMP,
+    CbpfClass.RET,
+    CbpfClass.MISC,
 )
-K, X = cbpf.BPF_K, cbpf.BPF_X
-W, H, B = cbpf.BPF_W, cbpf.BPF_H, cbpf.BPF_B
+K, X = Source.K, Source.X
+W, H, B = Size.W, Size.H, Size.B
 
 HAND_PROGRAMS = {
-    "ret a after len": [stmt(LD | W | cbpf.BPF_LEN), stmt(RET | cbpf.BPF_A)],
+    "ret a after len": [stmt(LD | W | CbpfMode.LEN), stmt(RET | Source.A)],
     "ldx len, txa": [
-        stmt(LDX | W | cbpf.BPF_LEN),
-        stmt(MISC | cbpf.BPF_TXA),
-        stmt(RET | cbpf.BPF_A),
+        stmt(LDX | W | CbpfMode.LEN),
+        stmt(MISC | MiscOp.TXA),
+        stmt(RET | Source.A),
     ],
     "div by x zero": [
-        stmt(LD | cbpf.BPF_IMM, 100),
-        stmt(LDX | cbpf.BPF_IMM, 0),
-        stmt(ALU | cbpf.BPF_DIV | X),
+        stmt(LD | Mode.IMM, 100),
+        stmt(LDX | Mode.IMM, 0),
+        stmt(ALU | AluOp.DIV | X),
         stmt(RET | K, 7),
     ],
     "mod by x from packet": [
-        stmt(LD | W | cbpf.BPF_LEN),
-        stmt(LDX | B | cbpf.BPF_MSH, 0),
-        stmt(ALU | cbpf.BPF_MOD | X),
-        stmt(ALU | cbpf.BPF_ADD | K, 1),
-        stmt(RET | cbpf.BPF_A),
+        stmt(LD | W | CbpfMode.LEN),
+        stmt(LDX | B | CbpfMode.MSH, 0),
+        stmt(ALU | AluOp.MOD | X),
+        stmt(ALU | AluOp.ADD | K, 1),
+        stmt(RET | Source.A),
     ],
     "shift by x >= 32": [
-        stmt(LD | B | cbpf.BPF_ABS, 0),
-        stmt(MISC | cbpf.BPF_TAX),
-        stmt(LD | cbpf.BPF_IMM, 0xDEADBEEF),
-        stmt(ALU | cbpf.BPF_LSH | X),
-        stmt(cbpf.BPF_ST, 3),
-        stmt(LD | cbpf.BPF_IMM, 0xDEADBEEF),
-        stmt(ALU | cbpf.BPF_RSH | X),
-        stmt(LDX | cbpf.BPF_MEM, 3),
-        stmt(ALU | cbpf.BPF_XOR | X),
-        stmt(RET | cbpf.BPF_A),
+        stmt(LD | B | Mode.ABS, 0),
+        stmt(MISC | MiscOp.TAX),
+        stmt(LD | Mode.IMM, 0xDEADBEEF),
+        stmt(ALU | AluOp.LSH | X),
+        stmt(Class.ST, 3),
+        stmt(LD | Mode.IMM, 0xDEADBEEF),
+        stmt(ALU | AluOp.RSH | X),
+        stmt(LDX | Mode.MEM, 3),
+        stmt(ALU | AluOp.XOR | X),
+        stmt(RET | Source.A),
     ],
     "shift by constant 32": [
-        stmt(LD | cbpf.BPF_IMM, 5),
-        stmt(ALU | cbpf.BPF_LSH | K, 32),
-        stmt(ALU | cbpf.BPF_ADD | K, 9),
-        stmt(RET | cbpf.BPF_A),
+        stmt(LD | Mode.IMM, 5),
+        stmt(ALU | AluOp.LSH | K, 32),
+        stmt(ALU | AluOp.ADD | K, 9),
+        stmt(RET | Source.A),
     ],
     "overflowing arithmetic": [
-        stmt(LD | W | cbpf.BPF_ABS, 0),
-        stmt(ALU | cbpf.BPF_MUL | K, 0x9E3779B9),
-        stmt(ALU | cbpf.BPF_SUB | K, 0xFFFFFFFF),
-        stmt(ALU | cbpf.BPF_NEG),
-        stmt(RET | cbpf.BPF_A),
+        stmt(LD | W | Mode.ABS, 0),
+        stmt(ALU | AluOp.MUL | K, 0x9E3779B9),
+        stmt(ALU | AluOp.SUB | K, 0xFFFFFFFF),
+        stmt(ALU | AluOp.NEG),
+        stmt(RET | Source.A),
     ],
     "huge absolute offsets": [
-        stmt(LD | B | cbpf.BPF_ABS, 0x7FFFFFFF),
+        stmt(LD | B | Mode.ABS, 0x7FFFFFFF),
         stmt(RET | K, 1),
     ],
-    "offset 0xffffffff": [stmt(LD | H | cbpf.BPF_ABS, 0xFFFFFFFF), stmt(RET | K, 1)],
+    "offset 0xffffffff": [stmt(LD | H | Mode.ABS, 0xFFFFFFFF), stmt(RET | K, 1)],
     "indexed with huge x": [
-        stmt(LDX | cbpf.BPF_IMM, 0xFFFFFFFE),
-        stmt(LD | W | cbpf.BPF_IND, 3),
+        stmt(LDX | Mode.IMM, 0xFFFFFFFE),
+        stmt(LD | W | Mode.IND, 3),
         stmt(RET | K, 1),
     ],
     "indexed with huge k": [
-        stmt(LDX | cbpf.BPF_IMM, 2),
-        stmt(LD | H | cbpf.BPF_IND, 0xFFFFFFFF),
+        stmt(LDX | Mode.IMM, 2),
+        stmt(LD | H | Mode.IND, 0xFFFFFFFF),
         stmt(RET | K, 1),
     ],
     "jumps on x": [
-        stmt(LD | B | cbpf.BPF_ABS, 1),
-        stmt(MISC | cbpf.BPF_TAX),
-        stmt(LD | B | cbpf.BPF_ABS, 0),
-        jump(JMP | cbpf.BPF_JGT | X, 0, 0, 2),
-        jump(JMP | cbpf.BPF_JSET | X, 0, 2, 0),
-        jump(JMP | cbpf.BPF_JGE | X, 0, 0, 2),
-        jump(JMP | cbpf.BPF_JEQ | X, 0, 1, 0),
+        stmt(LD | B | Mode.ABS, 1),
+        stmt(MISC | MiscOp.TAX),
+        stmt(LD | B | Mode.ABS, 0),
+        jump(JMP | JmpOp.JGT | X, 0, 0, 2),
+        jump(JMP | JmpOp.JSET | X, 0, 2, 0),
+        jump(JMP | JmpOp.JGE | X, 0, 0, 2),
+        jump(JMP | JmpOp.JEQ | X, 0, 1, 0),
         stmt(RET | K, 1),
         stmt(RET | K, 2),
     ],
     "jset with jt == 0": [
-        stmt(LD | B | cbpf.BPF_ABS, 0),
-        jump(JMP | cbpf.BPF_JSET | K, 0x81, 0, 1),
+        stmt(LD | B | Mode.ABS, 0),
+        jump(JMP | JmpOp.JSET | K, 0x81, 0, 1),
         stmt(RET | K, 1),
         stmt(RET | K, 2),
     ],
     "jump with jt == jf": [
-        stmt(LD | B | cbpf.BPF_ABS, 0),
-        jump(JMP | cbpf.BPF_JEQ | K, 1, 1, 1),
+        stmt(LD | B | Mode.ABS, 0),
+        jump(JMP | JmpOp.JEQ | K, 1, 1, 1),
         stmt(RET | K, 1),
         stmt(RET | K, 2),
     ],
     "k beyond 2^31 in compares": [
-        stmt(LD | W | cbpf.BPF_ABS, 0),
-        jump(JMP | cbpf.BPF_JGT | K, 0x80000000, 0, 1),
+        stmt(LD | W | Mode.ABS, 0),
+        jump(JMP | JmpOp.JGT | K, 0x80000000, 0, 1),
         stmt(RET | K, 1),
-        jump(JMP | cbpf.BPF_JEQ | K, 0xFFFFFFFF, 0, 1),
+        jump(JMP | JmpOp.JEQ | K, 0xFFFFFFFF, 0, 1),
         stmt(RET | K, 2),
         stmt(RET | K, 3),
     ],
     "unwritten scratch memory reads as 0": [
-        stmt(LD | cbpf.BPF_MEM, 15),
-        stmt(LDX | cbpf.BPF_MEM, 4),
-        stmt(ALU | cbpf.BPF_ADD | X),
-        stmt(ALU | cbpf.BPF_ADD | K, 1),
-        stmt(RET | cbpf.BPF_A),
+        stmt(LD | Mode.MEM, 15),
+        stmt(LDX | Mode.MEM, 4),
+        stmt(ALU | AluOp.ADD | X),
+        stmt(ALU | AluOp.ADD | K, 1),
+        stmt(RET | Source.A),
     ],
-    "ret a zero": [stmt(LD | cbpf.BPF_IMM, 0), stmt(RET | cbpf.BPF_A)],
+    "ret a zero": [stmt(LD | Mode.IMM, 0), stmt(RET | Source.A)],
     "loop summing bytes": [
-        stmt(LDX | cbpf.BPF_IMM, 0),
-        stmt(cbpf.BPF_ST, 0),  # M[0] = running sum (A is 0 here)
-        stmt(LD | B | cbpf.BPF_IND, 0),  # A = P[x]
-        stmt(LDX | cbpf.BPF_MEM, 0),
-        stmt(ALU | cbpf.BPF_ADD | X),
-        stmt(cbpf.BPF_ST, 0),
-        stmt(LD | W | cbpf.BPF_LEN),
-        jump(JMP | cbpf.BPF_JEQ | K, 0, 3, 0),  # never: len is checked by the load
-        stmt(LDX | cbpf.BPF_IMM, 1),  # x += 1 via M[1]
-        stmt(cbpf.BPF_STX, 1),
-        stmt(cbpf.BPF_JMP | cbpf.BPF_JA, -9),  # back to the load at 2 (x is still 1)
-        stmt(LD | cbpf.BPF_MEM, 0),
-        stmt(RET | cbpf.BPF_A),
+        stmt(LDX | Mode.IMM, 0),
+        stmt(Class.ST, 0),  # M[0] = running sum (A is 0 here)
+        stmt(LD | B | Mode.IND, 0),  # A = P[x]
+        stmt(LDX | Mode.MEM, 0),
+        stmt(ALU | AluOp.ADD | X),
+        stmt(Class.ST, 0),
+        stmt(LD | W | CbpfMode.LEN),
+        jump(JMP | JmpOp.JEQ | K, 0, 3, 0),  # never: len is checked by the load
+        stmt(LDX | Mode.IMM, 1),  # x += 1 via M[1]
+        stmt(Class.STX, 1),
+        stmt(Class.JMP | JmpOp.JA, -9),  # back to the load at 2 (x is still 1)
+        stmt(LD | Mode.MEM, 0),
+        stmt(RET | Source.A),
     ],
 }
 
@@ -795,50 +807,48 @@ def random_program(rnd: random.Random) -> list[CbpfInsn]:
         room = n - 2 - pc  # how far a jump may go and still land on an instruction
         r = rnd.random()
         if r < 0.25:
-            mode = rnd.choice(
-                [cbpf.BPF_ABS, cbpf.BPF_IND, cbpf.BPF_LEN, cbpf.BPF_IMM, cbpf.BPF_MEM]
-            )
-            size = rnd.choice([W, H, B]) if mode in (cbpf.BPF_ABS, cbpf.BPF_IND) else W
+            mode = rnd.choice([Mode.ABS, Mode.IND, CbpfMode.LEN, Mode.IMM, Mode.MEM])
+            size = rnd.choice([W, H, B]) if mode in (Mode.ABS, Mode.IND) else W
             k = rnd.choice([0, 1, 2, 12, 14, 20, 23, 30, 0xFFFFFFFF, 0x7FFFFFFF])
             if rnd.random() < 0.1:
                 k = rnd.getrandbits(32)
-            if mode == cbpf.BPF_MEM:
+            if mode == Mode.MEM:
                 k = rnd.randrange(16)
             prog.append(stmt(LD | size | mode, k))
         elif r < 0.35:
-            mode = rnd.choice([cbpf.BPF_MSH, cbpf.BPF_LEN, cbpf.BPF_IMM, cbpf.BPF_MEM])
-            if mode == cbpf.BPF_MSH:
+            mode = rnd.choice([CbpfMode.MSH, CbpfMode.LEN, Mode.IMM, Mode.MEM])
+            if mode == CbpfMode.MSH:
                 prog.append(stmt(LDX | B | mode, rnd.randrange(20)))
             else:
                 k = rnd.choice([0, 1, 31, 32, 40, 99])
-                if mode == cbpf.BPF_MEM:
+                if mode == Mode.MEM:
                     k = rnd.randrange(16)
                 prog.append(stmt(LDX | W | mode, k))
         elif r < 0.45:
-            prog.append(stmt(rnd.choice([cbpf.BPF_ST, cbpf.BPF_STX]), rnd.randrange(16)))
+            prog.append(stmt(rnd.choice([Class.ST, Class.STX]), rnd.randrange(16)))
         elif r < 0.7:
             op = rnd.choice(alu_ops)
-            if op == cbpf.BPF_NEG:
+            if op == AluOp.NEG:
                 prog.append(stmt(ALU | op))
                 continue
             src = rnd.choice([K, X])
             k = rnd.choice([1, 2, 3, 7, 31, 32, 0xFFFF, 0x80000000, rnd.getrandbits(32)])
-            if op in (cbpf.BPF_DIV, cbpf.BPF_MOD) and src == K:
+            if op in (AluOp.DIV, AluOp.MOD) and src == K:
                 k = max(k, 1)
             prog.append(stmt(ALU | op | src, k))
         elif r < 0.9:
-            op = rnd.choice([cbpf.BPF_JEQ, cbpf.BPF_JGT, cbpf.BPF_JGE, cbpf.BPF_JSET])
+            op = rnd.choice([JmpOp.JEQ, JmpOp.JGT, JmpOp.JGE, JmpOp.JSET])
             k = rnd.choice([0, 1, 6, 0x86DD, 0x800, 0xFFFFFFFF, rnd.getrandbits(32)])
             jt, jf = rnd.randrange(min(room, 256)), rnd.randrange(min(room, 256))
             prog.append(jump(JMP | op | rnd.choice([K, X]), k, jt, jf))
         elif r < 0.95:
-            prog.append(stmt(MISC | rnd.choice([cbpf.BPF_TAX, cbpf.BPF_TXA])))
+            prog.append(stmt(MISC | rnd.choice([MiscOp.TAX, MiscOp.TXA])))
         else:
-            prog.append(stmt(JMP | cbpf.BPF_JA, rnd.randrange(room)))
+            prog.append(stmt(JMP | JmpOp.JA, rnd.randrange(room)))
     if rnd.random() < 0.3 and n > 6:  # one loop: a backward jump somewhere
         at = rnd.randrange(2, n - 2)
-        prog[at] = stmt(JMP | cbpf.BPF_JA, -rnd.randrange(2, at + 2))
-    prog.append(stmt(RET | rnd.choice([K, cbpf.BPF_A]), rnd.choice([0, 1, SNAPLEN])))
+        prog[at] = stmt(JMP | JmpOp.JA, -rnd.randrange(2, at + 2))
+    prog.append(stmt(RET | rnd.choice([K, Source.A]), rnd.choice([0, 1, SNAPLEN])))
     prog.append(stmt(RET | K, 0))
     return prog
 
@@ -875,16 +885,16 @@ def test_output_shape() -> None:
     assert body[-1].is_exit
     # only the stack is dereferenced, and only our helper is called
     for i in body:
-        if i.cls in (ebpf.BPF_LDX, ebpf.BPF_STX, ebpf.BPF_ST):
-            src_or_dst = i.src if i.cls == ebpf.BPF_LDX else i.dst
+        if i.cls in (Class.LDX, Class.STX, Class.ST):
+            src_or_dst = i.src if i.cls == Class.LDX else i.dst
             assert src_or_dst == ebpf.FP and -512 <= i.off < 0
-        if i.code == ebpf.BPF_JMP | ebpf.BPF_CALL:
+        if i.code == Class.JMP | JmpOp.CALL:
             assert i.imm == ebpf.BPF_FUNC_probe_read_kernel and i.src == 0
     # packet arithmetic is 32-bit, as in cBPF
     alu64 = {
         (i.op, i.dst)
         for i in body
-        if i.cls == ebpf.BPF_ALU64 and i.dst in (translate.REG_A, translate.REG_X)
+        if i.cls == EbpfClass.ALU64 and i.dst in (translate.REG_A, translate.REG_X)
     }
     assert alu64 == set()
     # concatenating two bodies with different names needs no renaming
@@ -970,16 +980,16 @@ def test_rejected_programs() -> None:
     ret = stmt(RET | K, 1)
     cases = {
         "empty": [],
-        "division by zero": [stmt(ALU | cbpf.BPF_DIV | K, 0), ret],
-        "modulo by zero": [stmt(ALU | cbpf.BPF_MOD | K, 0), ret],
-        "scratch memory index": [stmt(LD | cbpf.BPF_MEM, 16), ret],
-        "jump out": [jump(JMP | cbpf.BPF_JEQ | K, 0, 5, 0), ret],
-        "ja out": [stmt(JMP | cbpf.BPF_JA, 3), ret],
-        "infinite loop": [stmt(JMP | cbpf.BPF_JA, -1), ret],
-        "before the start": [stmt(JMP | cbpf.BPF_JA, -5), ret],
+        "division by zero": [stmt(ALU | AluOp.DIV | K, 0), ret],
+        "modulo by zero": [stmt(ALU | AluOp.MOD | K, 0), ret],
+        "scratch memory index": [stmt(LD | Mode.MEM, 16), ret],
+        "jump out": [jump(JMP | JmpOp.JEQ | K, 0, 5, 0), ret],
+        "ja out": [stmt(JMP | JmpOp.JA, 3), ret],
+        "infinite loop": [stmt(JMP | JmpOp.JA, -1), ret],
+        "before the start": [stmt(JMP | JmpOp.JA, -5), ret],
         "unsupported": [stmt(0x7 | 0x18), ret],
         "ret x": [stmt(RET | X)],
-        "does not end": [ret, stmt(LD | cbpf.BPF_IMM, 1)],
+        "does not end": [ret, stmt(LD | Mode.IMM, 1)],
     }
     for what, prog in cases.items():
         with pytest.raises(TranslateError):
@@ -990,12 +1000,12 @@ def test_rejected_programs() -> None:
 
 
 # --------------------------------------------------------------------------
-# pwru.cbpf
+# pwru.filter.cbpf
 
 
 def test_compile_filter_outcomes() -> None:
     prog = cbpf.compile_filter("tcp", DLT_EN10MB)
-    assert prog is not None and prog[-1] == CbpfInsn(cbpf.BPF_RET | K, 0, 0, 0)
+    assert prog is not None and prog[-1] == CbpfInsn(CbpfClass.RET | K, 0, 0, 0)
     assert cbpf.compile_filter("arp", DLT_RAW) is None
     with pytest.raises(FilterError) as err:
         cbpf.compile_filter("tcp port", DLT_EN10MB)
@@ -1025,13 +1035,13 @@ def test_tcpdump_style_disassembly() -> None:
     assert "(018) ja       4" in lines
     assert lines[-1] == "(035) ret      #0"
     others = {
-        stmt(LD | W | cbpf.BPF_LEN): "ld       #pktlen",
-        stmt(LDX | B | cbpf.BPF_MSH, 14): "ldxb     4*([14]&0xf)",
-        stmt(ALU | cbpf.BPF_LSH | X): "lsh      x",
-        stmt(ALU | cbpf.BPF_NEG): "neg      ",
-        stmt(RET | cbpf.BPF_A): "ret      a",
-        stmt(cbpf.BPF_STX, 3): "stx      M[3]",
-        jump(JMP | cbpf.BPF_JSET | X, 0, 1, 2): "jset     x                jt 2\tjf 3",
+        stmt(LD | W | CbpfMode.LEN): "ld       #pktlen",
+        stmt(LDX | B | CbpfMode.MSH, 14): "ldxb     4*([14]&0xf)",
+        stmt(ALU | AluOp.LSH | X): "lsh      x",
+        stmt(ALU | AluOp.NEG): "neg      ",
+        stmt(RET | Source.A): "ret      a",
+        stmt(Class.STX, 3): "stx      M[3]",
+        jump(JMP | JmpOp.JSET | X, 0, 1, 2): "jset     x                jt 2\tjf 3",
         stmt(0xFFFF): "unimp    0xffff",
     }
     for insn, text in others.items():
