@@ -26,12 +26,8 @@ from typing import Optional
 
 from pwru.errors import UsageError
 from pwru.filter.opcodes import (
-    CLASS_MASK,
     MISCOP_MASK,
-    MODE_MASK,
-    OP_MASK,
     RVAL_MASK,
-    SIZE_MASK,
     SRC_MASK,
     AluOp,
     CbpfClass,
@@ -40,6 +36,7 @@ from pwru.filter.opcodes import (
     JmpOp,
     MiscOp,
     Mode,
+    OpcodeFields,
     Size,
     Source,
     mnemonic,
@@ -55,7 +52,7 @@ _SOCK_FILTER = struct.Struct("<HBBI")
 
 
 @dataclass(frozen=True)
-class CbpfInsn:
+class CbpfInsn(OpcodeFields):
     """One classic BPF instruction (``struct sock_filter``)."""
 
     code: int
@@ -70,25 +67,6 @@ class CbpfInsn:
             raise ValueError(f"cBPF jump offsets ({self.jt}, {self.jf}) out of range")
         if not 0 <= self.k <= 0xFFFFFFFF:
             raise ValueError(f"cBPF k {self.k:#x} is not a u32")
-
-    @property
-    def cls(self) -> int:
-        return self.code & CLASS_MASK
-
-    @property
-    def size(self) -> int:
-        """Size.W/H/B of a load."""
-        return self.code & SIZE_MASK
-
-    @property
-    def mode(self) -> int:
-        """Mode or CbpfMode of a load."""
-        return self.code & MODE_MASK
-
-    @property
-    def op(self) -> int:
-        """AluOp or JmpOp."""
-        return self.code & OP_MASK
 
     @property
     def src(self) -> int:

@@ -34,10 +34,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from pwru.filter.opcodes import (
-    CLASS_MASK,
-    MODE_MASK,
     OP_MASK,
-    SIZE_MASK,
     AluOp,
     AtomicOp,
     ByteOrder,
@@ -48,6 +45,7 @@ from pwru.filter.opcodes import (
     Imm64Src,
     JmpOp,
     Mode,
+    OpcodeFields,
     Size,
     Source,
     mnemonic,
@@ -116,7 +114,7 @@ def _to_u64(value: int) -> int:
 
 
 @dataclass
-class Insn:
+class Insn(OpcodeFields):
     """One eBPF instruction; ``ld_imm64`` is one ``Insn`` with a 64-bit ``imm``.
 
     ``imm`` is kept signed 32-bit for ordinary instructions and unsigned 64-bit
@@ -131,25 +129,6 @@ class Insn:
     imm: int = 0
     label: str | None = None
     target: str | None = None
-
-    @property
-    def cls(self) -> int:
-        return self.code & CLASS_MASK
-
-    @property
-    def op(self) -> int:
-        """ALU or jump operation bits."""
-        return self.code & OP_MASK
-
-    @property
-    def size(self) -> int:
-        """Load/store size bits."""
-        return self.code & SIZE_MASK
-
-    @property
-    def mode(self) -> int:
-        """Load/store mode bits."""
-        return self.code & MODE_MASK
 
     @property
     def slots(self) -> int:

@@ -3,10 +3,11 @@
 An opcode packs an instruction class with either a size and a mode (loads
 and stores) or an operation and a source (ALU, jumps), as in
 include/uapi/linux/bpf_common.h and linux/bpf.h. Classic BPF (cbpf) and eBPF
-(ebpf) share that layout and most values, so both build and read opcodes from
-these enums. Where one value means different things in the two dialects
-(class 6 is cBPF's RET and eBPF's JMP32), each dialect has its own enum:
-IntEnum members with equal values would be aliases of each other.
+(ebpf) share that layout and most values, so both build opcodes from these
+enums and read their fields through :class:`OpcodeFields`. Where one value
+means different things in the two dialects (class 6 is cBPF's RET and eBPF's
+JMP32), each dialect has its own enum: IntEnum members with equal values would
+be aliases of each other.
 
 Member names are the kernel's macro names without ``BPF_``; the disassemblers
 print them, lower-cased, where the mnemonic is the name (``ldh``, ``jeq``,
@@ -171,6 +172,31 @@ class CallSrc(IntEnum):
     HELPER = 0  # a helper id
     LOCAL = 1  # BPF_PSEUDO_CALL: a BPF-to-BPF call, imm is pc-relative
     KFUNC = 2  # BPF_PSEUDO_KFUNC_CALL: imm is a BTF id
+
+
+class OpcodeFields:
+    """The fields of ``self.code`` that both dialects' instructions read alike."""
+
+    code: int
+
+    @property
+    def cls(self) -> int:
+        return self.code & CLASS_MASK
+
+    @property
+    def size(self) -> int:
+        """A Size (loads and stores)."""
+        return self.code & SIZE_MASK
+
+    @property
+    def mode(self) -> int:
+        """A Mode, CbpfMode or EbpfMode (loads and stores)."""
+        return self.code & MODE_MASK
+
+    @property
+    def op(self) -> int:
+        """An AluOp or JmpOp."""
+        return self.code & OP_MASK
 
 
 def mnemonic(member: IntEnum) -> str:
