@@ -143,38 +143,25 @@ def decode(data: bytes) -> list[CbpfInsn]:
 # --------------------------------------------------------------------------
 # Disassembly (tcpdump -d)
 
-# the operations libpcap's interpreter knows, besides NEG and JA
+# classic BPF's ALU operations with an operand are ADD..XOR but NEG, its
+# conditional jumps JEQ..JSET
 _ALU_NAMES: dict[int, str] = {
-    op: mnemonic(op)
-    for op in (
-        AluOp.ADD,
-        AluOp.SUB,
-        AluOp.MUL,
-        AluOp.DIV,
-        AluOp.OR,
-        AluOp.AND,
-        AluOp.LSH,
-        AluOp.RSH,
-        AluOp.MOD,
-        AluOp.XOR,
-    )
+    op: mnemonic(op) for op in AluOp if op <= AluOp.XOR and op != AluOp.NEG
 }
-_JMP_NAMES: dict[int, str] = {
-    op: mnemonic(op) for op in (JmpOp.JEQ, JmpOp.JGT, JmpOp.JGE, JmpOp.JSET)
-}
+_JMP_NAMES: dict[int, str] = {op: mnemonic(op) for op in JmpOp if JmpOp.JEQ <= op <= JmpOp.JSET}
 _MISC_NAMES: dict[int, str] = {op: mnemonic(op) for op in MiscOp}
 _SIZE_SUFFIX: dict[int, str] = {Size.W: "", Size.H: "h", Size.B: "b"}
 
-Operands = Optional[tuple[str, str]]  # (mnemonic, operand), None for an unknown opcode
+_Operands = Optional[tuple[str, str]]  # (mnemonic, operand), None for an unknown opcode
 
 
-def _ret(insn: CbpfInsn, pc: int) -> Operands:
+def _ret(insn: CbpfInsn, pc: int) -> _Operands:
     operands: dict[int, str] = {Source.K: f"#{insn.k}", Source.A: "a"}
     operand = operands.get(insn.rval)
     return None if operand is None else (mnemonic(CbpfClass.RET), operand)
 
 
-def _word_load(insn: CbpfInsn, name: str) -> Operands:
+def _word_load(insn: CbpfInsn, name: str) -> _Operands:
     """The loads ld and ldx share: a constant, the packet length or M[k], all words."""
     operands: dict[int, str] = {
         Mode.IMM: f"#{insn.k:#x}",
@@ -185,7 +172,7 @@ def _word_load(insn: CbpfInsn, name: str) -> Operands:
     return None if operand is None else (name, operand)
 
 
-def _ld(insn: CbpfInsn, pc: int) -> Operands:
+def _ld(insn: CbpfInsn, pc: int) -> _Operands:
     sized = mnemonic(Class.LD) + _SIZE_SUFFIX.get(insn.size, "?")
     if insn.mode == Mode.ABS:
         return sized, f"[{insn.k}]"
@@ -194,18 +181,18 @@ def _ld(insn: CbpfInsn, pc: int) -> Operands:
     return _word_load(insn, mnemonic(Class.LD))
 
 
-def _ldx(insn: CbpfInsn, pc: int) -> Operands:
+def _ldx(insn: CbpfInsn, pc: int) -> _Operands:
     if insn.code == Class.LDX | Size.B | CbpfMode.MSH:
         return mnemonic(Class.LDX) + _SIZE_SUFFIX[Size.B], f"4*([{insn.k}]&0xf)"
     return _word_load(insn, mnemonic(Class.LDX))
 
 
-def _store(insn: CbpfInsn, pc: int) -> Operands:
+def _store(insn: CbpfInsn, pc: int) -> _Operands:
     """st (A) or stx (X) to M[k]; every other opcode bit is 0."""
     return (mnemonic(Class(insn.cls)), f"M[{insn.k}]") if insn.code == insn.cls else None
 
 
-def _alu(insn: CbpfInsn, pc: int) -> Operands:
+def _alu(insn: CbpfInsn, pc: int) -> _Operands:
     if insn.op == AluOp.NEG:
         return mnemonic(AluOp.NEG), ""
     name = _ALU_NAMES.get(insn.op)
@@ -214,7 +201,7 @@ def _alu(insn: CbpfInsn, pc: int) -> Operands:
     return name, "x" if insn.src == Source.X else f"#{insn.k}"
 
 
-def _jmp(insn: CbpfInsn, pc: int) -> Operands:
+def _jmp(insn: CbpfInsn, pc: int) -> _Operands:
     if insn.op == JmpOp.JA:
         return mnemonic(JmpOp.JA), str(pc + 1 + insn.sk)
     name = _JMP_NAMES.get(insn.op)
@@ -223,12 +210,12 @@ def _jmp(insn: CbpfInsn, pc: int) -> Operands:
     return name, "x" if insn.src == Source.X else f"#{insn.k:#x}"
 
 
-def _misc(insn: CbpfInsn, pc: int) -> Operands:
+def _misc(insn: CbpfInsn, pc: int) -> _Operands:
     name = _MISC_NAMES.get(insn.miscop)
     return None if name is None else (name, "")
 
 
-_OPERANDS: dict[int, Callable[[CbpfInsn, int], Operands]] = {
+_OPERANDS: dict[int, Callable[[CbpfInsn, int], _Operands]] = {
     Class.LD: _ld,
     Class.LDX: _ldx,
     Class.ST: _store,

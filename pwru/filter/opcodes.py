@@ -9,9 +9,9 @@ means different things in the two dialects (class 6 is cBPF's RET and eBPF's
 JMP32), each dialect has its own enum: IntEnum members with equal values would
 be aliases of each other.
 
-Member names are the kernel's macro names without ``BPF_``; the disassemblers
-print them, lower-cased, where the mnemonic is the name (``ldh``, ``jeq``,
-``tax``, ``atomic_xchg``).
+Member names are the kernel's macro names without ``BPF_`` (the src_reg
+enums name what the value means); the disassemblers print them, lower-cased,
+where the mnemonic is the name (``ld``, ``jeq``, ``tax``, ``atomic_xchg``).
 """
 
 from __future__ import annotations
