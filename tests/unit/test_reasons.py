@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from pwru.btf import KernelBtf
 from pwru.diagnose.function_texts import AMBIGUOUS, FUNCTIONS
 from pwru.diagnose.reason_texts import ALL, CORE
 from pwru.diagnose.reasons import (
@@ -23,6 +22,7 @@ from pwru.diagnose.reasons import (
     function_name,
     possible_reasons,
 )
+from pwru.kernel.btf import KernelBtf
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "drop_reasons"
 KERNEL_LISTS = sorted(DATA.glob("*.txt"))

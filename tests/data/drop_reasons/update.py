@@ -31,7 +31,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "vmlinux-headers")]
 
 from extract_btf import find_btf  # noqa: E402
 
-from pwru.btf import KernelBtf  # noqa: E402
+from pwru.kernel.btf import KernelBtf  # noqa: E402
 
 ENUM = "skb_drop_reason"
 
