@@ -20,13 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Callable
 
+from pwru.filter.ebpf import LD_IMM64
+from pwru.filter.opcodes import CallSrc, Class, Imm64Src, JmpOp
+
 INSN = struct.Struct("<BBhi")  # code, dst:4|src:4, off, imm
 INSN_SIZE = 8
 
-_BPF_LD_IMM64 = 0x18
-_BPF_CALL = 0x85
-_BPF_PSEUDO_CALL = 1
-_BPF_PSEUDO_FUNC = 4
+_CALL = Class.JMP | JmpOp.CALL
 
 PROBE_ID_MARKER_HI = 0x70777275  # high half of PWRU_PROBE_ID_MARKER (bpf/pwru.h)
 
@@ -46,7 +46,7 @@ def patch_probe_id(code: bytes, probe_id: int) -> bytes:
     found = 0
     for i in range(len(code) // INSN_SIZE - 1):
         c, regs, _, imm = _insn(code, i)
-        if c != _BPF_LD_IMM64 or regs >> 4 != 0:
+        if c != LD_IMM64 or regs >> 4 != 0:
             continue
         _, _, _, imm_hi = _insn(code, i + 1)
         if imm_hi == PROBE_ID_MARKER_HI and imm == 0:
@@ -106,8 +106,8 @@ def _replace_range(prog: Program, start: int, end: int, body: bytes) -> Program:
         c, regs, _, imm = _insn(prog.code, pos)
         src = regs >> 4
         if not (
-            (c == _BPF_CALL and src == _BPF_PSEUDO_CALL)
-            or (c == _BPF_LD_IMM64 and src == _BPF_PSEUDO_FUNC)
+            (c == _CALL and src == CallSrc.LOCAL)
+            or (c == LD_IMM64 and src == Imm64Src.FUNC)
         ):
             continue
         target = pos + 1 + imm

@@ -285,6 +285,18 @@ def call_helper(helper_id: int) -> Insn:
     return Insn(Class.JMP | JmpOp.CALL, 0, 0, 0, helper_id)
 
 
+def probe_read_to_stack(slot: int, size: int, on_error: JumpTarget) -> list[Insn]:
+    """bpf_probe_read_kernel(fp + slot, size, r3): copy ``size`` bytes from the kernel
+    address in r3 to the stack; jump to ``on_error`` when the read fails. Clobbers r0-r5."""
+    return [
+        mov64_reg(R1, FP),
+        alu64_imm(AluOp.ADD, R1, slot),
+        mov64_imm(R2, size),
+        call_helper(BPF_FUNC_probe_read_kernel),
+        jmp_imm(JmpOp.JNE, R0, 0, on_error),
+    ]
+
+
 def call_local(target: JumpTarget) -> Insn:
     """BPF-to-BPF call; the offset lives in imm."""
     if isinstance(target, str):

@@ -68,7 +68,6 @@ from pwru.filter.ebpf import (
     R3,
     R6,
     R7,
-    BPF_FUNC_probe_read_kernel,
     Builder,
     Insn,
 )
@@ -452,13 +451,7 @@ def _emit_read(b: Builder, access: Access, skb: int, fail: str) -> None:
     are clobbered."""
 
     def probe_read(size: int) -> None:
-        b.emit(
-            ebpf.mov64_reg(R1, FP),
-            ebpf.alu64_imm(AluOp.ADD, R1, _BUF),
-            ebpf.mov64_imm(R2, size),
-            ebpf.call_helper(BPF_FUNC_probe_read_kernel),
-            ebpf.jmp_imm(JmpOp.JNE, R0, 0, fail),
-        )
+        b.emit(*ebpf.probe_read_to_stack(_BUF, size, fail))
 
     b.emit(ebpf.mov64_reg(R3, skb), ebpf.jmp_imm(JmpOp.JEQ, R3, 0, fail))
     for off in access.derefs:

@@ -331,14 +331,8 @@ class _Translator:
                 ebpf.mov64_reg(R3, _DATA),
                 ebpf.alu64_reg(AluOp.ADD, R3, R1),
             )
-        b.emit(
-            ebpf.mov64_reg(R1, FP),
-            ebpf.alu64_imm(AluOp.ADD, R1, _BUF),
-            ebpf.mov64_imm(R2, size),
-            ebpf.call_helper(BPF_FUNC_probe_read_kernel),
-            ebpf.jmp_imm(JmpOp.JNE, R0, 0, self.reject),
-            ebpf.ldx_mem(size, dst, FP, _BUF),
-        )
+        b.emit(*ebpf.probe_read_to_stack(_BUF, size, self.reject))
+        b.emit(ebpf.ldx_mem(size, dst, FP, _BUF))
         if size > 1:
             b.emit(ebpf.endian(dst, 8 * size, big=True))
         if done is not None:
