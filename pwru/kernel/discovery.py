@@ -15,7 +15,7 @@ Three sources are intersected:
    not). ``available_filter_functions_addrs`` (Linux 6.5+) lists each traceable
    copy by address; ``available_filter_functions`` only by name, once per copy.
    When tracefs is not mounted, it is mounted for the read and unmounted again.
-   When neither list can be read (this development machine answers EPERM), the
+   When neither list can be read (some kernels answer EPERM even to root), the
    result is BTF ∩ kallsyms less the functions in init code (freed after boot)
    and ``noinstr`` code, found from the kernel's section markers in kallsyms; a
    note says so, as other ``notrace`` functions may then refuse to attach.

@@ -93,8 +93,8 @@ def kprobe_multi(addr: int) -> Feature:
 
 @functools.cache
 def fexit(attach_btf_id: int) -> Feature:
-    """fexit programs on the kernel function with this BTF id (the development
-    kernel refuses every fentry/fexit program with EPERM)."""
+    """fexit programs on the kernel function with this BTF id (some kernels refuse
+    every fentry/fexit program with EPERM)."""
     try:
         fd = libbpf.prog_load(
             libbpf.BPF_PROG_TYPE_TRACING,

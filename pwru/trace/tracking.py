@@ -10,8 +10,8 @@ used where the kernel allows tracing programs; elsewhere a kprobe remembers the
 original per task and a kretprobe tracks the result.
 
 The fexit program is bound to its target at load time, so whether the kernel
-takes it is known before the object loads (pwru.kernel.features.fexit; the
-development kernel refuses fentry/fexit with EPERM).
+takes it is known before the object loads (pwru.kernel.features.fexit;
+some kernels refuse every fentry/fexit program with EPERM).
 """
 
 from __future__ import annotations
