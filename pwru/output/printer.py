@@ -4,17 +4,34 @@ One ``Printer`` per run. ``on_record`` is what the ring buffer reader calls for
 every record; lines are collected and written with one ``write`` per poll
 (``flush``). ``--output-limit-lines`` ends the run by raising ``LimitReached``
 from ``on_record`` (the reader hands it back to the poll loop).
+
+Other consumers of the same decoded events (a drop summary, a pcapng writer, a
+per-packet view) are ``Sink``s: each gets every event with its extras, and is
+closed once when the run ends, after the last event.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import IO, Callable
+from collections.abc import Sequence
+from typing import IO, Callable, Protocol
 
 from pwru.errors import UsageError
-from pwru.output.decode import RecordLayout, decode_event, decode_extras
+from pwru.output.decode import Event, Extras, RecordLayout, decode_event, decode_extras
 from pwru.output.render import Renderer
 from pwru.output.stack import caller_of, shown_frames
+
+
+class Sink(Protocol):
+    """A consumer of every decoded event besides the line output."""
+
+    def add(self, event: Event, extras: Extras) -> None:
+        """One event (``extras`` is NO_EXTRAS when the record carries none)."""
+        ...
+
+    def close(self) -> None:
+        """The run ended: write what is left (called once, after the last event)."""
+        ...
 
 
 class LimitReached(Exception):
@@ -43,12 +60,14 @@ class Printer:
         *,
         limit: int = 0,
         name_at: Callable[[int], str | None] = lambda _addr: None,
+        sinks: Sequence[Sink] = (),
     ) -> None:
         self.renderer = renderer
         self.out = out
         self.layout = layout
         self.limit = limit  # 0 = unlimited
         self.name_at = name_at  # kernel symbol at an address, for the caller
+        self.sinks = list(sinks)
         self.printed = 0
         self.pending: list[str] = []
         header = renderer.header()
@@ -61,26 +80,35 @@ class Printer:
 
     def on_record(self, data: bytes) -> None:
         event = decode_event(data)
-        if not self.layout.has_extras:
+        if not self.layout.has_extras and not self.sinks:
             self.pending.append(self.renderer.render(event))
         else:
-            extras = decode_extras(data, event, self.layout)
-            options = self.renderer.options
-            if options.output_caller:
-                event = event._replace(caller_ip=caller_of(event, extras.frames, self.name_at))
-            self.pending.append(
-                self.renderer.render(
-                    event,
-                    shown_frames(extras.frames, self.renderer.names.symbol)
-                    if options.output_stack
-                    else (),
-                    skb_text=extras.skb_text,
-                    shinfo_text=extras.shinfo_text,
-                )
-            )
+            self._with_extras(event, data)
         self.printed += 1
         if self.full:
             raise LimitReached("output limit reached")
+
+    def _with_extras(self, event: Event, data: bytes) -> None:
+        extras = decode_extras(data, event, self.layout)
+        options = self.renderer.options
+        if options.output_caller:
+            event = event._replace(caller_ip=caller_of(event, extras.frames, self.name_at))
+        self.pending.append(
+            self.renderer.render(
+                event,
+                shown_frames(extras.frames, self.renderer.names.symbol)
+                if options.output_stack
+                else (),
+                skb_text=extras.skb_text,
+                shinfo_text=extras.shinfo_text,
+            )
+        )
+        for sink in self.sinks:
+            sink.add(event, extras)
+
+    def emit(self, line: str) -> None:
+        """Add a line of one's own to the output (a sink's summary, say)."""
+        self.pending.append(line)
 
     def flush(self) -> None:
         if self.pending:
@@ -89,10 +117,13 @@ class Printer:
             self.pending.clear()
 
     def close(self, flush: bool) -> None:
-        """Close the output (unless it is stdout); ``flush``: write what is pending first
-        (a normal end; after an error, nothing more is written)."""
+        """Close the sinks and the output (unless it is stdout); ``flush``: write what is
+        pending first (a normal end; after an error, nothing more is written)."""
         try:
             if flush:
+                self.flush()
+                for sink in self.sinks:
+                    sink.close()
                 self.flush()
         finally:
             if self.out is not sys.stdout:
