@@ -35,6 +35,7 @@ from pwru.output.decode import RecordLayout
 from pwru.output.names import SystemNames
 from pwru.output.printer import LimitReached, Printer, open_output
 from pwru.output.render import make_renderer
+from pwru.output.sinks import make_sinks
 from pwru.trace import select
 from pwru.trace.backend import Backend, TraceContext
 from pwru.trace.probes import ProbeTable
@@ -144,6 +145,7 @@ class Session:
             limit=options.output_limit_lines,
             name_at=lambda addr: self.ksyms().name_at(addr),
         )
+        self.printer.sinks = make_sinks(options, self.printer, names)
         self.ring = RingBuffer(self.obj.events.fd, self.printer.on_record)
         self._signal_ready()
         self.printer.flush()
