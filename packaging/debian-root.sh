@@ -1,10 +1,13 @@
 #!/bin/bash
 # debian-root.sh - a Debian root filesystem as a tarball, made by mmdebstrap from packages.
 #
-# Usage: packaging/debian-root.sh SUITE ARCH PACKAGES OUT.tar [mmdebstrap options...]
+# Usage: packaging/debian-root.sh [--variant=V] SUITE ARCH PACKAGES OUT.tar [mmdebstrap options...]
 #   e.g. packaging/debian-root.sh bullseye amd64 python3,python3-pip,iptables /tmp/b11.tar
-#   PACKAGES   comma-separated, added to the minbase variant (which has no apt)
-#   ARCH       amd64 or arm64 (a foreign arch needs qemu-user-static: packaging/setup-host.sh)
+#   PACKAGES   comma-separated, installed with their dependencies
+#   --variant  mmdebstrap variant: essential (default: the Essential:yes set, no apt) or
+#              extract (packages unpacked, no maintainer script run: no emulation needed
+#              for a foreign ARCH, but no configuration either; e.g. no /etc/passwd)
+#   ARCH       amd64 or arm64 (a foreign ARCH needs qemu-user-static unless extracted)
 #
 # A root made without extra options is cached in $PWRU_ROOT_CACHE (default
 # /var/cache/pwru-packaging/roots), keyed by suite, arch, packages and this script, and
@@ -12,7 +15,9 @@
 # afresh. The archive is the one the host's apt uses (DEBIAN_MIRROR overrides it).
 set -euo pipefail
 
-[ $# -ge 4 ] || { sed -n '2,14s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+VARIANT=essential
+case ${1:-} in --variant=*) VARIANT=${1#--variant=}; shift ;; esac
+[ $# -ge 4 ] || { sed -n '2,17s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 SUITE=$1 ARCH=$2 PACKAGES=$3 OUT=$4
 shift 4
 CACHE=${PWRU_ROOT_CACHE:-/var/cache/pwru-packaging/roots}
@@ -26,8 +31,8 @@ mirror=${DEBIAN_MIRROR:-$(apt-get indextargets --format '$(LABEL) $(REPO_URI)' 2
 
 cached=""
 if [ $# = 0 ]; then
-	key=$(printf '%s\n' "$SUITE" "$ARCH" "$PACKAGES" "$(cat "$0")" | sha256sum | cut -c1-16)
-	cached=$CACHE/$SUITE-$ARCH-$key.tar
+	key=$(printf '%s\n' "$VARIANT" "$SUITE" "$ARCH" "$PACKAGES" "$(cat "$0")" | sha256sum | cut -c1-16)
+	cached=$CACHE/$SUITE-$ARCH-$VARIANT-$key.tar
 	if [ -f "$cached" ]; then
 		cp "$cached" "$OUT"
 		log "$OUT (cached $cached)"
@@ -37,7 +42,7 @@ fi
 
 t0=$(date +%s)
 tmp=$OUT.partial
-mmdebstrap --quiet --mode=root --variant=minbase --arch="$ARCH" --include="$PACKAGES" \
+mmdebstrap --quiet --mode=root --format=tar --variant="$VARIANT" --arch="$ARCH" --include="$PACKAGES" \
 	"$@" "$SUITE" "$tmp" "$mirror" || { rm -f "$tmp"; die "mmdebstrap $SUITE $ARCH failed"; }
 mv "$tmp" "$OUT"
 if [ -n "$cached" ]; then

@@ -358,12 +358,15 @@ def _open_library() -> tuple[ctypes.CDLL, str]:
 
 def _mapped_file(address: int) -> str:
     """The file this process has mapped at ``address`` (finds a library loaded by name)."""
-    with open("/proc/self/maps") as maps:
-        for line in maps:
-            fields = line.split(maxsplit=5)
-            low, high = (int(part, 16) for part in fields[0].split("-"))
-            if low <= address < high and len(fields) == 6:
-                return fields[5].strip()
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                low, high = (int(part, 16) for part in fields[0].split("-"))
+                if low <= address < high and len(fields) == 6:
+                    return fields[5].strip()
+    except OSError:  # no /proc: pwru cannot trace, but --version still answers
+        pass
     return "?"
 
 

@@ -7,6 +7,7 @@ than the code they package, so a plain `make test` tests what the code is now.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,9 +99,12 @@ def lab() -> Iterator[Lab]:
         lab.close()
 
 
-def debian_root(suite: str, arch: str, packages: str, tarball: Path) -> Path:
+def debian_root(
+    suite: str, arch: str, packages: str, tarball: Path, variant: str = "essential"
+) -> Path:
     """packaging/debian-root.sh: a cached mmdebstrap root as a tarball."""
-    run("bash", REPO / "packaging" / "debian-root.sh", suite, arch, packages, tarball, timeout=1200)
+    script = REPO / "packaging" / "debian-root.sh"
+    run("bash", script, f"--variant={variant}", suite, arch, packages, tarball, timeout=1200)
     return tarball
 
 
@@ -142,3 +146,31 @@ def libbpf_used(run: PwruRun) -> str:
     lines = [ln for ln in run.stderr.splitlines() if ln.startswith("pwru: using libbpf ")]
     assert len(lines) == 1, run.stderr[-3000:]
     return lines[0]
+
+
+def unpack_root(tarball: Path, root: Path) -> Path:
+    """Unpack a root tarball and write ``<root>.run``: a wrapper running its arguments
+    chrooted into the root with the host's /proc, /sys and /dev (and the directories
+    in $CHROOT_BINDS) mounted in a private mount namespace, which takes the mounts
+    with it when the command ends, whatever happens to the test."""
+    root.mkdir()
+    run("tar", "-x", "--numeric-owner", "-f", tarball, "-C", root)
+    clean_path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    write_script(
+        root.with_suffix(".run"),
+        "#!/bin/sh\n"
+        "exec unshare --mount --propagation private sh -c '\n"
+        "set -e\n"
+        "for d in /proc /sys /dev $CHROOT_BINDS; do\n"
+        f'  mkdir -p "{root}$d"; mount --rbind "$d" "{root}$d"\n'
+        "done\n"
+        f'exec chroot {root} /usr/bin/env -i HOME=/root {clean_path} "$@"\' sh "$@"\n',
+    )
+    return root
+
+
+def remove_root(root: Path) -> None:
+    leftover = mounts_under(root)
+    assert not leftover, f"mounts left under {root}: {leftover}"  # never rmtree into /sys
+    shutil.rmtree(root)
+    root.with_suffix(".run").unlink(missing_ok=True)
