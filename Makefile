@@ -50,8 +50,9 @@ lint:
 bench:
 	$(PYTHON) bench/run.py
 
-# dist/: the sdist and one wheel per architecture with its own libbpf (packaging/)
-wheels: $(BPF_OBJS)
+# dist/: the sdist and one wheel per architecture with its own libbpf (packaging/); the
+# wheels ship the BPF objects as committed (make bpf rebuilds them)
+wheels:
 	PYTHON=$(PYTHON) bash packaging/build-wheels.sh
 
 # dist/pwru-<version>-image-<arch>.tar: OCI image (Debian 12 + the wheel), no registry used
