@@ -11,10 +11,10 @@ PYTHON ?= python3
 # System packages a fresh Debian 12 needs: libbpf (runtime), clang/llvm/bpftool
 # (building and inspecting BPF objects), iproute2/iptables (end-to-end tests);
 # for the wheels, the image and their tests (packaging/): dpkg-dev (apt-get source),
-# binutils (objdump), mmdebstrap + arch-test + qemu-user-static (Debian 11 and arm64
-# roots), podman + runc (the image), qemu-system-arm (the arm64 guest).
+# binutils (objdump), mmdebstrap (Debian 11, 12 and arm64 roots), podman + runc (the
+# image), qemu-system-arm (the arm64 guest).
 APT_PACKAGES := libbpf1 libbpf-dev clang llvm bpftool iproute2 iptables gcc make \
-	dpkg-dev binutils mmdebstrap arch-test qemu-user-static podman runc qemu-system-arm
+	dpkg-dev binutils mmdebstrap podman runc qemu-system-arm
 
 all: bpf
 
@@ -33,7 +33,6 @@ setup:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES)
 	$(PYTHON) -m pip install -q -e '.[dev]'
 	bash tests/vm/setup-host.sh
-	bash packaging/setup-host.sh
 
 check: lint test vm-matrix
 

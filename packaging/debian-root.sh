@@ -7,7 +7,8 @@
 #   --variant  mmdebstrap variant: essential (default: the Essential:yes set, no apt) or
 #              extract (packages unpacked, no maintainer script run: no emulation needed
 #              for a foreign ARCH, but no configuration either; e.g. no /etc/passwd)
-#   ARCH       amd64 or arm64 (a foreign ARCH needs qemu-user-static unless extracted)
+#   ARCH       amd64 or arm64 (a foreign ARCH needs qemu-user-static registered with
+#              binfmt_misc, except for --variant=extract)
 #
 # A root made without extra options is cached in $PWRU_ROOT_CACHE (default
 # /var/cache/pwru-packaging/roots), keyed by suite, arch, packages and this script, and
