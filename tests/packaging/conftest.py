@@ -129,8 +129,11 @@ def trace_iptables_drop(lab: Lab, workdir: Path, pwru: Path, port: int) -> PwruR
     args = ["--debug", "--backend", "tracepoint", "--filter-netns", f"inode:{lab.b.inode}"]
     with mock.patch.dict(os.environ, {"PWRU_BIN": str(pwru)}):
         run = PwruRun([*args, f"udp and dst port {port}"], workdir, timeout=120)
-    lab.a.send_udp(lab.b.ipv4, port, count=2, sport=port + 1)
-    assert run.stop() == 0, run.stderr[-3000:]
+    try:
+        lab.a.send_udp(lab.b.ipv4, port, count=2, sport=port + 1)
+    finally:
+        code = run.stop()  # also when sending failed: no pwru left attached
+    assert code == 0, run.stderr[-3000:]
     tuple_text = f"{lab.a.ipv4}:{port + 1}->{lab.b.ipv4}:{port}(udp)"
     drops = [
         line
