@@ -6,11 +6,15 @@ BPF_DEPS := $(BPF_SRC) bpf/pwru.h
 BPF_OBJS := pwru/bpf/pwru_x86.bpf.o pwru/bpf/pwru_arm64.bpf.o
 PYTHON ?= python3
 
-.PHONY: all bpf setup check test lint bench vm-matrix clean
+.PHONY: all bpf setup check test lint bench vm-matrix clean wheels image
 
 # System packages a fresh Debian 12 needs: libbpf (runtime), clang/llvm/bpftool
-# (building and inspecting BPF objects), iproute2/iptables (end-to-end tests).
-APT_PACKAGES := libbpf1 libbpf-dev clang llvm bpftool iproute2 iptables gcc make
+# (building and inspecting BPF objects), iproute2/iptables (end-to-end tests);
+# for the wheels, the image and their tests (packaging/): dpkg-dev (apt-get source),
+# binutils (objdump), mmdebstrap (Debian 11, 12 and arm64 roots), podman + runc (the
+# image), qemu-system-arm (the arm64 guest).
+APT_PACKAGES := libbpf1 libbpf-dev clang llvm bpftool iproute2 iptables gcc make \
+	dpkg-dev binutils mmdebstrap podman runc qemu-system-arm
 
 all: bpf
 
@@ -45,5 +49,15 @@ lint:
 bench:
 	$(PYTHON) bench/run.py
 
+# dist/: the sdist and one wheel per architecture with its own libbpf (packaging/); the
+# wheels ship the BPF objects as committed (make bpf rebuilds them)
+wheels:
+	PYTHON=$(PYTHON) bash packaging/build-wheels.sh
+
+# dist/pwru-<version>-image-<arch>.tar: OCI image (Debian 12 + the wheel), no registry used
+image: wheels
+	PYTHON=$(PYTHON) bash packaging/image.sh
+
 clean:
 	rm -f $(BPF_OBJS)
+	rm -rf build/packaging dist

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from pwru import __version__
+from pwru.bpf import libbpf
 from pwru.bpf.libbpf import VerifierError
 from pwru.errors import PwruError
 
@@ -20,6 +21,15 @@ def _configure_logging(debug: bool) -> None:
     logging.getLogger("pwru").setLevel(logging.DEBUG if debug else logging.WARNING)
     # libbpf's own chatter (and its warnings, which pwru restates) only with --debug
     logging.getLogger("pwru.libbpf").setLevel(logging.DEBUG if debug else logging.CRITICAL)
+
+
+def _version_line() -> str:
+    """``pwru 0.1.0 (libbpf 1.5.0, bundled)``: which libbpf matters in bug reports."""
+    try:
+        found = libbpf.info()
+    except PwruError as error:
+        return f"pwru {__version__} (libbpf: {error})"
+    return f"pwru {__version__} (libbpf {found.version}, {found.origin})"
 
 
 def _report(error: PwruError) -> int:
@@ -38,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options = parse_options(args)
         if options.version:
-            print(f"pwru {__version__}")
+            print(_version_line())
             return 0
         _configure_logging(options.debug)
         for line in options.notes:

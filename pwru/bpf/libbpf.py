@@ -1,4 +1,4 @@
-"""The one place that talks to the system libbpf, through ctypes.
+"""The one place that talks to libbpf (bundled in the wheel, or the system's), through ctypes.
 
 Every libbpf function pwru uses is declared once below with its argument and
 return types. Failures become Python exceptions carrying errno text;
@@ -23,6 +23,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from pwru.errors import EnvironmentProblem, PwruError
@@ -329,29 +330,51 @@ class _Lib:
         return hasattr(self, name)
 
     def __getattr__(self, name: str) -> Any:  # only reached for missing symbols
-        raise LibbpfMissing(f"the system libbpf lacks {name}(); install libbpf >= 1.0")
+        raise LibbpfMissing(f"the loaded libbpf lacks {name}(); pwru needs libbpf >= 1.0")
 
 
 _lib: _Lib | None = None
 _lib_lock = threading.Lock()
 
 
-def _find_library() -> str:
-    """$PWRU_LIBBPF names a specific libbpf (a custom build); else the system's."""
+# A platform wheel ships its own libbpf here (packaging/build-wheels.sh); the pure
+# sdist does not, and then the system's is used.
+BUNDLED_DIR = Path(__file__).parent / "lib"
+
+
+@dataclass(frozen=True)
+class LibraryInfo:
+    """Which libbpf was loaded: for --version, --debug and bug reports."""
+
+    path: str  # the file actually mapped, symlinks resolved
+    origin: str  # "PWRU_LIBBPF", "bundled" or "system"
+    version: str  # "1.5.0" when the file name carries it, else "1.5"
+
+
+_info: LibraryInfo | None = None
+
+
+def _open_library() -> tuple[ctypes.CDLL, str]:
+    """$PWRU_LIBBPF (a custom build), else the bundled libbpf, else the system's."""
     override = os.environ.get("PWRU_LIBBPF")
     if override:
         try:
-            ctypes.CDLL(override, use_errno=True)
-            return override
+            return ctypes.CDLL(override, use_errno=True), "PWRU_LIBBPF"
         except OSError as error:
             raise LibbpfMissing(
                 f"cannot load libbpf from PWRU_LIBBPF={override}: {error}"
             ) from None
+    for bundled in sorted(BUNDLED_DIR.glob("libbpf.so.*"))[-1:]:
+        try:
+            return ctypes.CDLL(str(bundled), use_errno=True), "bundled"
+        except OSError as error:  # e.g. a glibc older than the wheel's baseline
+            logging.getLogger("pwru").warning(
+                "cannot load the bundled libbpf (%s); trying the system's", error
+            )
     for candidate in ("libbpf.so.1", ctypes.util.find_library("bpf")):
         if candidate:
             try:
-                ctypes.CDLL(candidate, use_errno=True)
-                return candidate
+                return ctypes.CDLL(candidate, use_errno=True), "system"
             except OSError:
                 continue
     raise LibbpfMissing(
@@ -359,12 +382,38 @@ def _find_library() -> str:
     )
 
 
+def _mapped_file(address: int) -> str:
+    """The file this process has mapped at ``address`` (finds a library loaded by name)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                low, high = (int(part, 16) for part in fields[0].split("-"))
+                if low <= address < high and len(fields) == 6:
+                    return fields[5].strip()
+    except OSError:  # no /proc: pwru cannot trace, but --version still answers
+        pass
+    return "?"
+
+
+def _describe(loaded: _Lib, origin: str) -> LibraryInfo:
+    major, minor = loaded.libbpf_major_version(), loaded.libbpf_minor_version()
+    address = ctypes.cast(loaded.libbpf_major_version, ctypes.c_void_p).value or 0
+    path = _mapped_file(address)
+    version = f"{major}.{minor}"
+    # Shared objects are named libbpf.so.MAJOR.MINOR.PATCH; the API stops at MINOR.
+    named = re.fullmatch(r"libbpf\.so\.(\d+\.\d+\.\d+)", os.path.basename(path))
+    if named and named.group(1).startswith(f"{version}."):
+        version = named.group(1)
+    return LibraryInfo(path, origin, version)
+
+
 def lib() -> _Lib:
     """The loaded libbpf; first call loads it, checks the version, routes its log."""
-    global _lib
+    global _lib, _info
     with _lib_lock:
         if _lib is None:
-            cdll = ctypes.CDLL(_find_library(), use_errno=True)
+            cdll, origin = _open_library()
             if not hasattr(cdll, "libbpf_major_version"):
                 raise LibbpfMissing("libbpf is older than 0.6; pwru needs libbpf >= 1.0")
             loaded = _Lib(cdll)
@@ -374,8 +423,19 @@ def lib() -> _Lib:
                     f"libbpf {version[0]}.{version[1]} is too old; pwru needs libbpf >= 1.0"
                 )
             loaded.libbpf_set_print(_print_callback)
+            _info = _describe(loaded, origin)
+            logging.getLogger("pwru").debug(
+                "using libbpf %s (%s) from %s", _info.version, _info.origin, _info.path
+            )
             _lib = loaded
         return _lib
+
+
+def info() -> LibraryInfo:
+    """Which libbpf pwru uses (loads it; needs no privileges)."""
+    lib()
+    assert _info is not None
+    return _info
 
 
 def version() -> tuple[int, int]:
