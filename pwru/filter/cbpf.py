@@ -22,9 +22,9 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
-from pwru.errors import UsageError
+from pwru.errors import EnvironmentProblem, UsageError
 from pwru.filter.opcodes import (
     MISCOP_MASK,
     RVAL_MASK,
@@ -108,6 +108,19 @@ class FilterError(UsageError, ValueError):
 _REJECTS_ALL = "expression rejects all packets"
 
 
+def _pcapy() -> Any:
+    """The pcapy module (libpcap); imported on first use so the rest of pwru works
+    without it. A broken install is an environment problem, said in one line."""
+    try:
+        import pcapy
+    except ImportError as error:
+        raise EnvironmentProblem(
+            f"cannot load libpcap through pcapy-ng ({error}); reinstall pwru, or install "
+            "what the message names (pcapy-ng needs libstdc++)"
+        ) from None
+    return pcapy
+
+
 def compile_filter(
     expression: str, linktype: int, *, snaplen: int = 262144, optimize: bool = True
 ) -> list[CbpfInsn] | None:
@@ -117,8 +130,7 @@ def compile_filter(
     this link type (libpcap: "expression rejects all packets", e.g. ``arp``
     on DLT_RAW). Raises FilterError when libpcap cannot compile it.
     """
-    import pcapy  # imported here so the rest of pwru works without it
-
+    pcapy = _pcapy()
     try:
         program = pcapy.compile(linktype, snaplen, expression, int(optimize), 0xFFFFFFFF)
     except pcapy.PcapError as err:
