@@ -1,29 +1,20 @@
 """Text columns and JSON lines, both rendered from the same decoded Event.
 
 Formats follow cilium/pwru (internal/pwru/output.go) so that scripts and habits
-carry over:
+carry over; docs/output.md describes every column and key, and every difference:
 
-text  ``[TIME] SKB CPU PROCESS [TIMESTAMP] [NETNS MARK/x IFACE PROTO MTU LEN]
-[TUPLE] FUNC [CALLER] [skb metadata] [TUNNEL]``, with pwru's widths; the TUPLE and
-FUNC (with --output-caller) columns widen to the longest value seen so far.
+text  ``[TIME] SKB CPU PROCESS [TIMESTAMP] [NETNS MARK/x IFACE PROTO MTU LEN] [CB]
+[NETNS NAME] [TUPLE] FUNC [CALLER] [skb metadata] [TUNNEL]``, with pwru's widths; the
+TUPLE and FUNC (with --output-caller) columns widen to the longest value seen so far.
 
 json  one object per line with pwru's keys, in pwru's order, empty values left out
-(Go's ``omitempty``): skb, cpu, process, func, caller_func, time, netns, mark,
-iface, proto, mtu, len, tuple, tunnel_tuple, stack. Tuple addresses are
-bracketed for IPv6 and ``proto`` is the L4 protocol number, as in pwru.
-
-Differences from pwru, on purpose:
-
-* FUNC shows the drop reason of any event that carries one (``PWRU_EVENT_HAS_REASON``),
-  not only of ``kfree_skb_reason``/``sk_skb_reason_drop``.
-* ``--timestamp=absolute`` is the wall-clock time of the event (its
-  ``bpf_ktime_get_ns()`` plus the monotonic-to-realtime offset measured when the
-  renderer is made), not the time the line is printed.
-* ``--timestamp=relative`` is never negative (events of one skb reported by two
-  CPUs can reach the ring buffer slightly out of order; pwru would wrap around).
+(Go's ``omitempty``): skb, skb_shared_info, cpu, process, func, caller_func, time,
+netns, netns_name, mark, iface, proto, mtu, len, cb, tuple, tunnel_tuple, stack,
+skb_metadata; ours beside them: skb_cb (all of skb->cb) after cb, and
+skb_metadata_values (--output-skb-metadata) at the end.
 
 Rendering is per event, so the hot path uses cached strings (tuples, centered
-interface names) and plain f-strings; see tests/unit/test_render.py for timings.
+interface names) and plain f-strings.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import gzip
 import json
 import os
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -26,6 +27,25 @@ from pwru.output.render import QDISC_CB_DATA
 from pwru.output.rotate import MEGABYTE
 
 Json = dict[str, Any]
+Start = Callable[[list[str]], PwruRun]
+
+
+@pytest.fixture
+def start(workdir: Path) -> Iterator[Start]:
+    """Starts pwru runs, and ends every one still running when the test ends, also on
+    failure."""
+    runs: list[PwruRun] = []
+
+    def start_run(args: list[str]) -> PwruRun:
+        runs.append(start(args))
+        return runs[-1]
+
+    try:
+        yield start_run
+    finally:
+        for run in runs:
+            if run.proc.poll() is None:
+                run.stop(signal.SIGKILL)
 
 
 def lines_with(lines: list[str], *needles: str) -> list[str]:
@@ -60,15 +80,15 @@ def send_echo_request(host: Host, dst: str) -> None:
 # --- netns names ----------------------------------------------------------------------
 
 
-def test_netns_names_text_truncated_and_json_whole(lab: Lab, workdir: Path) -> None:
+def test_netns_names_text_truncated_and_json_whole(lab: Lab, start: Start) -> None:
     """The lab's namespaces are named in /run/netns ("pwru-test-<6 hex>-b", 18 chars):
     text shows the first --netns-names-max-length characters (16 by default) centered
     in that width, right after the metadata columns; JSON the whole name."""
     base = ["--filter-netns", lab.b.netns_path, "--output-netns-names", "udp and dst port 7801"]
-    default = PwruRun(base, workdir)
-    short = PwruRun([*base, "--netns-names-max-length", "12"], workdir)
-    wide = PwruRun([*base, "--netns-names-max-length=31", "--output-meta=false"], workdir)
-    as_json = PwruRun([*base, "--output-json"], workdir)
+    default = start(base)
+    short = start([*base, "--netns-names-max-length", "12"])
+    wide = start([*base, "--netns-names-max-length=31", "--output-meta=false"])
+    as_json = start([*base, "--output-json"])
     lab.a.send_udp(lab.b.ipv4, 7801, sport=40801)
     assert all(run.stop() == 0 for run in (default, short, wide, as_json))
     name = lab.b.netns
@@ -118,14 +138,13 @@ def unnamed_netns_process() -> Iterator[subprocess.Popen[str]]:
 
 
 def test_netns_name_of_a_process_namespace(
-    unnamed_netns_process: subprocess.Popen[str], workdir: Path
+    unnamed_netns_process: subprocess.Popen[str], start: Start
 ) -> None:
     """A namespace without an ``ip netns`` name is named after its first process."""
     proc = unnamed_netns_process
     netns = f"/proc/{proc.pid}/ns/net"
-    run = PwruRun(
-        ["--filter-netns", netns, "--output-netns-names", "--output-json", "udp port 7802"],
-        workdir,
+    run = start(
+        ["--filter-netns", netns, "--output-netns-names", "--output-json", "udp port 7802"]
     )
     assert proc.stdin is not None
     proc.stdin.write("send\n")
@@ -163,14 +182,14 @@ def test_qdisc_cb_data_offset_matches_the_kernel() -> None:
     assert data is not None and data.offset_bits // 8 == QDISC_CB_DATA
 
 
-def test_output_skb_cb_text_and_json(lab: Lab, workdir: Path) -> None:
+def test_output_skb_cb_text_and_json(lab: Lab, start: Start) -> None:
     """A datagram with a 4-byte Router Alert option: after IP receive, skb->cb holds
     IPCB's opt.optlen = 4 and opt.router_alert = 20 (the option's offset in the
     header). JSON skb_cb carries all 48 bytes; cb and the text column are pwru's five
     u32 of bytes 8..28."""
     args = ["--filter-netns", lab.b.netns_path, "--output-skb-cb", "udp and dst port 7803"]
-    text = PwruRun(args, workdir)
-    as_json = PwruRun([*args, "--output-json"], workdir)
+    text = start(args)
+    as_json = start([*args, "--output-json"])
     send_udp_with_router_alert(lab.a, lab.b.ipv4, 7803)
     assert text.stop() == 0 and as_json.stop() == 0
     drops = [e for e in as_json.json_events() if str(e["func"]).startswith("kfree_skb(")]
@@ -189,13 +208,13 @@ def test_output_skb_cb_text_and_json(lab: Lab, workdir: Path) -> None:
 # --- --set-percpu-buf -----------------------------------------------------------------
 
 
-def test_set_percpu_buf_sizes_the_printed_skb(lab: Lab, workdir: Path) -> None:
+def test_set_percpu_buf_sizes_the_printed_skb(lab: Lab, start: Start) -> None:
     """--output-skb / --output-skb-shared-info texts fit the buffer (less its NUL);
     with the default 4096 the same skbs print longer."""
     args = ["--filter-netns", lab.b.netns_path, "--output-json", "--output-skb",
             "--output-skb-shared-info", "udp and dst port 7804"]  # fmt: skip
-    small = PwruRun([*args, "--set-percpu-buf", "200"], workdir)
-    default = PwruRun(args, workdir)
+    small = start([*args, "--set-percpu-buf", "200"])
+    default = start(args)
     lab.a.send_udp(lab.b.ipv4, 7804, sport=40804)
     assert small.stop() == 0 and default.stop() == 0
     for run, longest in ((small, 199), (default, 4095)):
@@ -212,17 +231,17 @@ def test_set_percpu_buf_sizes_the_printed_skb(lab: Lab, workdir: Path) -> None:
 # --- output file rotation -------------------------------------------------------------
 
 
-def test_output_file_rotation(lab: Lab, workdir: Path) -> None:
+def test_output_file_rotation(lab: Lab, workdir: Path, start: Start) -> None:
     """Megabytes of real events: files rotate at 1 MiB between whole events, named as
     lumberjack names them; --output-file-max-backups keeps the newest 2, gzipped."""
     dirs = {name: workdir / name for name in ("all", "kept", "text")}
     base = ["--filter-netns", lab.b.netns_path, "--output-skb", "--output-file-max-size", "1",
             "--ringbuf-size", "64", "udp and dst port 7805"]  # fmt: skip
     runs = {
-        "all": PwruRun([*base, "--output-json", "--output-file", f"{dirs['all']}/t.json"], workdir),
-        "kept": PwruRun([*base, "--output-json", "--output-file", f"{dirs['kept']}/t.json",
-                         "--output-file-max-backups", "2", "--output-file-compress"], workdir),
-        "text": PwruRun([*base, "--output-file", f"{dirs['text']}/t.txt"], workdir),
+        "all": start([*base, "--output-json", "--output-file", f"{dirs['all']}/t.json"]),
+        "kept": start([*base, "--output-json", "--output-file", f"{dirs['kept']}/t.json",
+                       "--output-file-max-backups", "2", "--output-file-compress"]),
+        "text": start([*base, "--output-file", f"{dirs['text']}/t.txt"]),
     }  # fmt: skip
     lab.a.send_udp(lab.b.ipv4, 7805, count=450, sport=40805)  # ~4.5 MB of events
     assert all(run.stop() == 0 for run in runs.values())
@@ -308,7 +327,7 @@ def pwru_keys(flags: Flags, event: Json) -> list[str]:
     return [key for key, emitted in PWRU_V1012_KEYS if emitted(flags, event)]
 
 
-def test_json_keys_are_pwrus_plus_ours(lab: Lab, workdir: Path) -> None:
+def test_json_keys_are_pwrus_plus_ours(lab: Lab, start: Start) -> None:
     """One event (the kfree_skb of a SYN to a closed port) with every output option:
     our keys are pwru's, in pwru's order, plus the documented additions; without
     options, pwru's minus cb (which v1.0.12 printed as zeros even when not asked)."""
@@ -316,7 +335,7 @@ def test_json_keys_are_pwrus_plus_ours(lab: Lab, workdir: Path) -> None:
              "--output-netns-names", "--output-tunnel", "--output-tcp-flags", "--output-skb",
              "--output-skb-shared-info", "--output-skb-metadata=skb->mark"]  # fmt: skip
     args = ["--filter-netns", lab.b.netns_path, "--output-json", "tcp and dst port 7806"]
-    full, plain = PwruRun([*args, *every], workdir), PwruRun(args, workdir)
+    full, plain = start([*args, *every]), start(args)
     assert lab.a.tcp_connect(lab.b.ipv4, 7806) == "refused"
     assert full.stop() == 0 and plain.stop() == 0
     for run, flags, ours in (
@@ -339,16 +358,15 @@ def test_json_keys_are_pwrus_plus_ours(lab: Lab, workdir: Path) -> None:
 # --- caller on tracepoints ------------------------------------------------------------
 
 
-def test_caller_on_tracepoints(lab: Lab, workdir: Path) -> None:
+def test_caller_on_tracepoints(lab: Lab, start: Start) -> None:
     """--output-caller names the caller of the function that hit the tracepoint: the
     stack's second frame. kfree_skb and consume_skb say it themselves (their location
     argument): the netfilter function that dropped the datagram, not the drop helper;
     icmp_rcv for the echo request it consumed, not consume_skb."""
     lab.b.run("iptables", "-A", "INPUT", "-p", "udp", "--dport", "7808", "-j", "DROP")
-    run = PwruRun(
+    run = start(
         ["--filter-netns", lab.b.netns_path, "--output-json", "--output-caller",
-         "--output-stack", "(udp and dst port 7808) or icmp[icmptype] == icmp-echo"],
-        workdir,
+         "--output-stack", "(udp and dst port 7808) or icmp[icmptype] == icmp-echo"]
     )  # fmt: skip
     lab.a.send_udp(lab.b.ipv4, 7808, sport=40808)
     send_echo_request(lab.a, lab.b.ipv4)
