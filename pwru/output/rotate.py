@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import logging
 import os
 import queue
 import re
@@ -29,6 +30,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+log = logging.getLogger("pwru")
 
 MEGABYTE = 1 << 20  # lumberjack's megabyte
 DEFAULT_MAX_MB = 100  # what a size of 0 means
@@ -225,8 +228,10 @@ class _Mill:
 
     def _run(self) -> None:
         while self._requests.get():
-            with contextlib.suppress(OSError):  # pruning is best effort, as in lumberjack
+            try:
                 self._work()
+            except Exception as error:  # best effort, as in lumberjack: the trace goes on
+                log.warning("cannot prune or compress rotated output files: %s", error)
 
     def close(self) -> None:
         if self._thread is not None:
