@@ -37,7 +37,7 @@ def start(workdir: Path) -> Iterator[Start]:
     runs: list[PwruRun] = []
 
     def start_run(args: list[str]) -> PwruRun:
-        runs.append(start(args))
+        runs.append(PwruRun(args, workdir))
         return runs[-1]
 
     try:
