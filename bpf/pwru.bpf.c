@@ -493,15 +493,25 @@ static __always_inline struct pwru_event *new_event(__u64 addr, __u32 type, __u3
 	return ev;
 }
 
+/* Where an event happened: the probe, the probed function (kprobes), and the return
+ * address into the caller when the probe is told it (a tracepoint's location). */
+struct site {
+	__u32 type;
+	__u32 probe;
+	__u64 func_ip;
+	__u64 caller_ip;
+};
+
 /* One event for an skb that passed the filters. */
-static __always_inline int report_skb(void *ctx, struct sk_buff *skb, __u32 type, __u32 probe,
-				      __u64 func_ip, bool has_reason, __u64 reason)
+static __always_inline int report_skb(void *ctx, struct sk_buff *skb, struct site at,
+				      bool has_reason, __u64 reason)
 {
-	struct pwru_event *ev = new_event((__u64)skb, type, probe);
+	struct pwru_event *ev = new_event((__u64)skb, at.type, at.probe);
 
 	if (!ev)
 		return 0;
-	ev->func_ip = func_ip;
+	ev->func_ip = at.func_ip;
+	ev->caller_ip = at.caller_ip;
 	if (has_reason) {
 		ev->reason = reason;
 		ev->flags |= PWRU_EVENT_HAS_REASON;
@@ -519,12 +529,20 @@ static __always_inline int report_skb(void *ctx, struct sk_buff *skb, __u32 type
 	return 0;
 }
 
-static __always_inline int handle_skb(void *ctx, struct sk_buff *skb, __u32 type, __u32 probe,
-				      __u64 func_ip, bool has_reason, __u64 reason)
+static __always_inline int handle_skb_at(void *ctx, struct sk_buff *skb, struct site at,
+					 bool has_reason, __u64 reason)
 {
 	if (!skb || !filter_skb(skb))
 		return 0;
-	return report_skb(ctx, skb, type, probe, func_ip, has_reason, reason);
+	return report_skb(ctx, skb, at, has_reason, reason);
+}
+
+static __always_inline int handle_skb(void *ctx, struct sk_buff *skb, __u32 type, __u32 probe,
+				      __u64 func_ip, bool has_reason, __u64 reason)
+{
+	struct site at = { .type = type, .probe = probe, .func_ip = func_ip };
+
+	return handle_skb_at(ctx, skb, at, has_reason, reason);
 }
 
 /* The kernel frees this skb: stop following its address (--filter-track-skb). */
@@ -563,24 +581,40 @@ TP_SKB_PROG(2)
 TP_SKB_PROG(3)
 TP_SKB_PROG(4)
 
-/* kfree_skb(skb, location, reason, ...): the drop reason is argument 2. */
+/*
+ * kfree_skb(skb, location, reason, ...): the drop reason is argument 2; location is the
+ * return address into the function that freed the skb, the CALLER pwru shows.
+ */
 SEC("pwru_tp/kfree_skb")
 int pwru_tp_kfree_skb(__u64 *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct site at = { .type = PWRU_EVENT_TRACEPOINT, .probe = probe_id(), .caller_ip = ctx[1] };
 
-	handle_skb(ctx, skb, PWRU_EVENT_TRACEPOINT, probe_id(), 0, true, ctx[2]);
+	handle_skb_at(ctx, skb, at, true, ctx[2]);
 	forget_skb(skb);
 	return 0;
 }
 
-/* consume_skb(skb, ...): the skb's last event, so tracking forgets it. */
+/* consume_skb(skb): the skb's last event, so tracking forgets it. */
 SEC("pwru_tp/consume_skb")
 int pwru_tp_consume_skb(__u64 *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
 	handle_skb(ctx, skb, PWRU_EVENT_TRACEPOINT, probe_id(), 0, false, 0);
+	forget_skb(skb);
+	return 0;
+}
+
+/* consume_skb(skb, location) (Linux 6.3+): as above, with the caller from location. */
+SEC("pwru_tp/consume_skb_location")
+int pwru_tp_consume_skb_loc(__u64 *ctx)
+{
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct site at = { .type = PWRU_EVENT_TRACEPOINT, .probe = probe_id(), .caller_ip = ctx[1] };
+
+	handle_skb_at(ctx, skb, at, false, 0);
 	forget_skb(skb);
 	return 0;
 }
@@ -672,8 +706,13 @@ int pwru_kp_nonskb(struct pt_regs *ctx)
 	skb = bpf_map_lookup_elem(&stack_skb, &stack);
 	if (!skb)
 		return 0; /* the owner passed the filters when it took the stack */
-	return report_skb(ctx, (struct sk_buff *)*skb, PWRU_EVENT_KPROBE, bpf_get_attach_cookie(ctx),
-			  bpf_get_func_ip(ctx), false, 0);
+	struct site at = {
+		.type = PWRU_EVENT_KPROBE,
+		.probe = bpf_get_attach_cookie(ctx),
+		.func_ip = bpf_get_func_ip(ctx),
+	};
+
+	return report_skb(ctx, (struct sk_buff *)*skb, at, false, 0);
 }
 
 /*

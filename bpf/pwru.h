@@ -129,7 +129,7 @@ struct pwru_config {
 };
 
 #define PWRU_MAX_STACK_FRAMES 50
-#define PWRU_MAX_SKB_TEXT 8192
+#define PWRU_MAX_SKB_TEXT 65536
 
 /*
  * Every probe program loads this 64-bit constant once (see probe_id() in

@@ -21,10 +21,10 @@ import argparse
 import ipaddress
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, NoReturn
 
-from pwru.bpf.abi import PWRU_MAX_SKB_METADATA
+from pwru.bpf.abi import PWRU_MAX_SKB_METADATA, PWRU_MAX_SKB_TEXT
 from pwru.errors import UsageError
 from pwru.trace import BackendName
 
@@ -41,6 +41,29 @@ U32_MAX = 0xFFFFFFFF
 # number of pages; we ask for a power-of-two number of MiB (1 MiB .. 1 GiB).
 DEFAULT_RINGBUF_MB = 16
 MAX_RINGBUF_MB = 1024
+
+# --set-percpu-buf: bytes the kernel prints --output-skb / --output-skb-shared-info into
+# (cilium/pwru's per-CPU buffer, 4096 by default); ours is the text's slot in the record.
+DEFAULT_PERCPU_BUF = 4096
+MAX_PERCPU_BUF = PWRU_MAX_SKB_TEXT  # the BPF side's cap (bpf/pwru.h)
+
+# --output-netns-names: width of the NETNS NAME column (cilium/pwru: default 16, at
+# least 10, a uint8)
+DEFAULT_NETNS_NAME_LEN = 16
+MIN_NETNS_NAME_LEN = 10
+MAX_NETNS_NAME_LEN = 255
+
+# --output-file rotation, as cilium/pwru (lumberjack): megabytes (MiB) per file,
+# 0 = 100; backups kept (0 = all); days kept (0 = forever)
+DEFAULT_OUTPUT_FILE_MB = 100
+
+# Flags of cilium/pwru that this pwru accepts but does not implement yet.
+NOT_IMPLEMENTED = (
+    "filter_track_bpf_helpers",
+    "filter_xdp_expr",
+    "output_bpfmap",
+    "output_xdp_metadata",
+)
 
 _TRUE = frozenset(("1", "t", "true", "y", "yes", "on"))
 _FALSE = frozenset(("0", "f", "false", "n", "no", "off"))
@@ -85,13 +108,27 @@ class Options:
     output_tcp_flags: bool = False
     output_tunnel: bool = False
     output_skb_metadata: list[str] = field(default_factory=list)
+    output_skb_cb: bool = False
+    output_netns_names: bool = False
+    netns_names_max_length: int = DEFAULT_NETNS_NAME_LEN
+    set_percpu_buf: int = DEFAULT_PERCPU_BUF  # bytes of --output-skb(-shared-info) text
     output_file: str = ""
+    output_file_max_size: int = DEFAULT_OUTPUT_FILE_MB  # MiB before rotation
+    output_file_max_backups: int = 0  # 0 = keep all
+    output_file_max_age: int = 0  # days; 0 = forever
+    output_file_compress: bool = False
     output_json: bool = False
     ready_file: str = ""
     backend: str = ""  # "" = choose automatically
     ringbuf_size_bytes: int = DEFAULT_RINGBUF_MB << 20
     # one line per legacy flag used, with its modern spelling
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def shows_cb(self) -> bool:
+        """skb->cb is a metadata column: with --output-skb-cb and, as in cilium/pwru,
+        with --filter-trace-tc."""
+        return self.output_meta and (self.output_skb_cb or self.filter_trace_tc)
 
 
 # --- value types -------------------------------------------------------------
@@ -137,16 +174,38 @@ def parse_mark(text: str) -> tuple[int, int]:
 
 def _parse_count(minimum: int) -> Any:
     def parse(text: str) -> int:
-        try:
-            value = int(text.strip(), 0)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+        value = _parse_int(text)
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
         return value
 
     parse.__name__ = "count"
     return parse
+
+
+def _parse_int(text: str) -> int:
+    try:
+        return int(text.strip(), 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+
+
+def parse_percpu_buf(text: str) -> int:
+    """--set-percpu-buf: 1 .. MAX_PERCPU_BUF bytes."""
+    value = _parse_int(text)
+    if not 1 <= value <= MAX_PERCPU_BUF:
+        raise argparse.ArgumentTypeError(
+            f"must be between 1 and {MAX_PERCPU_BUF} bytes, got {value}"
+        )
+    return value
+
+
+def parse_netns_name_length(text: str) -> int:
+    """--netns-names-max-length: a uint8 like cilium/pwru's (raised to 10 later)."""
+    value = _parse_int(text)
+    if not 0 <= value <= MAX_NETNS_NAME_LEN:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_NETNS_NAME_LEN}, got {value}")
+    return value
 
 
 def parse_regex(text: str) -> str:
@@ -267,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pcap_words", nargs="*", metavar="pcap-filter", help=argparse.SUPPRESS)
     _add_general(p)
     _add_filters(p.add_argument_group("filters"))
-    _add_output(p.add_argument_group("output"))
+    output = p.add_argument_group("output")
+    _add_output(output)
+    _add_output_file(output)
     _add_legacy(p.add_argument_group("legacy flags (old pwru releases; prefer a pcap-filter)"))
     return p
 
@@ -335,6 +396,11 @@ def _add_filters(group: argparse._ArgumentGroup) -> None:
     fa("--filter-trace-tc", action=BoolFlag, help="trace tc BPF programs")
     fa("--filter-trace-xdp", action=BoolFlag, help="trace XDP BPF programs")
     fa(
+        "--filter-track-bpf-helpers",
+        action=BoolFlag,
+        help="trace BPF helper functions (not implemented yet)",
+    )
+    fa(
         "--filter-tunnel-pcap-l2",
         default="",
         metavar="EXPR",
@@ -359,6 +425,12 @@ def _add_filters(group: argparse._ArgumentGroup) -> None:
         metavar="EXPR",
         help="skb C expression, e.g. 'skb->protocol == 0x0800'",
     )
+    fa(
+        "--filter-xdp-expr",
+        default="",
+        metavar="EXPR",
+        help="xdp C expression, e.g. 'xdp->rxq->dev->ifindex == 9' (not implemented yet)",
+    )
 
 
 def _add_output(group: argparse._ArgumentGroup) -> None:
@@ -371,10 +443,20 @@ def _add_output(group: argparse._ArgumentGroup) -> None:
         "absolute (wall clock)",
     )
     oa("--output-meta", action=BoolFlag, default=True, help="print skb metadata (default true)")
+    oa("--output-netns-names", action=BoolFlag, help="print network namespace names where known")
+    oa(
+        "--netns-names-max-length",
+        default=DEFAULT_NETNS_NAME_LEN,
+        type=parse_netns_name_length,
+        metavar="N",
+        help=f"characters of a netns name printed in text output "
+        f"(default {DEFAULT_NETNS_NAME_LEN}, at least {MIN_NETNS_NAME_LEN})",
+    )
     oa("--output-tuple", action=BoolFlag, default=True, help="print L4 tuple (default true)")
     oa("--output-skb", action=BoolFlag, help="print skb")
     oa("--output-skb-shared-info", action=BoolFlag, help="print skb shared info")
     oa("--output-stack", action=BoolFlag, help="print stack")
+    oa("--output-bpfmap", action=BoolFlag, help="print BPF map arguments (not implemented yet)")
     oa("--output-caller", action=BoolFlag, help="print caller function name")
     oa(
         "--output-limit-lines",
@@ -383,6 +465,7 @@ def _add_output(group: argparse._ArgumentGroup) -> None:
         metavar="N",
         help="exit after N events (default 0 = unlimited)",
     )
+    oa("--output-skb-cb", action=BoolFlag, help="print skb->cb (what tc programs see as cb[])")
     oa("--output-tcp-flags", action=BoolFlag, help="print TCP flags")
     oa("--output-tunnel", action=BoolFlag, help="print encapsulated tunnel header data")
     oa(
@@ -392,8 +475,53 @@ def _add_output(group: argparse._ArgumentGroup) -> None:
         metavar="a,b",
         help=f'skb fields to print, e.g. "skb->mark", "skb->hash" ({MAX_SKB_METADATA} at most)',
     )
-    oa("--output-file", default="", metavar="PATH", help="write traces to PATH")
+    oa(
+        "--output-xdp-metadata",
+        action=ListFlag,
+        default=[],
+        metavar="a,b",
+        help='xdp fields to print, e.g. "xdp->rxq->queue_index" (not implemented yet)',
+    )
     oa("--output-json", action=BoolFlag, help="output traces as JSON lines")
+
+def _add_output_file(group: argparse._ArgumentGroup) -> None:
+    oa = group.add_argument
+    oa(
+        "--output-file",
+        default="",
+        metavar="PATH",
+        help=f"write traces to PATH (rotated at {DEFAULT_OUTPUT_FILE_MB} MB by default)",
+    )
+    oa(
+        "--output-file-max-size",
+        default=DEFAULT_OUTPUT_FILE_MB,
+        type=_parse_count(0),
+        metavar="MB",
+        help=f"rotate the output file at this many MB (default {DEFAULT_OUTPUT_FILE_MB})",
+    )
+    oa(
+        "--output-file-max-backups",
+        default=0,
+        type=_parse_count(0),
+        metavar="N",
+        help="rotated files to keep (default 0 = all)",
+    )
+    oa(
+        "--output-file-max-age",
+        default=0,
+        type=_parse_count(0),
+        metavar="DAYS",
+        help="days to keep rotated files (default 0 = forever)",
+    )
+    oa("--output-file-compress", action=BoolFlag, help="gzip rotated files")
+    oa(
+        "--set-percpu-buf",
+        default=DEFAULT_PERCPU_BUF,
+        type=parse_percpu_buf,
+        metavar="BYTES",
+        help=f"size of the buffer --output-skb and --output-skb-shared-info print into "
+        f"(default {DEFAULT_PERCPU_BUF})",
+    )
     oa("--ready-file", default="", metavar="PATH", help=argparse.SUPPRESS)
     oa(
         "--ringbuf-size",
@@ -482,11 +610,47 @@ def _legacy(ns: argparse.Namespace, opts: Options) -> None:
         )
 
 
+# Options fields that parse_options computes rather than copies from argparse
+_COMPUTED = frozenset(
+    ("pcap_filter", "filter_mark", "filter_mark_mask", "ringbuf_size_bytes", "notes")
+)
+
+
 def parse_options(argv: Sequence[str]) -> Options:
     """Parse ``argv`` (without the program name). Raises UsageError."""
     parser = build_parser()
     args, tail = _pflag_style(parser, argv)
     ns = parser.parse_intermixed_args(args)
+    _check_exprs(ns)
+    _refuse_not_implemented(ns)
+    # every other field has the name of its flag
+    copied = {
+        f.name: getattr(ns, f.name)
+        for f in fields(Options)
+        if f.name not in _COMPUTED and hasattr(ns, f.name)
+    }
+    mark, mask = ns.filter_mark
+    opts = Options(
+        **copied,
+        pcap_filter=" ".join([*ns.pcap_words, *tail]),
+        filter_mark=mark,
+        filter_mark_mask=mask,
+        ringbuf_size_bytes=ns.ringbuf_size << 20,
+    )
+    # as in pwru: tracing non-skb functions needs tracking by stack id
+    opts.filter_track_skb_by_stackid |= bool(ns.filter_non_skb_funcs)
+    if opts.netns_names_max_length < MIN_NETNS_NAME_LEN:
+        opts.notes.append(
+            f"--netns-names-max-length {opts.netns_names_max_length}: raised to the "
+            f"minimum, {MIN_NETNS_NAME_LEN} (as cilium/pwru does)"
+        )
+        opts.netns_names_max_length = MIN_NETNS_NAME_LEN
+    _legacy(ns, opts)
+    return opts
+
+
+def _check_exprs(ns: argparse.Namespace) -> None:
+    """--output-skb-metadata and --filter-skb-expr: the checks that need no BTF."""
     if len(ns.output_skb_metadata) > MAX_SKB_METADATA:
         raise UsageError(
             f"--output-skb-metadata takes at most {MAX_SKB_METADATA} fields, "
@@ -497,45 +661,11 @@ def parse_options(argv: Sequence[str]) -> Options:
             raise UsageError(f"--output-skb-metadata {expr!r} must start with skb, e.g. skb->mark")
     if ns.filter_skb_expr and not ns.filter_skb_expr.startswith("skb"):
         raise UsageError(f"--filter-skb-expr {ns.filter_skb_expr!r} must start with skb")
-    mark, mask = ns.filter_mark
-    opts = Options(
-        version=ns.version,
-        debug=ns.debug,
-        kernel_btf=ns.kernel_btf,
-        kmods=ns.kmods,
-        all_kmods=ns.all_kmods,
-        pcap_filter=" ".join([*ns.pcap_words, *tail]),
-        filter_func=ns.filter_func,
-        filter_non_skb_funcs=ns.filter_non_skb_funcs,
-        filter_netns=ns.filter_netns,
-        filter_mark=mark,
-        filter_mark_mask=mask,
-        filter_ifname=ns.filter_ifname,
-        filter_track_skb=ns.filter_track_skb,
-        # as in pwru: tracing non-skb functions needs tracking by stack id
-        filter_track_skb_by_stackid=ns.filter_track_skb_by_stackid or bool(ns.filter_non_skb_funcs),
-        filter_trace_tc=ns.filter_trace_tc,
-        filter_trace_xdp=ns.filter_trace_xdp,
-        filter_tunnel_pcap_l2=ns.filter_tunnel_pcap_l2,
-        filter_tunnel_pcap_l3=ns.filter_tunnel_pcap_l3,
-        filter_kprobe_batch=ns.filter_kprobe_batch,
-        filter_skb_expr=ns.filter_skb_expr,
-        timestamp=ns.timestamp,
-        output_meta=ns.output_meta,
-        output_tuple=ns.output_tuple,
-        output_skb=ns.output_skb,
-        output_skb_shared_info=ns.output_skb_shared_info,
-        output_stack=ns.output_stack,
-        output_caller=ns.output_caller,
-        output_limit_lines=ns.output_limit_lines,
-        output_tcp_flags=ns.output_tcp_flags,
-        output_tunnel=ns.output_tunnel,
-        output_skb_metadata=ns.output_skb_metadata,
-        output_file=ns.output_file,
-        output_json=ns.output_json,
-        ready_file=ns.ready_file,
-        backend=ns.backend,
-        ringbuf_size_bytes=ns.ringbuf_size << 20,
-    )
-    _legacy(ns, opts)
-    return opts
+
+
+def _refuse_not_implemented(ns: argparse.Namespace) -> None:
+    """cilium/pwru flags this pwru knows but does not implement yet: one clear line."""
+    for name in NOT_IMPLEMENTED:
+        if getattr(ns, name):
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} is not implemented yet in this pwru")

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import IO, Callable
+from typing import Callable
 
 from pwru.bpf import loader
 from pwru.bpf.config import Spliced, build_config
@@ -33,7 +33,7 @@ from pwru.kernel.kallsyms import Kallsyms
 from pwru.options import Options
 from pwru.output.decode import RecordLayout
 from pwru.output.names import SystemNames
-from pwru.output.printer import LimitReached, Printer, open_output
+from pwru.output.printer import LimitReached, Output, Printer, open_output
 from pwru.output.render import make_renderer
 from pwru.output.sinks import make_sinks
 from pwru.trace import select
@@ -91,7 +91,7 @@ class Session:
         self.parts: list[Backend] = []
         self.obj: loader.ProbeObject | None = None
         self.ring: RingBuffer | None = None
-        self.out: IO[str] | None = None
+        self.out: Output | None = None
         self.printer: Printer | None = None
         self._ksyms: Kallsyms | None = None
 
@@ -117,7 +117,7 @@ class Session:
         )
         if pcap.bodies:
             log.debug("filters compiled and translated in %.1f ms", pcap.seconds * 1000)
-        self.out = open_output(options.output_file)
+        self.out = open_output(options)
         # tp_btf programs attach by the running kernel's own BTF ids
         running_btf = KernelBtf.load(VMLINUX) if options.kernel_btf else kernel_btf
         wanted = func_matcher(options)
@@ -204,7 +204,7 @@ class Session:
         if self.printer is not None:
             with contextlib.suppress(OSError):
                 self.printer.close(flush=drain)
-        elif self.out is not None and self.out is not sys.stdout:
+        elif self.out is not None:
             self.out.close()
         if lost:
             note(f"{lost} events lost: the ring buffer was full (a larger --ringbuf-size helps)")

@@ -47,7 +47,7 @@ PWRU_EVENT_HAS_TUNNEL: Final = 1 << 2  # .tunnel_tuple holds the inner packet
 PWRU_EVENT_HAS_STACK: Final = 1 << 3  # stack frames follow the event
 PWRU_EVENT_FEXIT: Final = 1 << 4  # tc/XDP program exit: .reason is its return value
 PWRU_MAX_STACK_FRAMES: Final = 50
-PWRU_MAX_SKB_TEXT: Final = 8192
+PWRU_MAX_SKB_TEXT: Final = 65536
 
 PWRU_SKB_CB_LEN: Final = 48
 

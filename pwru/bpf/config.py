@@ -15,7 +15,6 @@ from pwru.kernel.netns import resolve_ifindex, resolve_netns
 from pwru.options import Options
 
 STACK_FRAMES_FOR_CALLER = 8  # enough to step over tracing frames to the caller
-SKB_TEXT_LEN = 4096  # bytes of bpf_snprintf_btf output per event (cilium/pwru's default)
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,8 @@ def build_config(options: Options, spliced: Spliced) -> Config:
         config.ifindex = resolve_ifindex(options.filter_ifname, options.filter_netns)
     config.mark = options.filter_mark
     config.mark_mask = options.filter_mark_mask
-    config.output_meta = int(options.output_meta)
+    # as cilium/pwru: netns names need the netns, which comes with the metadata
+    config.output_meta = int(options.output_meta or options.output_netns_names)
     config.output_tuple = int(options.output_tuple)
     # stack owners are tracked skbs (parse_options turns by-stackid on for non-skb funcs)
     config.track_skb_by_stackid = int(options.filter_track_skb_by_stackid)
@@ -48,8 +48,10 @@ def build_config(options: Options, spliced: Spliced) -> Config:
         config.stack_frames = PWRU_MAX_STACK_FRAMES
     elif options.output_caller:
         config.stack_frames = STACK_FRAMES_FOR_CALLER
-    config.skb_text_len = SKB_TEXT_LEN if options.output_skb else 0
-    config.shinfo_text_len = SKB_TEXT_LEN if options.output_skb_shared_info else 0
+    # --set-percpu-buf: bytes of bpf_snprintf_btf output per event
+    config.skb_text_len = options.set_percpu_buf if options.output_skb else 0
+    config.shinfo_text_len = options.set_percpu_buf if options.output_skb_shared_info else 0
+    config.output_cb = int(options.shows_cb)
     config.have_pcap_filter = int(spliced.pcap)
     config.have_tunnel_filter = int(spliced.tunnel)
     config.have_skb_expr = int(spliced.skb_expr)

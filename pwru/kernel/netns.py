@@ -5,7 +5,8 @@
 ``run_in_netns`` runs a function in another namespace from a short-lived thread
 (setns moves only the calling thread), so the rest of pwru never changes namespace.
 ``netns_paths`` finds a path that opens each namespace (``/run/netns`` names, then
-``/proc/<pid>/ns/net``), for names of interfaces in namespaces known only by inode.
+``/proc/<pid>/ns/net``), for names of interfaces in namespaces known only by inode;
+``netns_names`` names each namespace for --output-netns-names.
 """
 
 from __future__ import annotations
@@ -121,6 +122,28 @@ def netns_paths(proc: str = "/proc", run_netns: str = "/run/netns") -> dict[int,
         except OSError:
             continue  # process gone, or not ours to see
     return paths
+
+
+def netns_names(proc: str = "/proc", run_netns: str = "/run/netns") -> dict[int, str]:
+    """Map netns inode -> a name for --output-netns-names: its ``ip netns`` name (the
+    entry of ``run_netns``; the last in name order when it has several, as cilium/pwru
+    reads them), else ``comm:pid`` of the first process in it."""
+    names: dict[int, str] = {}
+    with contextlib.suppress(OSError):
+        for entry in sorted(os.scandir(run_netns), key=lambda e: e.name):
+            with contextlib.suppress(OSError):
+                if not entry.is_dir():
+                    names[os.stat(entry.path).st_ino] = entry.name
+    first_pid: dict[int, str] = {}
+    with contextlib.suppress(OSError):
+        for pid in sorted((n for n in os.listdir(proc) if n.isdigit()), key=int):
+            with contextlib.suppress(OSError):  # process gone, or not ours to see
+                first_pid.setdefault(os.stat(os.path.join(proc, pid, "ns", "net")).st_ino, pid)
+    for inode, pid in first_pid.items():
+        if inode not in names:
+            with contextlib.suppress(OSError), open(os.path.join(proc, pid, "comm")) as comm:
+                names[inode] = f"{comm.read().strip()}:{pid}"
+    return names
 
 
 def _netns_path(spec: str, run_netns: str) -> str:

@@ -12,6 +12,9 @@ from the running system and caches every answer, since each is asked once per ev
 * ``process(pid, comm)`` -> ``"/usr/bin/curl:42"`` (same truncation), from
   ``/proc/<pid>/exe`` when readable, else from the event's comm (kernel threads and
   processes that already exited), ``"<empty>:0"`` for pid 0.
+* ``netns_name(netns)`` -> the namespace's ``ip netns`` name, else ``comm:pid`` of its
+  first process, else ``""`` (--output-netns-names); the table is read again, at most
+  every ``_RESCAN_INTERVAL_S``, when a namespace is missing from it.
 * ``symbol(addr)`` -> nearest kernel symbol at or below ``addr`` (``--output-caller``),
   from ``/proc/kallsyms``, read on first use.
 * ``probe_name(ev)`` and ``drop_reason(value)`` come from the constructor: the probe
@@ -28,7 +31,7 @@ from typing import Callable
 
 from pwru.errors import EnvironmentProblem
 from pwru.kernel.kallsyms import Kallsyms
-from pwru.kernel.netns import current_netns, netns_paths, run_in_netns
+from pwru.kernel.netns import current_netns, netns_names, netns_paths, run_in_netns
 from pwru.output.decode import Event
 
 MAX_NAME_LEN = 16  # pwru's column width for IFACE and PROCESS
@@ -80,6 +83,8 @@ class SystemNames:
         self._netns_ifaces: dict[int, dict[int, str]] = {}  # netns -> ifindex -> name
         self._netns_paths: dict[int, str] = {}
         self._paths_scanned_at = float("-inf")
+        self._netns_names: dict[int, str] = {}
+        self._names_scanned_at = float("-inf")
         self._procs: dict[tuple[int, str], str] = {}
         self._symbols: dict[int, str] = {}
 
@@ -144,6 +149,18 @@ class SystemNames:
                 self._netns_paths = netns_paths(self._proc, self._run_netns)
                 path = self._netns_paths.get(netns)
         return path
+
+    # network namespaces
+
+    def netns_name(self, netns: int) -> str:
+        name = self._netns_names.get(netns)
+        if name is not None:
+            return name
+        now = time.monotonic()
+        if netns and now - self._names_scanned_at >= _RESCAN_INTERVAL_S:
+            self._names_scanned_at = now
+            self._netns_names = netns_names(self._proc, self._run_netns)
+        return self._netns_names.get(netns, "")
 
     # processes
 

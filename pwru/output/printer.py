@@ -17,9 +17,39 @@ from collections.abc import Sequence
 from typing import IO, Callable, Protocol
 
 from pwru.errors import UsageError
+from pwru.options import Options
 from pwru.output.decode import Event, Extras, RecordLayout, decode_event, decode_extras
 from pwru.output.render import Renderer
+from pwru.output.rotate import RotatingFile, Rotation
 from pwru.output.stack import caller_of, shown_frames
+
+
+class Output(Protocol):
+    """Where lines go: stdout, or the rotating --output-file (output/rotate.py)."""
+
+    def write_lines(self, lines: Sequence[str]) -> None:
+        """Write whole events (each may span lines; a newline is added to each)."""
+        ...
+
+    def close(self) -> None:
+        """Release the output (stdout stays open)."""
+        ...
+
+
+class StreamOutput:
+    """A text stream as an Output: one write and a flush per batch."""
+
+    def __init__(self, stream: IO[str], owned: bool = False) -> None:
+        self.stream = stream
+        self.owned = owned  # close the stream with the output (never stdout)
+
+    def write_lines(self, lines: Sequence[str]) -> None:
+        self.stream.write("\n".join(lines) + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.owned:
+            self.stream.close()
 
 
 class Sink(Protocol):
@@ -38,13 +68,20 @@ class LimitReached(Exception):
     """--output-limit-lines events were printed."""
 
 
-def open_output(path: str) -> IO[str]:
-    """--output-file (opened before anything is loaded, so a bad path costs nothing),
-    or stdout."""
+def open_output(options: Options) -> Output:
+    """The rotating --output-file (opened before anything is loaded, so a bad path
+    costs nothing), or stdout."""
+    path = options.output_file
     if not path:
-        return sys.stdout
+        return StreamOutput(sys.stdout)
+    rotation = Rotation(
+        options.output_file_max_size,
+        options.output_file_max_backups,
+        options.output_file_max_age,
+        options.output_file_compress,
+    )
     try:
-        return open(path, "w")  # noqa: SIM115 - the Printer's owner closes it
+        return RotatingFile(path, rotation)
     except OSError as error:
         raise UsageError(f"cannot write --output-file {path}: {error.strerror}") from None
 
@@ -55,7 +92,7 @@ class Printer:
     def __init__(
         self,
         renderer: Renderer,
-        out: IO[str],
+        out: Output,
         layout: RecordLayout,
         *,
         limit: int = 0,
@@ -101,6 +138,7 @@ class Printer:
                 else (),
                 skb_text=extras.skb_text,
                 shinfo_text=extras.shinfo_text,
+                cb=extras.cb,
             )
         )
         for sink in self.sinks:
@@ -112,13 +150,12 @@ class Printer:
 
     def flush(self) -> None:
         if self.pending:
-            self.out.write("\n".join(self.pending) + "\n")
-            self.out.flush()
+            self.out.write_lines(self.pending)
             self.pending.clear()
 
     def close(self, flush: bool) -> None:
-        """Close the sinks and the output (unless it is stdout); ``flush``: write what is
-        pending first (a normal end; after an error, nothing more is written)."""
+        """Close the sinks and the output; ``flush``: write what is pending first (a
+        normal end; after an error, nothing more is written)."""
         try:
             if flush:
                 self.flush()
@@ -126,5 +163,4 @@ class Printer:
                     sink.close()
                 self.flush()
         finally:
-            if self.out is not sys.stdout:
-                self.out.close()
+            self.out.close()

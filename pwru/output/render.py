@@ -1,35 +1,27 @@
 """Text columns and JSON lines, both rendered from the same decoded Event.
 
 Formats follow cilium/pwru (internal/pwru/output.go) so that scripts and habits
-carry over:
+carry over; docs/output.md describes every column and key, and every difference:
 
-text  ``[TIME] SKB CPU PROCESS [TIMESTAMP] [NETNS MARK/x IFACE PROTO MTU LEN]
-[TUPLE] FUNC [CALLER] [skb metadata] [TUNNEL]``, with pwru's widths; the TUPLE and
-FUNC (with --output-caller) columns widen to the longest value seen so far.
+text  ``[TIME] SKB CPU PROCESS [TIMESTAMP] [NETNS MARK/x IFACE PROTO MTU LEN] [CB]
+[NETNS NAME] [TUPLE] FUNC [CALLER] [skb metadata] [TUNNEL]``, with pwru's widths; the
+TUPLE and FUNC (with --output-caller) columns widen to the longest value seen so far.
 
 json  one object per line with pwru's keys, in pwru's order, empty values left out
-(Go's ``omitempty``): skb, cpu, process, func, caller_func, time, netns, mark,
-iface, proto, mtu, len, tuple, tunnel_tuple, stack. Tuple addresses are
-bracketed for IPv6 and ``proto`` is the L4 protocol number, as in pwru.
-
-Differences from pwru, on purpose:
-
-* FUNC shows the drop reason of any event that carries one (``PWRU_EVENT_HAS_REASON``),
-  not only of ``kfree_skb_reason``/``sk_skb_reason_drop``.
-* ``--timestamp=absolute`` is the wall-clock time of the event (its
-  ``bpf_ktime_get_ns()`` plus the monotonic-to-realtime offset measured when the
-  renderer is made), not the time the line is printed.
-* ``--timestamp=relative`` is never negative (events of one skb reported by two
-  CPUs can reach the ring buffer slightly out of order; pwru would wrap around).
+(Go's ``omitempty``): skb, skb_shared_info, cpu, process, func, caller_func, time,
+netns, netns_name, mark, iface, proto, mtu, len, cb, tuple, tunnel_tuple, stack,
+skb_metadata; ours beside them: skb_cb (all of skb->cb) after cb, and
+skb_metadata_values (--output-skb-metadata) at the end.
 
 Rendering is per event, so the hot path uses cached strings (tuples, centered
-interface names) and plain f-strings; see tests/unit/test_render.py for timings.
+interface names) and plain f-strings.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import struct
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, Protocol
@@ -53,6 +45,12 @@ L4_NAMES = {IPPROTO_TCP: "tcp", IPPROTO_UDP: "udp", IPPROTO_ICMP: "icmp", IPPROT
 TCP_FLAG_NAMES = ("FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR")  # bit 0 .. 7
 
 _CACHE_LIMIT = 4096
+# skb->cb as cilium/pwru shows it: offsetof(struct qdisc_skb_cb, data) (8 since Linux
+# 3.x; tests/kernel check it against the running kernel's BTF), five native u32 words
+QDISC_CB_DATA = 8
+CB_WORDS = 5
+CB_HEADER = "__sk_buff->cb[]"
+_CB_WORDS = struct.Struct(f"={CB_WORDS}I")
 _LAST_SEEN_LIMIT = 1 << 16  # skbs remembered for --timestamp=relative
 _NO_TUPLE = Tuple5("", "", 0, 0, 0, 0, 0)  # what pwru prints when nothing was parsed
 
@@ -78,6 +76,10 @@ class NameResolver(Protocol):
 
     def symbol(self, addr: int) -> str:
         """Nearest kernel symbol for a code address (used by --output-caller)."""
+        ...
+
+    def netns_name(self, netns: int) -> str:
+        """A name for a network namespace (--output-netns-names), "" if none."""
         ...
 
 
@@ -114,6 +116,24 @@ def tuple_json(tup: Tuple5 | None, tcp_flags: bool) -> dict[str, Any]:
         ("flags", _TCP_FLAGS[t.tcp_flags] if tcp_flags else ""),
     ]
     return {key: value for key, value in items if value}
+
+
+def center(text: str, width: int) -> str:
+    """pwru's centerAlignString: the odd space of padding goes to the right."""
+    pad = width - len(text)
+    return text if pad <= 0 else " " * (pad // 2) + text + " " * (pad - pad // 2)
+
+
+def cb_words(cb: bytes) -> tuple[int, ...]:
+    """What pwru shows of skb->cb: the five u32 a tc program sees as ``__sk_buff->cb[]``
+    (``struct qdisc_skb_cb.data``, bytes 8..28), zeros when the record has no cb."""
+    data = cb[QDISC_CB_DATA : QDISC_CB_DATA + 4 * CB_WORDS]
+    return _CB_WORDS.unpack(data) if len(data) == _CB_WORDS.size else (0,) * CB_WORDS
+
+
+def cb_text(cb: bytes) -> str:
+    """pwru's cb column: ``[0x0000002A,0x00000000,...]`` (56 characters)."""
+    return "[" + ",".join(f"0x{word:08X}" for word in cb_words(cb)) + "]"
 
 
 def metadata_name(expr: str) -> str:
@@ -155,9 +175,11 @@ class Renderer:
         *,
         skb_text: str = "",
         shinfo_text: str = "",
+        cb: bytes = b"",
     ) -> str:
         """One event as one line (no trailing newline); ``stack`` holds symbol
-        names of the event's stack, innermost first, for --output-stack."""
+        names of the event's stack, innermost first, for --output-stack; ``cb`` is
+        the record's skb->cb (--output-skb-cb)."""
         raise NotImplementedError
 
     def tuple_text(self, tup: Tuple5 | None) -> str:
@@ -240,6 +262,10 @@ class TextRenderer(Renderer):
                 f" {'NETNS':<10} {'MARK/x':<8} {'IFACE'.center(16)} {'PROTO':<6} "
                 f"{'MTU':<5} {'LEN':<5}"
             )
+        if o.shows_cb:
+            parts.append(f" {CB_HEADER:<56}")
+        if o.output_netns_names:  # no space before it, as in pwru
+            parts.append(center("NETNS NAME", o.netns_names_max_length))
         if o.output_tuple:
             parts.append(" TUPLE")
         parts.append(" FUNC")
@@ -259,11 +285,16 @@ class TextRenderer(Renderer):
         *,
         skb_text: str = "",
         shinfo_text: str = "",
+        cb: bytes = b"",
     ) -> str:
         o = self.options
         parts = [self._lead(ev)]
         if o.output_meta:
             parts.append(self._meta(ev))
+        if o.shows_cb:
+            parts.append(" " + cb_text(cb))
+        if o.output_netns_names:
+            parts.append(self._netns_name(ev.netns))
         if o.output_tuple:
             tup = self._tuple(ev.tuple)
             if len(tup) > self._tuple_width:
@@ -305,6 +336,11 @@ class TextRenderer(Renderer):
                 self._ifaces[key] = iface
         return f" {ev.netns:<10} {ev.mark:<8x} {iface} {ev.protocol:#06x} {ev.mtu:<5} {ev.len:<5}"
 
+    def _netns_name(self, netns: int) -> str:
+        """NETNS NAME: the first N characters, centered in N (N = --netns-names-max-length)."""
+        width = self.options.netns_names_max_length
+        return center(self.names.netns_name(netns)[:width], width)
+
     def _func(self, ev: Event) -> str:
         """FUNC [CALLER]; FUNC widens to the longest seen when CALLER follows."""
         func = self.func_name(ev)
@@ -341,27 +377,32 @@ class JsonRenderer(Renderer):
         *,
         skb_text: str = "",
         shinfo_text: str = "",
+        cb: bytes = b"",
     ) -> str:
         o = self.options
-        parts = self._head(ev)
-        if o.output_meta:
-            parts += self._meta(ev)
+        parts = self._head(ev, shinfo_text)
+        parts += self._meta(ev, cb)
         if o.output_tuple:
             parts.append(',"tuple":' + self._tuple(ev.tuple))
         if o.output_tunnel:
             parts.append(',"tunnel_tuple":' + self._tuple(ev.tunnel_tuple))
         if o.output_stack and stack:
             parts.append(',"stack":' + _json_str("".join("\n" + frame for frame in stack)))
-        if skb_text:  # cilium/pwru's field name for the printed skb
-            parts.append(',"skb_metadata":' + _json_str("\n" + skb_text))
-        if shinfo_text:
-            parts.append(',"skb_shared_info":' + _json_str("\n" + shinfo_text))
+        # pwru's key for the --output-skb dump; v1.0.12 put a lone shared info dump there
+        dump = skb_text if o.output_skb else shinfo_text
+        if dump:
+            parts.append(',"skb_metadata":' + _json_str("\n" + dump))
+        values = self._metadata_values(ev)
+        if values:  # ours: pwru's JSON leaves --output-skb-metadata out
+            parts.append(',"skb_metadata_values":' + _dumps(values))
         parts.append("}")
         return "".join(parts)
 
-    def _head(self, ev: Event) -> list[str]:
-        """skb, cpu, process, func, caller_func, time."""
+    def _head(self, ev: Event, shinfo_text: str) -> list[str]:
+        """skb, skb_shared_info, cpu, process, func, caller_func, time."""
         parts = [f'{{"skb":"{ev.skb_addr:#x}"']
+        if shinfo_text:
+            parts.append(',"skb_shared_info":' + _json_str("\n" + shinfo_text))
         if ev.cpu:
             parts.append(f',"cpu":{ev.cpu}')
         process = self.names.process(ev.pid, ev.comm)
@@ -378,11 +419,19 @@ class JsonRenderer(Renderer):
             parts.append(f',"time":{self.time_value(ev)}')
         return parts
 
-    def _meta(self, ev: Event) -> list[str]:
-        """netns, mark, iface, proto, mtu, len (zero values left out, like pwru)."""
+    def _meta(self, ev: Event, cb: bytes) -> list[str]:
+        """netns, netns_name, mark, iface, proto, mtu, len, cb (and our skb_cb); zero
+        values left out, like pwru."""
+        o = self.options
         parts = []
-        if ev.netns:
+        if o.output_meta and ev.netns:
             parts.append(f',"netns":{ev.netns}')
+        if o.output_netns_names:
+            name = self.names.netns_name(ev.netns)
+            if name:
+                parts.append(',"netns_name":' + _json_str(name))
+        if not o.output_meta:
+            return parts
         if ev.mark:
             parts.append(f',"mark":{ev.mark}')
         iface = self.names.iface(ev.netns, ev.ifindex)
@@ -391,7 +440,27 @@ class JsonRenderer(Renderer):
         for key, value in (("proto", ev.protocol), ("mtu", ev.mtu), ("len", ev.len)):
             if value:
                 parts.append(f',"{key}":{value}')
+        if o.shows_cb:
+            words = ",".join(map(str, cb_words(cb)))
+            parts.append(f',"cb":[{words}],"skb_cb":"{cb.hex()}"')
         return parts
+
+    def _metadata_values(self, ev: Event) -> dict[str, int | bool | str]:
+        """--output-skb-metadata values by expression: numbers for integers, true/false
+        for bools, the printed text for the rest (enum names, pointers, chars)."""
+        if not self._metadata_fields:
+            return dict(zip(self.options.output_skb_metadata, ev.skb_metadata))
+        if ev.type == PWRU_EVENT_XDP:  # XDP events carry no skb to read
+            return {}
+        return {f.expr: _json_value(f, v) for f, v in zip(self._metadata_fields, ev.skb_metadata)}
+
+
+def _json_value(field: MetadataField, raw: int) -> int | bool | str:
+    if field.kind == "int":
+        return field.value(raw)
+    if field.kind == "bool":
+        return bool(raw)
+    return field.format(raw)
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode

@@ -29,7 +29,8 @@ def program_for(tp: SkbTracepoint) -> str | None:
     if tp.name == "kfree_skb" and tp.skb_arg == 0 and tp.nargs >= 3:
         return "pwru_tp_kfree_skb"  # (skb, location, reason, ...) since 5.17
     if tp.name == "consume_skb" and tp.skb_arg == 0:
-        return "pwru_tp_consume_skb"  # also ends --filter-track-skb for the skb
+        # also ends --filter-track-skb for the skb; (skb, location) since 6.3
+        return "pwru_tp_consume_skb_loc" if tp.nargs >= 2 else "pwru_tp_consume_skb"
     if tp.skb_arg <= MAX_SKB_POSITION:
         return f"pwru_tp_skb{tp.skb_arg}"
     return None

@@ -71,8 +71,10 @@ def test_without_capabilities() -> None:
 
 
 def test_unwritable_output_file(tmp_path: Path) -> None:
+    # missing directories are created, as cilium/pwru does; a file in the way is an error
+    (tmp_path / "file").write_text("")
     assert_one_line_error(
-        pwru("--output-file", str(tmp_path / "no-dir" / "out")), 2, "--output-file"
+        pwru("--output-file", str(tmp_path / "file" / "out")), 2, "--output-file"
     )
 
 

@@ -35,6 +35,7 @@ ALL_PROGRAMS = [
     *(f"pwru_tp_skb{i}" for i in range(5)),
     "pwru_tp_kfree_skb",
     "pwru_tp_consume_skb",
+    "pwru_tp_consume_skb_loc",
     *(f"pwru_kp_skb{i}" for i in range(5)),
     *(f"pwru_km_skb{i}" for i in range(5)),
     "pwru_kp_kfree_reason",
@@ -218,6 +219,7 @@ def _request(program: str) -> LoadRequest | None:
     if not program.startswith("pwru_tp"):
         return LoadRequest(program)
     for tp in KernelBtf.load().skb_tracepoints():
-        if program_for(tp) == program:
+        # the one-argument consume_skb program also loads where consume_skb has two
+        if program_for(tp) == program or (program == "pwru_tp_consume_skb" == f"pwru_tp_{tp.name}"):
             return LoadRequest(program, 0, tp.btf_id)
     return None

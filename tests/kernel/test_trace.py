@@ -217,7 +217,8 @@ def test_track_skb_by_stackid_shows_the_icmp_error_it_caused(lab: Lab, workdir: 
 def test_output_skb_shared_info_stack_and_caller(lab: Lab, workdir: Path) -> None:
     """--output-skb/--output-skb-shared-info: the kernel's BTF printout of the skb (whose
     .len is the LEN column) and of its shared info follow each event; --output-caller
-    names the function that hit the tracepoint, which is also the stack's first frame."""
+    names the caller of the function that hit the tracepoint: the stack's second frame
+    (for kfree_skb and consume_skb it comes from their location argument)."""
     run = PwruRun(
         ["--filter-netns", lab.b.netns_path, "--output-skb", "--output-skb-shared-info",
          "--output-caller", "--output-stack", "udp and dst port 7795"],
@@ -233,7 +234,7 @@ def test_output_skb_shared_info_stack_and_caller(lab: Lab, workdir: Path) -> Non
         cols = lines[i].split()
         block = lines[i + 1 : events[n + 1] if n + 1 < len(events) else len(lines)]
         caller, length = cols[-1], int(cols[8])
-        assert block[0] == caller, (lines[i], block[:3])  # first stack frame
+        assert block[1] == caller, (lines[i], block[:3])  # below the function that hit it
         assert not caller.startswith("0x"), lines[i]
         skb = block.index("(struct sk_buff){")
         assert f" .len = (unsigned int){length}," in block[skb:], block[skb:]

@@ -20,6 +20,7 @@ import pytest
 from pwru.errors import UsageError
 from pwru.kernel.netns import (
     current_netns,
+    netns_names,
     netns_paths,
     resolve_ifindex,
     resolve_netns,
@@ -147,6 +148,45 @@ def test_resolve_ifindex_here() -> None:
 def test_netns_paths_knows_ours() -> None:
     paths = netns_paths()
     assert os.stat(paths[current_netns()]).st_ino == current_netns()
+
+
+def fake_netns_tree(tmp_path: Path) -> tuple[Path, Path, dict[str, int]]:
+    """/proc and /run/netns stand-ins: regular files play namespaces, hard links make
+    two paths one namespace. Returns (proc, run_netns, inode of each namespace)."""
+    proc, run = tmp_path / "proc", tmp_path / "run"
+    for pid, comm in ((7, "init"), (30, "nginx"), (31, "worker"), (40, "named")):
+        (proc / str(pid) / "ns").mkdir(parents=True)
+        (proc / str(pid) / "comm").write_text(comm + "\n")
+    (proc / "7" / "ns" / "net").write_text("")
+    (proc / "30" / "ns" / "net").write_text("")
+    os.link(proc / "30" / "ns" / "net", proc / "31" / "ns" / "net")
+    (proc / "40" / "ns" / "net").write_text("")
+    run.mkdir()
+    os.link(proc / "40" / "ns" / "net", run / "blue")
+    os.link(proc / "40" / "ns" / "net", run / "alpha")
+    (run / "lonely").write_text("")
+    (run / "subdir").mkdir()
+    inode = {p: os.stat(proc / p / "ns" / "net").st_ino for p in ("7", "30", "40")}
+    inode["lonely"] = os.stat(run / "lonely").st_ino
+    return proc, run, inode
+
+
+def test_netns_names_from_run_netns_then_processes(tmp_path: Path) -> None:
+    proc, run, inode = fake_netns_tree(tmp_path)
+    assert netns_names(str(proc), str(run)) == {
+        inode["40"]: "blue",  # two names: the last in name order, as cilium/pwru reads them
+        inode["lonely"]: "lonely",  # named, no process in it
+        inode["7"]: "init:7",
+        inode["30"]: "nginx:30",  # the first process of the namespace
+    }
+
+
+def test_system_names_netns_name(tmp_path: Path) -> None:
+    proc, run, inode = fake_netns_tree(tmp_path)
+    names = SystemNames(proc=str(proc), run_netns=str(run))
+    assert names.netns_name(inode["30"]) == "nginx:30"
+    assert names.netns_name(inode["40"]) == "blue"
+    assert names.netns_name(0) == ""
 
 
 # --- in a namespace of our own ---------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from pwru.errors import EnvironmentProblem, PwruError, UsageError
@@ -87,7 +89,7 @@ def test_every_bool_flag() -> None:
         "debug", "all_kmods", "filter_track_skb", "filter_track_skb_by_stackid",
         "filter_trace_tc", "filter_trace_xdp", "output_skb", "output_skb_shared_info",
         "output_stack", "output_caller", "output_tcp_flags", "output_tunnel", "output_json",
-        "version",
+        "version", "output_skb_cb", "output_netns_names", "output_file_compress",
     ]  # fmt: skip
     for name in names:
         flag = "--" + name.replace("_", "-")
@@ -222,6 +224,86 @@ def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert out.startswith("usage: pwru [options] [pcap-filter]")
     assert "  --output-meta " in out and "[OUTPUT_META]" not in out
+
+
+# --- cilium/pwru v1.0.12 flags ------------------------------------------------------
+
+# Every flag of cilium/pwru v1.0.12 (internal/pwru/types.go, SetFlags), as a user types it.
+PWRU_V1012_FLAGS = [
+    "--help", "--version", "--kernel-btf", "--kmods", "--all-kmods", "--filter-func",
+    "--filter-non-skb-funcs", "--filter-netns", "--filter-mark", "--filter-track-skb",
+    "--filter-track-skb-by-stackid", "--filter-trace-tc", "--filter-tunnel-pcap-l2",
+    "--filter-tunnel-pcap-l3", "--filter-trace-xdp", "--filter-track-bpf-helpers",
+    "--filter-ifname", "--filter-kprobe-batch", "--filter-skb-expr", "--filter-xdp-expr",
+    "--timestamp", "--output-meta", "--output-netns-names", "--netns-names-max-length",
+    "--output-tuple", "--output-skb", "--output-skb-shared-info", "--output-tunnel",
+    "--output-stack", "--output-bpfmap", "--output-caller", "--output-limit-lines",
+    "--output-skb-cb", "--output-tcp-flags", "--output-skb-metadata", "--output-xdp-metadata",
+    "--output-file", "--output-file-max-size", "--output-file-max-backups",
+    "--output-file-max-age", "--output-file-compress", "--output-json", "--ready-file",
+    "--backend", "--set-percpu-buf", "--debug",
+]  # fmt: skip
+
+
+def test_every_pwru_flag_is_known_and_listed_in_help() -> None:
+    parser = build_parser()
+    known = {s for action in parser._actions for s in action.option_strings}
+    assert set(PWRU_V1012_FLAGS) <= known
+    listed = parser.format_help()
+    hidden = {"--ready-file"}  # hidden in pwru's help too
+    missing = [f for f in PWRU_V1012_FLAGS if not re.search(f" {f}(?![\\w-])", listed)]
+    assert missing == sorted(hidden)
+
+
+def test_new_flag_defaults_are_pwrus() -> None:
+    opts = parse_options([])
+    assert (opts.output_netns_names, opts.netns_names_max_length) == (False, 16)
+    assert opts.output_skb_cb is False and opts.set_percpu_buf == 4096
+    assert (opts.output_file_max_size, opts.output_file_max_backups) == (100, 0)
+    assert (opts.output_file_max_age, opts.output_file_compress) == (0, False)
+
+
+def test_rotation_flags() -> None:
+    opts = parse_options(["--output-file", "t", "--output-file-max-size", "2",
+                          "--output-file-max-backups=3", "--output-file-max-age", "7",
+                          "--output-file-compress"])  # fmt: skip
+    assert (opts.output_file_max_size, opts.output_file_max_backups) == (2, 3)
+    assert (opts.output_file_max_age, opts.output_file_compress) == (7, True)
+    assert parse_options(["--output-file-max-size", "0"]).output_file_max_size == 0  # = 100
+    for flag in ("--output-file-max-size", "--output-file-max-backups", "--output-file-max-age"):
+        assert flag in str(usage_error([flag, "-1"]))
+
+
+def test_netns_name_length_is_raised_to_ten_with_a_note() -> None:
+    assert parse_options(["--netns-names-max-length", "12"]).netns_names_max_length == 12
+    opts = parse_options(["--netns-names-max-length", "5"])
+    assert opts.netns_names_max_length == 10
+    assert len(opts.notes) == 1 and "raised to the minimum, 10" in opts.notes[0]
+    usage_error(["--netns-names-max-length", "256"])  # a uint8 in pwru
+
+
+def test_percpu_buf_range() -> None:
+    assert parse_options(["--set-percpu-buf", "8192"]).set_percpu_buf == 8192
+    assert parse_options(["--set-percpu-buf", "65536"]).set_percpu_buf == 65536
+    for bad in ("0", "65537", "big"):
+        assert "--set-percpu-buf" in str(usage_error(["--set-percpu-buf", bad]))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--filter-track-bpf-helpers"], ["--filter-xdp-expr", "xdp->rxq->dev->ifindex == 9"],
+     ["--output-bpfmap"], ["--output-xdp-metadata", "xdp->rxq->queue_index"]],
+)  # fmt: skip
+def test_kernel_side_flags_not_implemented_yet(argv: list[str]) -> None:
+    assert str(usage_error(argv)) == f"{argv[0]} is not implemented yet in this pwru"
+    assert parse_options([argv[0] + "=false"] if len(argv) == 1 else []) == Options()
+
+
+def test_cb_shows_with_skb_cb_or_trace_tc_under_meta() -> None:
+    assert parse_options(["--output-skb-cb"]).shows_cb
+    assert parse_options(["--filter-trace-tc"]).shows_cb
+    assert not parse_options(["--output-skb-cb", "--output-meta=false"]).shows_cb
+    assert not parse_options([]).shows_cb
 
 
 # --- legacy flags --------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from pwru.bpf import abi
 from pwru.options import parse_options
 from pwru.output.decode import Event, Extras, RecordLayout
-from pwru.output.printer import LimitReached, Printer
+from pwru.output.printer import LimitReached, Printer, StreamOutput
 from pwru.output.render import make_renderer
 from tests.unit.test_decode import raw_event
 from tests.unit.test_render import FakeNames
@@ -44,7 +44,7 @@ def printer(
     out: Output, *argv: str, layout: RecordLayout = NO_LAYOUT, limit: int = 0
 ) -> Printer:
     renderer = make_renderer(parse_options(list(argv)), FakeNames(), wall_offset_ns=0)
-    return Printer(renderer, out, layout, limit=limit)
+    return Printer(renderer, StreamOutput(out, owned=True), layout, limit=limit)
 
 
 def record(**fields: object) -> bytes:

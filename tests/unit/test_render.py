@@ -4,6 +4,7 @@ cilium/pwru's formats (internal/pwru/output.go)."""
 from __future__ import annotations
 
 import json
+import struct
 import time
 
 from pwru.bpf import abi
@@ -13,6 +14,9 @@ from pwru.output.render import (
     JsonRenderer,
     Renderer,
     TextRenderer,
+    cb_text,
+    cb_words,
+    center,
     make_renderer,
     metadata_name,
     tcp_flags_text,
@@ -37,6 +41,9 @@ class FakeNames:
 
     def symbol(self, addr: int) -> str:
         return {0xFFFFFFFF81000010: "__ip_queue_xmit"}.get(addr, f"{addr:#x}")
+
+    def netns_name(self, netns: int) -> str:
+        return {4026531840: "pwru-test-0a1b2c-b", 7: "short"}.get(netns, "")
 
 
 TCP4 = Tuple5("10.0.2.15", "10.0.0.2", 41234, 80, 0x0800, 6, 0x12)
@@ -319,3 +326,94 @@ def test_json_keys_match_pwru_order() -> None:
 def test_default_options_render() -> None:
     r = make_renderer(Options(), FakeNames())
     assert r.render(EV) == ROW
+
+
+# --- cilium/pwru v1.0.12 columns and keys ------------------------------------------
+
+# skb->cb whose struct qdisc_skb_cb.data (bytes 8..28) holds the words 1..5
+CB = bytes(range(100, 108)) + struct.pack("=5I", 1, 2, 0xDEADBEEF, 4, 5) + bytes(20)
+CB_TEXT = "[0x00000001,0x00000002,0xDEADBEEF,0x00000004,0x00000005]"
+
+
+def test_center_is_gos() -> None:
+    assert center("ab", 5) == " ab  "  # str.center would give "  ab "
+    assert center("NETNS NAME", 10) == "NETNS NAME"
+    assert center("abc", 2) == "abc"
+
+
+def test_cb_words_and_text() -> None:
+    assert cb_words(CB) == (1, 2, 0xDEADBEEF, 4, 5)
+    assert cb_text(CB) == CB_TEXT and len(CB_TEXT) == 56
+    assert cb_text(b"") == "[" + ",".join(["0x00000000"] * 5) + "]"
+
+
+def test_text_cb_and_netns_name_columns() -> None:
+    r = renderer("--output-skb-cb", "--output-netns-names", "--netns-names-max-length", "11",
+                 "--output-tuple=false")  # fmt: skip
+    assert r.header() == (
+        HEADER.removesuffix(" TUPLE FUNC") + " __sk_buff->cb[]" + " " * 41 + "NETNS NAME " + " FUNC"
+    )
+    row = ROW.split(" 10.0.2.15")[0]  # up to the padded LEN column
+    assert r.render(EV, cb=CB) == row + " " + CB_TEXT + "pwru-test-0" + " ip_local_out"
+    short = r.render(EV._replace(netns=7), cb=CB)
+    assert short.endswith(CB_TEXT + "   short    ip_local_out")  # centered in 11
+    assert r.render(EV._replace(netns=8)).endswith("]" + " " * 11 + " ip_local_out")
+
+
+def test_text_netns_name_without_meta_and_default_width() -> None:
+    r = renderer("--output-netns-names", "--output-meta=false", "--output-tuple=false")
+    assert r.header() == "SKB                CPU PROCESS" + " " * 12 + "NETNS NAME    FUNC"
+    assert r.render(EV) == "0xffff888012345678 1   curl:12345      pwru-test-0a1b2c ip_local_out"
+
+
+def test_trace_tc_shows_cb_as_pwru_does() -> None:
+    r = renderer("--filter-trace-tc", "--output-tuple=false")
+    assert "__sk_buff->cb[]" in r.header() and CB_TEXT in r.render(EV, cb=CB)
+
+
+def test_json_cb_netns_name_and_our_skb_cb() -> None:
+    r = renderer("--output-json", "--output-skb-cb", "--output-netns-names")
+    d = json.loads(r.render(EV, cb=CB))
+    assert d["cb"] == [1, 2, 0xDEADBEEF, 4, 5]
+    assert bytes.fromhex(d["skb_cb"]) == CB
+    assert d["netns_name"] == "pwru-test-0a1b2c-b"  # never truncated in JSON
+    assert list(d).index("netns_name") == list(d).index("netns") + 1
+    assert "netns_name" not in json.loads(r.render(EV._replace(netns=8)))
+    plain = json.loads(renderer("--output-json").render(EV, cb=CB))
+    assert "cb" not in plain and "skb_cb" not in plain and "netns_name" not in plain
+    no_meta = json.loads(renderer("--output-json", "--output-skb-cb", "--output-netns-names",
+                                  "--output-meta=false").render(EV, cb=CB))  # fmt: skip
+    assert "cb" not in no_meta and "netns" not in no_meta and no_meta["netns_name"]
+
+
+def test_json_skb_and_shared_info_dumps() -> None:
+    both = renderer("--output-json", "--output-skb", "--output-skb-shared-info")
+    d = json.loads(both.render(EV, skb_text="SKB", shinfo_text="SHINFO"))
+    assert (d["skb_metadata"], d["skb_shared_info"]) == ("\nSKB", "\nSHINFO")
+    assert list(d)[:2] == ["skb", "skb_shared_info"]  # pwru's struct order
+    alone = renderer("--output-json", "--output-skb-shared-info")
+    d = json.loads(alone.render(EV, shinfo_text="SHINFO"))  # v1.0.12 put it in skb_metadata
+    assert d["skb_metadata"] == d["skb_shared_info"] == "\nSHINFO"
+    assert "skb_metadata" not in json.loads(both.render(EV))  # nothing printed: left out
+
+
+def test_json_skb_metadata_values_are_ours() -> None:
+    r = renderer("--output-json", "--output-skb-metadata", "skb->mark,skb->dev->ifindex")
+    d = json.loads(r.render(EV._replace(skb_metadata=(66, 2, 0, 0))))
+    assert d["skb_metadata_values"] == {"skb->mark": 66, "skb->dev->ifindex": 2}
+    assert list(d)[-1] == "skb_metadata_values"
+
+
+def test_json_every_key_in_pwrus_order() -> None:
+    r = renderer("--output-json", "--timestamp=current", "--output-caller", "--output-tunnel",
+                 "--output-stack", "--output-skb-cb", "--output-netns-names", "--output-skb",
+                 "--output-skb-shared-info", "--output-tcp-flags",
+                 "--output-skb-metadata", "skb->mark")  # fmt: skip
+    ev = EV._replace(mark=1, tunnel_tuple=ICMP4)
+    d = json.loads(r.render(ev, stack=("x",), skb_text="s", shinfo_text="i", cb=CB))
+    assert list(d) == [
+        "skb", "skb_shared_info", "cpu", "process", "func", "caller_func", "time", "netns",
+        "netns_name", "mark", "iface", "proto", "mtu", "len", "cb", "skb_cb", "tuple",
+        "tunnel_tuple", "stack", "skb_metadata", "skb_metadata_values",
+    ]  # fmt: skip
+    assert d["tuple"]["flags"] == "SYN|ACK"
