@@ -69,10 +69,12 @@ def in_guest(out: Path, seconds: float, rounds: int, kprobe_rounds: int) -> None
             tools.drop_flood_in_b(lab)
             functions = workdir / "functions.txt"
             started = time.monotonic()
+            tools.log("guest: discovering the skb functions")
             result["functions"] = write_functions(functions)
             result["discovery_s"] = time.monotonic() - started
             for backend, n in (("kprobe-multi", rounds), ("kprobe", kprobe_rounds)):
                 if n:
+                    tools.log(f"guest: {backend}, {n} rounds")
                     result.update(measure_backend(lab, workdir, functions, backend, n, seconds))
     finally:
         lab.close()

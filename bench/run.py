@@ -52,7 +52,7 @@ def parse_args() -> argparse.Namespace:
     add("--json", metavar="FILE", help="write every number as JSON")
     add("--rounds", type=int, default=3, help="rounds of drain and overhead (medians)")
     add("--drain-seconds", type=float, default=4.0, help="flood per drain run")
-    add("--burst-fill-seconds", type=float, default=3.0, help="flood filling the burst ring")
+    add("--burst-fill-seconds", type=float, default=2.0, help="flood filling the burst ring")
     add("--overhead-seconds", type=float, default=3.0, help="flood per overhead run")
     add("--loss-seconds", type=float, default=60.0, help="no-loss run length")
     add("--loss-rate", type=float, default=100_000, help="events/s offered in the no-loss run")
@@ -77,6 +77,7 @@ def parse_args() -> argparse.Namespace:
 def run_pipeline(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     """The measurements kept from before, in a lab of their own (they add iptables rules)."""
     results: dict[str, Any] = {}
+    tools.log("pipeline")
     lab = Lab.create(subnet=99)
     try:
         results["ready"] = pipeline.bench_ready(lab, workdir, args.ready_rounds)
@@ -100,12 +101,15 @@ def run_yardsticks(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         tools.quiet_lab(lab)
         tools.drop_flood_in_b(lab)
         if "drain" in args.parts:
+            tools.log("drain")
             results["drain"] = drain.bench_drain(
                 lab, workdir, tracepoints, args.rounds, args.drain_seconds
             )
         if "burst" in args.parts:
+            tools.log("burst")
             results["burst"] = drain.bench_burst(lab, workdir, tracepoints, args.burst_fill_seconds)
         if "loss" in args.parts:
+            tools.log("loss")
             results["lost_accounting"] = loss.bench_lost_accounting(
                 lab, workdir, tracepoints, args.drain_seconds
             )
@@ -113,10 +117,12 @@ def run_yardsticks(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 lab, workdir, tracepoints, args.loss_seconds, args.loss_rate
             )
         if "overhead" in args.parts:
+            tools.log("overhead")
             results["overhead"] = overhead.bench_tracepoint_overhead(
                 lab, workdir, tracepoints, args.rounds, args.overhead_seconds
             )
         if "soak" in args.parts:
+            tools.log("soak")
             results["memory"] = soak.bench_memory(
                 lab, workdir, tracepoints, args.soak_seconds, args.soak_rate, args.soak_every
             )
@@ -157,6 +163,7 @@ def main() -> None:
     if args.guest:
         from bench import guest
 
+        tools.log("guest")
         summary["guest"] = guest.run_guest(
             args.guest_seconds, args.guest_rounds, args.guest_kprobe_rounds
         )

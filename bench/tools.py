@@ -56,6 +56,11 @@ def use_checkout_pwru(workdir: Path) -> None:
     os.environ["PWRU_BIN"] = str(wrapper)
 
 
+def log(message: str) -> None:
+    """Progress on stderr (the tables go to stdout at the end)."""
+    print(f"bench: {message} (load {loadavg()})", file=sys.stderr, flush=True)
+
+
 def loadavg() -> str:
     """The 1/5/15-minute load averages: the machine is shared, say how busy it was."""
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
