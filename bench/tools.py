@@ -198,7 +198,9 @@ def ringcount(tracepoints: Path, netns: int, count_only: bool = False, ring_mb: 
 
 
 def nooploader(mode: str, points: Path) -> Loader:
-    return Loader([str(BUILD / "nooploader"), mode, str(points)])
+    # one kprobe per function: ~1,600 attach in 30 s to minutes under TCG on a busy host
+    ready_timeout = 900.0 if mode == "kprobe" else 120.0
+    return Loader([str(BUILD / "nooploader"), mode, str(points)], ready_timeout)
 
 
 BPF_MAP_TYPE_RINGBUF = 27
