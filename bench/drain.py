@@ -37,8 +37,8 @@ class Drained:
     consumer: str
     events: int  # taken out of the ring
     lost: int  # the ring was full
-    seconds: float  # flood start until the consumer was done
-    flood_pps: float
+    seconds: float  # flood start (burst: resumption) until the consumer was done
+    flood_pps: float  # burst: records/s filling the stopped consumer's ring
     peak_rss_mib: float = 0.0  # pwru only (VmHWM)
 
     @property
@@ -178,32 +178,52 @@ def paused(pid: int) -> Iterator[None]:
         os.kill(pid, signal.SIGCONT)
 
 
-def burst_c(lab: Lab, tracepoints: Path, fill_seconds: float) -> Drained:
+def fill_ring(lab: Lab, pid: int, most_seconds: float) -> float:
+    """With ``pid`` stopped, flood until its ring is full (or ``most_seconds`` passed);
+    returns the flood's packets/s. The caller resumes ``pid`` right after."""
+    ring = RingWatch(pid)
+    flood = Flood(lab, most_seconds)
+    try:
+        with paused(pid):
+            while ring.used() < (BURST_RING_MB << 20) - 4096 and flood.proc.poll() is None:
+                time.sleep(0.05)
+            flood.kill()  # no "sent" line then: the rate is from the ring's records
+            time.sleep(0.1)  # the last packets through the stack
+            filled = time.monotonic() - flood.started
+            records = ring.used() // RECORD_BYTES
+    finally:
+        flood.kill()
+        ring.close()
+    return records / filled
+
+
+RECORD_BYTES = 216 + 8  # struct pwru_event and the ring's record header
+
+
+def burst_c(lab: Lab, tracepoints: Path, most_seconds: float) -> Drained:
     """ringcount stopped while the flood fills its ring, then timed emptying it alone."""
     counter = ringcount(tracepoints, lab.b.inode, ring_mb=BURST_RING_MB)
     try:
         while not counter.samples():  # a "before" value for wait_settled
             time.sleep(0.01)
-        with paused(counter.proc.pid):
-            sent, elapsed = Flood(lab, fill_seconds).wait()
-            resumed = time.monotonic()
+        offered = fill_ring(lab, counter.proc.pid, most_seconds)
+        resumed = time.monotonic()
         done = wait_settled(counted(counter), resumed)
     finally:
         counter.stop()
     events, failed, _offered = (int(x) for x in counter.first("total")[:3])
-    return Drained("C ringcount", events, failed, done - resumed, sent / elapsed)
+    return Drained("C ringcount", events, failed, done - resumed, offered)
 
 
-def burst_pwru(lab: Lab, workdir: Path, output: str, fill_seconds: float) -> Drained:
+def burst_pwru(lab: Lab, workdir: Path, output: str, most_seconds: float) -> Drained:
     """pwru stopped while the flood fills its ring, then timed writing it all out."""
     out = workdir / f"burst.{output}"
     args = ["--filter-netns", lab.b.netns_path, "--ringbuf-size", str(BURST_RING_MB)]
     run = PwruRun([*args, *output_args(output, out)], workdir)
     ring = RingWatch(run.proc.pid)
     try:
-        with paused(run.proc.pid):
-            sent, elapsed = Flood(lab, fill_seconds).wait()
-            resumed = time.monotonic()
+        offered = fill_ring(lab, run.proc.pid, most_seconds)
+        resumed = time.monotonic()
         done = wait_settled(file_written(out, ring), resumed)
         peak = rss_kib(run.proc.pid, "VmHWM") / 1024
     finally:
@@ -212,23 +232,23 @@ def burst_pwru(lab: Lab, workdir: Path, output: str, fill_seconds: float) -> Dra
     events = count_events(out, output)
     out.unlink()
     lost = lost_printed(run.stderr)
-    return Drained(f"pwru {output}", events, lost, done - resumed, sent / elapsed, peak)
+    return Drained(f"pwru {output}", events, lost, done - resumed, offered, peak)
 
 
 def bench_burst(
-    lab: Lab, workdir: Path, tracepoints: Path, fill_seconds: float
+    lab: Lab, workdir: Path, tracepoints: Path, most_seconds: float
 ) -> dict[str, object]:
     """Drain capacity without the flood competing for the CPUs: each consumer is stopped
-    while the flood fills a BURST_RING_MB ring (the rest is lost), then empties it alone."""
+    while the flood fills a BURST_RING_MB ring, then empties it alone."""
     outputs = measured_outputs()
-    c = burst_c(lab, tracepoints, fill_seconds)
+    c = burst_c(lab, tracepoints, most_seconds)
     result: dict[str, object] = {
         "ring_mb": BURST_RING_MB,
         "c": asdict(c),
         "c_events_per_s": c.per_s,
     }
     for output in outputs:
-        drained = burst_pwru(lab, workdir, output, fill_seconds)
+        drained = burst_pwru(lab, workdir, output, most_seconds)
         result[output] = asdict(drained)
         result[f"{output}_events_per_s"] = drained.per_s
         result[f"{output}_ratio"] = drained.per_s / c.per_s

@@ -52,7 +52,7 @@ def parse_args() -> argparse.Namespace:
     add("--json", metavar="FILE", help="write every number as JSON")
     add("--rounds", type=int, default=3, help="rounds of drain and overhead (medians)")
     add("--drain-seconds", type=float, default=4.0, help="flood per drain run")
-    add("--burst-fill-seconds", type=float, default=2.0, help="flood filling the burst ring")
+    add("--burst-fill-seconds", type=float, default=15.0, help="longest flood filling a ring")
     add("--overhead-seconds", type=float, default=3.0, help="flood per overhead run")
     add("--loss-seconds", type=float, default=60.0, help="no-loss run length")
     add("--loss-rate", type=float, default=100_000, help="events/s offered in the no-loss run")

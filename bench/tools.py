@@ -238,9 +238,13 @@ class RingWatch:
         finally:
             os.close(fd)
 
-    def empty(self) -> bool:
+    def used(self) -> int:
+        """Bytes between the consumer and the producer (records and their headers)."""
         consumer, producer = (struct.unpack_from("Q", self.pages, o)[0] for o in (0, mmap.PAGESIZE))
-        return bool(consumer == producer)
+        return int(producer - consumer)
+
+    def empty(self) -> bool:
+        return self.used() == 0
 
     def close(self) -> None:
         self.pages.close()
