@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench import pcapcount
-from bench.tools import Flood, Loader, RingWatch, ringcount, rss_kib
+from bench.tools import Flood, Loader, RingWatch, cpu_seconds, ringcount, rss_kib
 from netlab import Lab, PwruRun, pwru_command
 
 SETTLED_S = 0.3  # no progress for this long after the flood: the consumer is done
@@ -39,11 +39,17 @@ class Drained:
     lost: int  # the ring was full
     seconds: float  # flood start (burst: resumption) until the consumer was done
     flood_pps: float  # burst: records/s filling the stopped consumer's ring
+    consumer_cpu_s: float  # the consumer's user + system time over ``seconds``
     peak_rss_mib: float = 0.0  # pwru only (VmHWM)
 
     @property
     def per_s(self) -> float:
         return self.events / self.seconds
+
+    @property
+    def per_cpu_s(self) -> float:
+        """Events per CPU-second of the consumer: its cost, whatever else ran."""
+        return self.events / self.consumer_cpu_s if self.consumer_cpu_s else 0.0
 
 
 Progress = Callable[[], tuple[int, float, bool]]  # (value, when, still busy)
@@ -88,13 +94,15 @@ def file_written(out: Path, ring: RingWatch) -> Progress:
 def run_c(lab: Lab, tracepoints: Path, seconds: float) -> Drained:
     counter = ringcount(tracepoints, lab.b.inode)
     try:
+        cpu = cpu_seconds(counter.proc.pid)
         flood = Flood(lab, seconds)
-        sent, elapsed = flood.wait()
-        done = wait_settled(counted(counter), flood.started + elapsed)
+        flooded = flood.wait()
+        done = wait_settled(counted(counter), flood.started + flooded.seconds)
+        cpu = cpu_seconds(counter.proc.pid) - cpu
     finally:
         counter.stop()
     events, failed, _offered = (int(x) for x in counter.first("total")[:3])
-    return Drained("C ringcount", events, failed, done - flood.started, sent / elapsed)
+    return Drained("C ringcount", events, failed, done - flood.started, flooded.pps, cpu)
 
 
 OUTPUTS = ("text", "json", "pcap")
@@ -126,9 +134,11 @@ def run_pwru(lab: Lab, workdir: Path, output: str, seconds: float) -> Drained:
     run = PwruRun(["--filter-netns", lab.b.netns_path, *output_args(output, out)], workdir)
     ring = RingWatch(run.proc.pid)
     try:
+        cpu = cpu_seconds(run.proc.pid)
         flood = Flood(lab, seconds)
-        sent, elapsed = flood.wait()
-        done = wait_settled(file_written(out, ring), flood.started + elapsed)
+        flooded = flood.wait()
+        done = wait_settled(file_written(out, ring), flood.started + flooded.seconds)
+        cpu = cpu_seconds(run.proc.pid) - cpu
         peak = rss_kib(run.proc.pid, "VmHWM") / 1024
     finally:
         ring.close()
@@ -136,7 +146,8 @@ def run_pwru(lab: Lab, workdir: Path, output: str, seconds: float) -> Drained:
     events = count_events(out, output)
     out.unlink()
     lost = lost_printed(run.stderr)
-    return Drained(f"pwru {output}", events, lost, done - flood.started, sent / elapsed, peak)
+    seconds = done - flood.started
+    return Drained(f"pwru {output}", events, lost, seconds, flooded.pps, cpu, peak)
 
 
 def bench_drain(
@@ -152,6 +163,7 @@ def bench_drain(
     result: dict[str, object] = {"runs": {k: [asdict(d) for d in v] for k, v in runs.items()}}
     c_rate = statistics.median(d.per_s for d in runs["c"])
     result["c_events_per_s"] = c_rate
+    result["c_events_per_cpu_s"] = statistics.median(d.per_cpu_s for d in runs["c"])
     for output in OUTPUTS:
         if output not in runs:
             result[f"{output}_ratio"] = None
@@ -162,6 +174,7 @@ def bench_drain(
         result[f"{output}_ratio_rounds"] = [
             p.per_s / c.per_s for p, c in zip(runs[output], runs["c"])
         ]
+        result[f"{output}_events_per_cpu_s"] = statistics.median(d.per_cpu_s for d in runs[output])
     return result
 
 
@@ -207,12 +220,13 @@ def burst_c(lab: Lab, tracepoints: Path, most_seconds: float) -> Drained:
         while not counter.samples():  # a "before" value for wait_settled
             time.sleep(0.01)
         offered = fill_ring(lab, counter.proc.pid, most_seconds)
-        resumed = time.monotonic()
+        cpu, resumed = cpu_seconds(counter.proc.pid), time.monotonic()
         done = wait_settled(counted(counter), resumed)
+        cpu = cpu_seconds(counter.proc.pid) - cpu
     finally:
         counter.stop()
     events, failed, _offered = (int(x) for x in counter.first("total")[:3])
-    return Drained("C ringcount", events, failed, done - resumed, offered)
+    return Drained("C ringcount", events, failed, done - resumed, offered, cpu)
 
 
 def burst_pwru(lab: Lab, workdir: Path, output: str, most_seconds: float) -> Drained:
@@ -223,8 +237,9 @@ def burst_pwru(lab: Lab, workdir: Path, output: str, most_seconds: float) -> Dra
     ring = RingWatch(run.proc.pid)
     try:
         offered = fill_ring(lab, run.proc.pid, most_seconds)
-        resumed = time.monotonic()
+        cpu, resumed = cpu_seconds(run.proc.pid), time.monotonic()
         done = wait_settled(file_written(out, ring), resumed)
+        cpu = cpu_seconds(run.proc.pid) - cpu
         peak = rss_kib(run.proc.pid, "VmHWM") / 1024
     finally:
         ring.close()
@@ -232,7 +247,7 @@ def burst_pwru(lab: Lab, workdir: Path, output: str, most_seconds: float) -> Dra
     events = count_events(out, output)
     out.unlink()
     lost = lost_printed(run.stderr)
-    return Drained(f"pwru {output}", events, lost, done - resumed, offered, peak)
+    return Drained(f"pwru {output}", events, lost, done - resumed, offered, cpu, peak)
 
 
 def bench_burst(

@@ -22,7 +22,7 @@ def events_per_packet(lab: Lab, tracepoints: Path) -> float:
     """Events one flood packet makes in b (ringcount -c over a short capped flood)."""
     counter = ringcount(tracepoints, lab.b.inode, count_only=True)
     try:
-        sent, _ = Flood(lab, 1.0, 5000).wait()
+        sent = Flood(lab, 1.0, 5000).wait().sent
         time.sleep(0.2)
     finally:
         counter.stop()
@@ -51,8 +51,8 @@ def traced_run(
             time.sleep(0.2)
             start_size, start = out.stat().st_size, time.monotonic()
             flood = Flood(lab, seconds, rate)
-            sent, elapsed = flood.wait()
-            done = wait_settled(file_written(out, ring), flood.started + elapsed)
+            flooded = flood.wait()
+            done = wait_settled(file_written(out, ring), flood.started + flooded.seconds)
             time.sleep(0.2)
             map_lost = lost_events_in_map(run.proc.pid)
             end = time.monotonic()
@@ -68,14 +68,14 @@ def traced_run(
     out.unlink()
     offered = offered_between(counter, start, end)
     return {
-        "seconds": elapsed,
-        "packets_per_s": sent / elapsed,
+        "seconds": flooded.seconds,
+        "packets_per_s": flooded.pps,
         "offered_events": offered,
-        "offered_events_per_s": offered / elapsed,
+        "offered_events_per_s": offered / flooded.seconds,
         "written": written,
         "lost_printed": lost_printed(run.stderr),
         "lost_in_map": map_lost,
-        "drain_seconds_after_flood": done - (flood.started + elapsed),
+        "drain_seconds_after_flood": done - (flood.started + flooded.seconds),
     }
 
 

@@ -4,6 +4,9 @@ the same attach points, ``nooploader``).
 
 The configurations alternate within each round (the order rotates from round to
 round), so the ratios of one run compare neighbours in time on a shared machine.
+Two ratios each: of packets/s (issue #12's definition), and of packets per
+CPU-second of the flood and ksoftirqd (bench.tools.Flooded), which other tenants
+of the machine disturb far less.
 """
 
 from __future__ import annotations
@@ -12,18 +15,19 @@ import re
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
-from bench.tools import flood_pps, nooploader
+from bench.tools import Flood, Flooded, nooploader
 from netlab import Lab, PwruRun
 
 NO_MATCH = "host 192.0.2.99"  # not an address of any lab: every probe hit runs the filter
 
-Measure = Callable[[], float]
+Measure = Callable[[], Flooded]
 
 
 def untraced(lab: Lab, seconds: float) -> Measure:
-    return lambda: flood_pps(lab, seconds)
+    return lambda: Flood(lab, seconds).wait()
 
 
 def with_floor(
@@ -31,12 +35,12 @@ def with_floor(
 ) -> Measure:
     """The flood while nooploader holds the floor; ``attaches`` gets its attach times."""
 
-    def measure() -> float:
+    def measure() -> Flooded:
         floor = nooploader(mode, points)
         if attaches is not None:
             attaches.append(float(floor.ready[1]))
         try:
-            return flood_pps(lab, seconds)
+            return Flood(lab, seconds).wait()
         finally:
             floor.stop()
 
@@ -54,12 +58,12 @@ def with_pwru(
     """The flood while pwru runs ``args`` + the non-matching filter; ``starts`` gets
     its start-up timings (``args`` should include --debug for them)."""
 
-    def measure() -> float:
+    def measure() -> Flooded:
         started = time.monotonic()
         run = PwruRun([*args, NO_MATCH], workdir, timeout=ready_s)
         ready_wall = time.monotonic() - started
         try:
-            return flood_pps(lab, seconds)
+            return Flood(lab, seconds).wait()
         finally:
             run.stop(timeout=300)
             if starts is not None:
@@ -83,28 +87,34 @@ def start_timings(stderr: str, ready_wall: float) -> dict[str, float]:
     return timings
 
 
-def interleave(measures: dict[str, Measure], rounds: int) -> dict[str, list[float]]:
+def interleave(measures: dict[str, Measure], rounds: int) -> dict[str, list[Flooded]]:
     """Each measure once per round, the order rotated by one each round."""
     names = list(measures)
-    rates: dict[str, list[float]] = {name: [] for name in names}
+    floods: dict[str, list[Flooded]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            rates[name].append(measures[name]())
-    return rates
+            floods[name].append(measures[name]())
+    return floods
 
 
-def ratios(rates: dict[str, list[float]], prefix: str) -> dict[str, object]:
-    """Medians (packets/s) and the ratios pwru/floor, floor/untraced, pwru/untraced,
-    each with its per-round values (the spread)."""
-    result: dict[str, object] = {f"{prefix}_rounds_pps": rates}
-    med = {name: statistics.median(values) for name, values in rates.items()}
-    for name, value in med.items():
-        result[f"{prefix}_{name}_pps"] = value
-    for top, bottom in (("pwru", "floor"), ("floor", "untraced"), ("pwru", "untraced")):
-        result[f"{prefix}_{top}_vs_{bottom}"] = med[top] / med[bottom]
-        result[f"{prefix}_{top}_vs_{bottom}_rounds"] = [
-            t / b for t, b in zip(rates[top], rates[bottom])
-        ]
+def ratios(floods: dict[str, list[Flooded]], prefix: str) -> dict[str, object]:
+    """Medians and the ratios pwru/floor, floor/untraced, pwru/untraced with their
+    per-round values (the spread): ``<prefix>_*`` of packets/s, ``<prefix>_cpu_*`` of
+    packets per CPU-second."""
+    result: dict[str, object] = {
+        f"{prefix}_rounds": {name: [asdict(f) for f in fs] for name, fs in floods.items()}
+    }
+    for kind in ("", "cpu_"):
+        rates = {
+            name: [f.pps_per_cpu if kind else f.pps for f in fs] for name, fs in floods.items()
+        }
+        med = {name: statistics.median(values) for name, values in rates.items()}
+        for name, value in med.items():
+            result[f"{prefix}_{kind}{name}_pps"] = value
+        for top, bottom in (("pwru", "floor"), ("floor", "untraced"), ("pwru", "untraced")):
+            key = f"{prefix}_{kind}{top}_vs_{bottom}"
+            result[key] = med[top] / med[bottom]
+            result[f"{key}_rounds"] = [t / b for t, b in zip(rates[top], rates[bottom])]
     return result
 
 

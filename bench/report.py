@@ -44,7 +44,9 @@ def drain_goals(d: Mapping[str, Any]) -> list[Goal]:
         else:
             detail = (
                 f"{d[f'{output}_events_per_s'] / 1000:.0f}k vs C {d['c_events_per_s'] / 1000:.0f}k "
-                f"events/s; rounds {spread(d[f'{output}_ratio_rounds'])}"
+                f"events/s; rounds {spread(d[f'{output}_ratio_rounds'])}; per CPU-second of "
+                f"the consumer {d[f'{output}_events_per_cpu_s'] / 1000:.0f}k vs C "
+                f"{d['c_events_per_cpu_s'] / 1000:.0f}k"
             )
             if output == "text":
                 detail += f"; {saturated}"
@@ -102,11 +104,14 @@ def loss_goals(no_loss: Mapping[str, Any] | None, acct: Mapping[str, Any] | None
 
 def overhead_goal(o: Mapping[str, Any], prefix: str, name: str, goal: float) -> Goal:
     pps = {who: o[f"{prefix}_{who}_pps"] / 1000 for who in ("pwru", "floor", "untraced")}
+    cpu = f"{prefix}_cpu_pwru_vs_floor"
     detail = (
         f"pwru {pps['pwru']:.1f}k, floor {pps['floor']:.1f}k, untraced {pps['untraced']:.1f}k "
         f"pps; rounds {spread(o[f'{prefix}_pwru_vs_floor_rounds'])}; floor/untraced "
         f"{o[f'{prefix}_floor_vs_untraced']:.2f}, pwru/untraced "
-        f"{o[f'{prefix}_pwru_vs_untraced']:.2f}"
+        f"{o[f'{prefix}_pwru_vs_untraced']:.2f}; per CPU-second: pwru/floor {o[cpu]:.2f} "
+        f"(rounds {spread(o[f'{cpu}_rounds'])}), floor/untraced "
+        f"{o[f'{prefix}_cpu_floor_vs_untraced']:.2f}"
     )
     return at_least(name, o[f"{prefix}_pwru_vs_floor"], goal, detail)
 

@@ -50,10 +50,11 @@ def parse_args() -> argparse.Namespace:
     add("--only", default=",".join(PARTS), help=f"comma-separated parts of {','.join(PARTS)}")
     add("--guest", action="store_true", help="also run the 6.12 guest part (bench/guest.py)")
     add("--json", metavar="FILE", help="write every number as JSON")
-    add("--rounds", type=int, default=3, help="rounds of drain and overhead (medians)")
+    add("--drain-rounds", type=int, default=3, help="rounds of the drain runs (medians)")
+    add("--overhead-rounds", type=int, default=5, help="rounds of the overhead runs (medians)")
     add("--drain-seconds", type=float, default=4.0, help="flood per drain run")
     add("--burst-fill-seconds", type=float, default=15.0, help="longest flood filling a ring")
-    add("--overhead-seconds", type=float, default=3.0, help="flood per overhead run")
+    add("--overhead-seconds", type=float, default=2.0, help="flood per overhead run")
     add("--loss-seconds", type=float, default=60.0, help="no-loss run length")
     add("--loss-rate", type=float, default=100_000, help="events/s offered in the no-loss run")
     add("--soak-seconds", type=float, default=60.0, help="memory soak (600 in bench-full)")
@@ -103,7 +104,7 @@ def run_yardsticks(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if "drain" in args.parts:
             tools.log("drain")
             results["drain"] = drain.bench_drain(
-                lab, workdir, tracepoints, args.rounds, args.drain_seconds
+                lab, workdir, tracepoints, args.drain_rounds, args.drain_seconds
             )
         if "burst" in args.parts:
             tools.log("burst")
@@ -119,7 +120,7 @@ def run_yardsticks(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if "overhead" in args.parts:
             tools.log("overhead")
             results["overhead"] = overhead.bench_tracepoint_overhead(
-                lab, workdir, tracepoints, args.rounds, args.overhead_seconds
+                lab, workdir, tracepoints, args.overhead_rounds, args.overhead_seconds
             )
         if "soak" in args.parts:
             tools.log("soak")

@@ -30,14 +30,14 @@ def bench_memory(
             for at in range(1, int(seconds // every) + 1):
                 time.sleep(max(0.0, flood.started + at * every - time.monotonic()))
                 samples.append((at * every, rss_kib(run.proc.pid) / 1024))
-            sent, elapsed = flood.wait()
+            flooded = flood.wait()
         finally:
             flood.kill()
     finally:
         run.stop()
     first, last = samples[0][1], samples[-1][1]
     return {
-        "events_per_s_offered": sent * per_packet / elapsed,
+        "events_per_s_offered": flooded.pps * per_packet,
         "rss_ready_mib": ready_mib,
         "rss_start_mib": first,
         "rss_end_mib": last,

@@ -5,13 +5,17 @@
  *   flood DST_IPV4 PORT SECONDS [PACKETS_PER_SECOND]
  *
  * Sends 64-byte datagrams in batches of 64 from the current network namespace
- * (run it under `ip netns exec`) and prints "<sent> <seconds>" at the end.
+ * (run it under `ip netns exec`) and prints "<sent> <seconds> <cpu_seconds>" at
+ * the end: cpu_seconds is its own user + system time, which includes the receive
+ * path the veth pair runs in the sender's softirq context (and any BPF program
+ * attached there) whenever the kernel does not hand that work to ksoftirqd.
  * A cap of 0 (the default) means no cap. With a cap, the sender sleeps until the
  * next batch is due, so the rate holds over the whole run, not just on average.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include "common.h"
 
@@ -32,6 +36,7 @@ int main(int argc, char **argv)
 	struct sockaddr_in dst = { .sin_family = AF_INET };
 	struct mmsghdr msgs[BATCH];
 	struct iovec iov = { payload, sizeof(payload) };
+	struct rusage usage;
 	unsigned long long sent = 0;
 	double seconds, rate, start, end, now;
 	int fd, i, n;
@@ -67,6 +72,10 @@ int main(int argc, char **argv)
 		if (n > 0)
 			sent += n;
 	}
-	printf("%llu %.6f\n", sent, mono_now() - start);
+	now = mono_now() - start;
+	getrusage(RUSAGE_SELF, &usage);
+	printf("%llu %.6f %.6f\n", sent, now,
+	       usage.ru_utime.tv_sec + usage.ru_utime.tv_usec / 1e6 +
+	       usage.ru_stime.tv_sec + usage.ru_stime.tv_usec / 1e6);
 	return 0;
 }
