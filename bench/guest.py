@@ -37,7 +37,7 @@ from bench.overhead import interleave, ratios, untraced, with_floor, with_pwru  
 from netlab import Lab  # noqa: E402
 
 VM_DIR = Path(os.environ.get("PWRU_VM_DIR", "/var/cache/pwru-vm"))
-GUEST_TIMEOUT_S = 1800
+GUEST_TIMEOUT_S = 3600  # a busy host slows TCG down several times
 
 
 def write_functions(path: Path) -> int:
@@ -78,7 +78,7 @@ def in_guest(out: Path, seconds: float, rounds: int, kprobe_rounds: int) -> None
                 tools.log(f"guest: {backend}, {n} rounds")
                 try:
                     result.update(measure_backend(lab, workdir, functions, backend, n, seconds))
-                except (RuntimeError, AssertionError, OSError) as error:
+                except (RuntimeError, AssertionError, OSError, subprocess.SubprocessError) as error:
                     result[f"{backend.replace('-', '_')}_error"] = str(error)
                     tools.log(f"guest: {backend} failed: {error}")
                 out.write_text(json.dumps(result, indent=1))  # what is done so far

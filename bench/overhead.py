@@ -42,7 +42,7 @@ def with_floor(
         try:
             return Flood(lab, seconds).wait()
         finally:
-            floor.stop()
+            floor.stop(timeout=1200)  # ~1,600 kprobes detach one RCU wait at a time
 
     return measure
 
@@ -65,7 +65,7 @@ def with_pwru(
         try:
             return Flood(lab, seconds).wait()
         finally:
-            run.stop(timeout=300)
+            run.stop(timeout=1200)
             if starts is not None:
                 starts.append(start_timings(run.stderr, ready_wall))
 
