@@ -191,9 +191,10 @@ def paused(pid: int) -> Iterator[None]:
         os.kill(pid, signal.SIGCONT)
 
 
-def fill_ring(lab: Lab, pid: int, most_seconds: float) -> float:
-    """With ``pid`` stopped, flood until its ring is full (or ``most_seconds`` passed);
-    returns the flood's packets/s. The caller resumes ``pid`` right after."""
+def fill_ring(lab: Lab, pid: int, most_seconds: float) -> tuple[float, float, float]:
+    """With ``pid`` stopped, flood until its ring is full (or ``most_seconds`` passed),
+    then let it go on. Returns the records/s that filled the ring, and the moment and
+    ``pid``'s CPU seconds right before it was resumed."""
     ring = RingWatch(pid)
     flood = Flood(lab, most_seconds)
     try:
@@ -202,12 +203,12 @@ def fill_ring(lab: Lab, pid: int, most_seconds: float) -> float:
                 time.sleep(0.05)
             flood.kill()  # no "sent" line then: the rate is from the ring's records
             time.sleep(0.1)  # the last packets through the stack
-            filled = time.monotonic() - flood.started
-            records = ring.used() // RECORD_BYTES
+            filled = ring.used() // RECORD_BYTES / (time.monotonic() - flood.started)
+            cpu, resumed = cpu_seconds(pid), time.monotonic()
     finally:
         flood.kill()
         ring.close()
-    return records / filled
+    return filled, resumed, cpu
 
 
 RECORD_BYTES = 216 + 8  # struct pwru_event and the ring's record header
@@ -219,8 +220,7 @@ def burst_c(lab: Lab, tracepoints: Path, most_seconds: float) -> Drained:
     try:
         while not counter.samples():  # a "before" value for wait_settled
             time.sleep(0.01)
-        offered = fill_ring(lab, counter.proc.pid, most_seconds)
-        cpu, resumed = cpu_seconds(counter.proc.pid), time.monotonic()
+        offered, resumed, cpu = fill_ring(lab, counter.proc.pid, most_seconds)
         done = wait_settled(counted(counter), resumed)
         cpu = cpu_seconds(counter.proc.pid) - cpu
     finally:
@@ -236,8 +236,7 @@ def burst_pwru(lab: Lab, workdir: Path, output: str, most_seconds: float) -> Dra
     run = PwruRun([*args, *output_args(output, out)], workdir)
     ring = RingWatch(run.proc.pid)
     try:
-        offered = fill_ring(lab, run.proc.pid, most_seconds)
-        cpu, resumed = cpu_seconds(run.proc.pid), time.monotonic()
+        offered, resumed, cpu = fill_ring(lab, run.proc.pid, most_seconds)
         done = wait_settled(file_written(out, ring), resumed)
         cpu = cpu_seconds(run.proc.pid) - cpu
         peak = rss_kib(run.proc.pid, "VmHWM") / 1024
