@@ -6,7 +6,7 @@ BPF_DEPS := $(BPF_SRC) bpf/pwru.h
 BPF_OBJS := pwru/bpf/pwru_x86.bpf.o pwru/bpf/pwru_arm64.bpf.o
 PYTHON ?= python3
 
-.PHONY: all bpf setup check test lint bench vm-matrix clean wheels image
+.PHONY: all bpf setup check test lint bench bench-full bench-guest vm-matrix clean wheels image
 
 # System packages a fresh Debian 12 needs: libbpf (runtime), clang/llvm/bpftool
 # (building and inspecting BPF objects), iproute2/iptables (end-to-end tests);
@@ -46,8 +46,15 @@ lint:
 	$(PYTHON) -m ruff check pwru tests bench netlab
 	$(PYTHON) -m mypy
 
+# Benchmarks (root; docs/benchmarks.md). BENCH_ARGS=--guest adds the 6.12 guest part.
 bench:
-	$(PYTHON) bench/run.py
+	$(PYTHON) bench/run.py $(BENCH_ARGS)
+
+bench-full:
+	$(PYTHON) bench/run.py --soak-seconds 600 $(BENCH_ARGS)
+
+bench-guest:
+	$(PYTHON) bench/guest.py $(BENCH_ARGS)
 
 # dist/: the sdist and one wheel per architecture with its own libbpf (packaging/); the
 # wheels ship the BPF objects as committed (make bpf rebuilds them)

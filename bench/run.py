@@ -1,251 +1,178 @@
-"""pwru benchmarks: time-to-ready and events/s through the whole pipeline.
+"""pwru benchmarks (issue #12): every speed goal as a ratio measured in one run.
 
-Run as root from the repository: ``make bench`` (or ``python3 bench/run.py``).
-Traffic stays inside two network namespaces made for the run (veth pair).
+Run as root from the repository: ``make bench`` (host part, ~4 minutes),
+``make bench-full`` (a 10-minute memory soak), ``make bench-guest`` (kprobe
+yardsticks in the 6.12 guest, ~10 minutes), or ``python3 bench/run.py --help``.
+Traffic stays inside two network namespaces made for the run (veth pair), from
+``flood`` (bench/c, sendmmsg) in a to b, where iptables drops it.
 
-* ready: wall time from starting ``pwru`` to its --ready-file appearing
-  (load BTF, compile, load and attach every probe), tracepoint backend.
-* throughput: a UDP flood from namespace a to b, dropped by iptables in b;
-  pwru traces namespace b and writes text to a file. Reports events/s
-  written, events lost in the kernel (ring buffer full), and the flood's
-  packet rate with and without pwru (the per-packet cost of tracing).
-* filter run: ns per run of the translated filter in the kernel (BPF_PROG_TEST_RUN),
-  with and without the packet window.
-* filter overhead: the flood's rate while pwru runs a filter that matches none
-  of it, plain and with --filter-track-skb-by-stackid (map lookups per hit).
+* pipeline: time to ready, and the earlier whole-pipeline numbers (bench/pipeline.py).
+* drain: events/s pwru writes (text, JSON, pcap once it exists) against a minimal C
+  libbpf consumer of the same tracepoints, same flood (bench/drain.py).
+* burst: the same consumers each emptying a full 64 MiB ring with the CPUs to
+  themselves (drain capacity, the flood stopped; bench/drain.py).
+* loss: nothing lost at a fixed offered rate; above the drain rate, the lost count
+  pwru prints against its lost_events map and an independent count (bench/loss.py).
+* overhead: flood rate with ``pwru 'host 192.0.2.99'`` against no-op programs on the
+  same tracepoints, the floor (bench/overhead.py).
+* soak: pwru's RSS at a steady event rate (bench/soak.py).
+* guest: the kprobe-multi and kprobe yardsticks in one 6.12 boot (bench/guest.py).
+
+The C tools are built into bench/c/build first. This checkout's pwru is measured
+(``python3 -m pwru``), or $PWRU_BIN if set. Prints a table of ratios against the
+goals; ``--json FILE`` writes every number.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
-import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from netlab import Lab, PwruRun  # noqa: E402
+from bench import drain, loss, overhead, pipeline, report, soak, tools  # noqa: E402
+from netlab import Lab  # noqa: E402
 
-FLOOD = """
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-dst, seconds, rate = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-payload = b'x' * 64
-n = 0
-start = time.perf_counter()
-end = start + seconds
-batch = 200
-while True:
-    now = time.perf_counter()
-    if now >= end:
-        break
-    if rate and n >= rate * (now - start):
-        time.sleep(0.0005)
-        continue
-    for _ in range(batch):
-        s.sendto(payload, (dst, 9999))
-    n += batch
-print(n, time.perf_counter() - start)
-"""
+PARTS = ("pipeline", "drain", "burst", "loss", "overhead", "soak")
 
 
-def bench_ready(lab: Lab, workdir: Path, rounds: int) -> dict[str, float]:
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        run = PwruRun(["--filter-netns", lab.b.netns_path, "--output-file", "/dev/null"], workdir)
-        times.append(time.perf_counter() - started)
-        run.stop()
-    return {
-        "ready_median_s": statistics.median(times),
-        "ready_min_s": min(times),
-        "ready_max_s": max(times),
-    }
-
-
-def flood(lab: Lab, seconds: float, rate: float) -> tuple[int, float]:
-    out = lab.a.python(
-        FLOOD.replace(
-            "sys.argv[1], float(sys.argv[2]), float(sys.argv[3])",
-            f"{lab.b.ipv4!r}, {seconds}, {rate}",
-        )
-    )
-    sent, elapsed = out.stdout.split()
-    return int(sent), float(elapsed)
-
-
-def bench_throughput(
-    lab: Lab, workdir: Path, seconds: float, rate: float, ringbuf_mb: int
-) -> dict[str, float]:
-    lab.b.run("iptables", "-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP")
-    base_sent, base_elapsed = flood(lab, seconds, rate)
-    out = workdir / "trace.txt"
-    run = PwruRun(
-        [
-            "--filter-netns",
-            lab.b.netns_path,
-            "--output-file",
-            str(out),
-            "--ringbuf-size",
-            str(ringbuf_mb),
-        ],
-        workdir,
-    )
-    sent, elapsed = flood(lab, seconds, rate)
-    trace_end = time.perf_counter()
-    run.stop()
-    drained = time.perf_counter() - trace_end
-    events = sum(1 for _ in out.open()) - 1
-    lost_match = re.search(r"(\d+) events lost", run.stderr)
-    lost = int(lost_match.group(1)) if lost_match else 0
-    return {
-        "flood_pps_without_pwru": base_sent / base_elapsed,
-        "flood_pps_with_pwru": sent / elapsed,
-        "packets_sent": sent,
-        "events_written": events,
-        "events_lost": lost,
-        "events_per_packet": (events + lost) / sent if sent else 0.0,
-        "events_per_s": events / (elapsed + drained),
-        "kernel_events_per_s": (events + lost) / elapsed,
-    }
-
-
-TYPICAL_FILTER = "tcp and dst host 10.0.0.2 and dst port 80"
-
-
-def bench_filter(rounds: int = 20) -> dict[str, float]:
-    """Compile + translate (libpcap twice, our translator, encoding), and splicing."""
-    from pwru.bpf import loader
-    from pwru.bpf.abi import Config
-    from pwru.filter.pcap import compile_filters
-    from pwru.kernel.btf import KernelBtf
-    from pwru.kernel.kallsyms import Kallsyms
-    from pwru.options import Options
-    from pwru.trace.backend import TraceContext
-    from pwru.trace.probes import ProbeTable
-    from pwru.trace.tracepoint import TracepointBackend
-
-    compile_times = []
-    for _ in range(rounds):
-        compiled = compile_filters(TYPICAL_FILTER)
-        compile_times.append(compiled.seconds)
-    btf = KernelBtf.load()
-    ctx = TraceContext(Options(), btf, btf, Kallsyms.load, lambda _n: True)
-    requests = TracepointBackend(ctx).plan(ProbeTable())
-    load_times: dict[bool, list[float]] = {False: [], True: []}
-    splice_times = []
-    for _ in range(5):
-        for with_filter in (False, True):
-            started = time.perf_counter()
-            bodies = compiled.bodies if with_filter else {}
-            obj = loader.load(Config(have_pcap_filter=int(with_filter)), requests, bodies, 4096)
-            load_times[with_filter].append(time.perf_counter() - started)
-            if with_filter:
-                splice_times.append(obj.splice_seconds)
-            obj.close()
-    return {
-        "filter_compile_translate_ms": statistics.median(compile_times) * 1000,
-        "filter_splice_ms": statistics.median(splice_times) * 1000,
-        "object_load_ms_no_filter": statistics.median(load_times[False]) * 1000,
-        "object_load_ms_with_filter": statistics.median(load_times[True]) * 1000,
-    }
-
-
-def bench_filter_run(repeat: int = 200_000) -> dict[str, float]:
-    """Nanoseconds one filter run costs in the kernel (BPF_PROG_TEST_RUN of the self-test
-    program, which runs the spliced L2 filter over an skb), matching and not, with the
-    64-byte window (pwru.filter.translate) and with the window switched off."""
-    from pwru.bpf import libbpf, loader
-    from pwru.bpf.abi import Config
-    from pwru.filter import translate
-    from pwru.filter.pcap import compile_filters
-
-    eth = bytes(12) + b"\x08\x00"
-    ip = bytes.fromhex("45000028000000004006") + bytes.fromhex("0a0000010a000002")
-    frames = {
-        "match": eth + ip + bytes.fromhex("d43100500000000000000000500220000000") + bytes(2),
-        "miss": eth + ip + bytes.fromhex("d43101bb0000000000000000500220000000") + bytes(2),
-    }
-    results: dict[str, float] = {}
-    saved = translate.WINDOW
-    try:
-        for label, window in (("window", saved), ("no_window", 0)):
-            translate.WINDOW = window
-            compiled = compile_filters(TYPICAL_FILTER)
-            obj = loader.load(
-                Config(), [loader.LoadRequest("pwru_selftest_l2")], compiled.bodies, 4096
-            )
-            try:
-                fd = obj.program_fd("pwru_selftest_l2")
-                for kind, frame in frames.items():
-                    runs = [libbpf.prog_test_run(fd, frame, repeat).duration_ns for _ in range(5)]
-                    results[f"filter_run_ns_{kind}_{label}"] = float(statistics.median(runs))
-            finally:
-                obj.close()
-    finally:
-        translate.WINDOW = saved
-    return results
-
-
-def bench_filter_overhead(lab: Lab, workdir: Path, seconds: float) -> dict[str, float]:
-    """Flood rate while pwru runs a filter that matches none of the flood's packets."""
-    lab.b.run("iptables", "-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP")
-    base_sent, base_elapsed = flood(lab, seconds, 0)
-    run = PwruRun(["--filter-netns", lab.b.netns_path, "udp port 1"], workdir)
-    sent, elapsed = flood(lab, seconds, 0)
-    run.stop()
-    # the same with by-stackid tracking: two more map lookups per probe hit
-    run = PwruRun(
-        ["--filter-netns", lab.b.netns_path, "--filter-track-skb-by-stackid", "udp port 1"],
-        workdir,
-    )
-    tracked_sent, tracked_elapsed = flood(lab, seconds, 0)
-    run.stop()
-    base = base_sent / base_elapsed
-    return {
-        "flood_pps_without_pwru_2": base,
-        "flood_pps_nonmatching_filter": sent / elapsed,
-        "nonmatching_filter_cost_pct": 100 * (1 - (sent / elapsed) / base),
-        "flood_pps_nonmatching_tracked": tracked_sent / tracked_elapsed,
-        "nonmatching_tracked_cost_pct": 100 * (1 - (tracked_sent / tracked_elapsed) / base),
-    }
-
-
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=3.0, help="flood duration")
-    parser.add_argument(
-        "--rate", type=float, default=0.0, help="packets/s to send (0 = as fast as possible)"
-    )
-    parser.add_argument("--ringbuf-mb", type=int, default=16)
-    parser.add_argument("--ready-rounds", type=int, default=5)
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add = parser.add_argument
+    add("--only", default=",".join(PARTS), help=f"comma-separated parts of {','.join(PARTS)}")
+    add("--guest", action="store_true", help="also run the 6.12 guest part (bench/guest.py)")
+    add("--json", metavar="FILE", help="write every number as JSON")
+    add("--drain-rounds", type=int, default=3, help="rounds of the drain runs (medians)")
+    add("--overhead-rounds", type=int, default=5, help="rounds of the overhead runs (medians)")
+    add("--drain-seconds", type=float, default=4.0, help="flood per drain run")
+    add("--burst-fill-seconds", type=float, default=15.0, help="longest flood filling a ring")
+    add("--overhead-seconds", type=float, default=2.0, help="flood per overhead run")
+    add("--loss-seconds", type=float, default=60.0, help="no-loss run length")
+    add("--loss-rate", type=float, default=100_000, help="events/s offered in the no-loss run")
+    add("--soak-seconds", type=float, default=60.0, help="memory soak (600 in bench-full)")
+    add("--soak-rate", type=float, default=50_000, help="events/s offered in the soak")
+    add("--soak-every", type=float, default=10.0, help="seconds between RSS samples")
+    add("--guest-rounds", type=int, default=2, help="kprobe-multi rounds in the guest")
+    add("--guest-kprobe-rounds", type=int, default=1, help="single-kprobe rounds in the guest")
+    add("--guest-seconds", type=float, default=5.0, help="flood per run in the guest")
+    add("--seconds", type=float, default=3.0, help="pipeline: Python flood duration")
+    add("--rate", type=float, default=0.0, help="pipeline: packets/s (0 = unthrottled)")
+    add("--ringbuf-mb", type=int, default=16, help="pipeline: --ringbuf-size")
+    add("--ready-rounds", type=int, default=5, help="pipeline: time-to-ready rounds")
     args = parser.parse_args()
+    args.parts = [p for p in args.only.split(",") if p]
+    unknown = set(args.parts) - set(PARTS)
+    if unknown:
+        parser.error(f"--only: unknown parts {', '.join(sorted(unknown))}")
+    return args
 
-    results: dict[str, float] = {}
+
+def run_pipeline(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """The measurements kept from before, in a lab of their own (they add iptables rules)."""
+    results: dict[str, Any] = {}
+    tools.log("pipeline")
     lab = Lab.create(subnet=99)
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            results.update(bench_ready(lab, Path(tmp), args.ready_rounds))
-            results.update(
-                bench_throughput(lab, Path(tmp), args.seconds, args.rate, args.ringbuf_mb)
-            )
-            results.update(bench_filter())
-            results.update(bench_filter_run())
-            results.update(bench_filter_overhead(lab, Path(tmp), args.seconds))
+        results["ready"] = pipeline.bench_ready(lab, workdir, args.ready_rounds)
+        results["pipeline"] = {
+            **pipeline.bench_throughput(lab, workdir, args.seconds, args.rate, args.ringbuf_mb),
+            **pipeline.bench_filter(),
+            **pipeline.bench_filter_run(),
+            **pipeline.bench_filter_overhead(lab, workdir, args.seconds),
+        }
     finally:
         lab.close()
+    return results
+
+
+def run_yardsticks(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    tracepoints = workdir / "tracepoints.txt"
+    results["tracepoints"] = tools.write_tracepoints(tracepoints)
+    lab = Lab.create(subnet=98)
+    try:
+        tools.quiet_lab(lab)
+        tools.drop_flood_in_b(lab)
+        if "drain" in args.parts:
+            tools.log("drain")
+            results["drain"] = drain.bench_drain(
+                lab, workdir, tracepoints, args.drain_rounds, args.drain_seconds
+            )
+        if "burst" in args.parts:
+            tools.log("burst")
+            results["burst"] = drain.bench_burst(lab, workdir, tracepoints, args.burst_fill_seconds)
+        if "loss" in args.parts:
+            tools.log("loss")
+            results["lost_accounting"] = loss.bench_lost_accounting(
+                lab, workdir, tracepoints, args.drain_seconds
+            )
+            results["no_loss"] = loss.bench_no_loss(
+                lab, workdir, tracepoints, args.loss_seconds, args.loss_rate
+            )
+        if "overhead" in args.parts:
+            tools.log("overhead")
+            results["overhead"] = overhead.bench_tracepoint_overhead(
+                lab, workdir, tracepoints, args.overhead_rounds, args.overhead_seconds
+            )
+        if "soak" in args.parts:
+            tools.log("soak")
+            results["memory"] = soak.bench_memory(
+                lab, workdir, tracepoints, args.soak_seconds, args.soak_rate, args.soak_every
+            )
+    finally:
+        lab.close()
+    return results
+
+
+def describe_run() -> dict[str, Any]:
+    commit = subprocess.run(
+        ["git", "-C", str(tools.REPO), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    return {"command": " ".join(sys.argv), "commit": commit, "date": time.strftime("%F %T %z")}
+
+
+def main() -> None:
+    args = parse_args()
+    summary: dict[str, Any] = {**describe_run(), "loadavg_start": tools.loadavg()}
+    tools.build_tools()
+    host: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        tools.use_checkout_pwru(workdir)
+        if "pipeline" in args.parts:
+            host.update(run_pipeline(args, workdir))
+        if set(args.parts) - {"pipeline"}:
+            host.update(run_yardsticks(args, workdir))
+    summary["host"] = host
+    summary["loadavg_end"] = tools.loadavg()
+    load = f"load average {summary['loadavg_start']} → {summary['loadavg_end']}"
+    report.print_table(report.host_goals(host), f"host ({summary['commit']}; {load})")
+    if "pipeline" in host:
+        print("\npipeline (Python flood; compare with earlier runs in docs/benchmarks.md)")
+        for key, value in host["pipeline"].items():
+            print(f"  {key:32} {value:,.3f}" if isinstance(value, float) else f"  {key:32} {value}")
+    if args.guest:
+        from bench import guest
+
+        tools.log("guest")
+        summary["guest"] = guest.run_guest(
+            args.guest_seconds, args.guest_rounds, args.guest_kprobe_rounds
+        )
+        report.print_table(
+            report.guest_goals(summary["guest"]), f"6.12 guest ({summary['guest']['package']})"
+        )
     if args.json:
-        print(json.dumps(results))
-    else:
-        for key, value in results.items():
-            print(f"{key:28} {value:,.3f}" if isinstance(value, float) else f"{key:28} {value}")
+        Path(args.json).write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

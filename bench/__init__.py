@@ -1,0 +1,1 @@
+"""pwru's benchmarks (``make bench``; see docs/benchmarks.md)."""
