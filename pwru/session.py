@@ -23,7 +23,7 @@ from typing import Callable
 
 from pwru.bpf import loader
 from pwru.bpf.config import Spliced, build_config
-from pwru.bpf.libbpf import RingBuffer
+from pwru.bpf.ringbuf import Ring, open_ring
 from pwru.errors import EnvironmentProblem
 from pwru.filter.pcap import compile_filters
 from pwru.filter.skbexpr import compile_skb_exprs
@@ -90,7 +90,7 @@ class Session:
         self.table = ProbeTable()
         self.parts: list[Backend] = []
         self.obj: loader.ProbeObject | None = None
-        self.ring: RingBuffer | None = None
+        self.ring: Ring | None = None
         self.out: Output | None = None
         self.printer: Printer | None = None
         self._ksyms: Kallsyms | None = None
@@ -146,7 +146,9 @@ class Session:
             name_at=lambda addr: self.ksyms().name_at(addr),
         )
         self.printer.sinks = make_sinks(options, self.printer, names)
-        self.ring = RingBuffer(self.obj.events.fd, self.printer.on_record)
+        self.ring = open_ring(
+            self.obj.events.fd, options.ringbuf_size_bytes, self.printer.on_record
+        )
         self._signal_ready()
         self.printer.flush()
 

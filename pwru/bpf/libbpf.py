@@ -19,6 +19,7 @@ import logging
 import os
 import platform
 import re
+import select
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -309,6 +310,8 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "ring_buffer__new": (_P, [_I, _RingBufferSampleFn, _P, _P]),
     "ring_buffer__poll": (_I, [_P, _I]),
     "ring_buffer__consume": (_I, [_P]),
+    "ring_buffer__consume_n": (_I, [_P, _SZ]),  # libbpf 1.4+
+    "ring_buffer__epoll_fd": (_I, [_P]),
     "ring_buffer__free": (None, [_P]),
 }
 
@@ -960,11 +963,18 @@ class RingBuffer:
             error, self._error = self._error, None
             raise error
 
-    def poll(self, timeout_ms: int) -> int:
-        """Wait up to timeout_ms for records and handle them; returns how many."""
+    def poll(self, timeout_ms: int, limit: int = 4096) -> int:
+        """Wait up to timeout_ms for records and handle them (at most ``limit`` where
+        libbpf can stop early, 1.4+; older ones consume while records keep coming)."""
         if not self.ptr:
             return 0
-        ret = lib().ring_buffer__poll(self.ptr, timeout_ms)
+        if not lib().has("ring_buffer__consume_n"):
+            ret = lib().ring_buffer__poll(self.ptr, timeout_ms)
+        else:
+            ret = lib().ring_buffer__consume_n(self.ptr, limit)
+            if ret == 0:
+                select.select([lib().ring_buffer__epoll_fd(self.ptr)], [], [], timeout_ms / 1000)
+                ret = lib().ring_buffer__consume_n(self.ptr, limit)
         self._reraise()
         if ret == -errno.EINTR:
             return 0

@@ -115,7 +115,7 @@ class Printer:
     def full(self) -> bool:
         return bool(self.limit) and self.printed >= self.limit
 
-    def on_record(self, data: bytes) -> None:
+    def on_record(self, data: bytes | memoryview) -> None:
         event = decode_event(data)
         if not self.layout.has_extras and not self.sinks:
             self.pending.append(self.renderer.render(event))
@@ -125,7 +125,7 @@ class Printer:
         if self.full:
             raise LimitReached("output limit reached")
 
-    def _with_extras(self, event: Event, data: bytes) -> None:
+    def _with_extras(self, event: Event, data: bytes | memoryview) -> None:
         extras = decode_extras(data, event, self.layout)
         options = self.renderer.options
         if options.output_caller:
