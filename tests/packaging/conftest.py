@@ -15,7 +15,7 @@ from unittest import mock
 
 import pytest
 
-from tests.kernel.netlab import Lab, PwruRun
+from netlab import Lab, PwruRun
 
 REPO = Path(__file__).resolve().parents[2]
 DIST = REPO / "dist"

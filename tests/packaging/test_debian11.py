@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel.netlab import Lab
+from netlab import Lab
 from tests.packaging.conftest import (
     debian_root,
     dependency_wheels,

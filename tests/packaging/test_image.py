@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel.netlab import Lab
+from netlab import Lab
 from tests.packaging.conftest import (
     DIST,
     REPO,

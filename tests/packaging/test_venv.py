@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kernel.netlab import Lab
+from netlab import Lab
 from tests.packaging.conftest import libbpf_used, run, trace_iptables_drop, write_script
 
 SYSTEM_LIBDIR = Path("/usr/lib/x86_64-linux-gnu")

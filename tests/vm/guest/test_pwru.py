@@ -26,7 +26,7 @@ asserts pwru's one-line error naming CONFIG_FPROBE and exit code 1.
      test 1, with --output-caller naming the calling function as the stack does.
 
 How (time: one pwru start costs ~10 s of CPU under TCG — Python, BTF, discovery, load):
-one lab for the module (tests/kernel/netlab.py's Lab: two namespaces on a veth pair) with
+one lab for the module (netlab's Lab: two namespaces on a veth pair) with
 every scenario's rules, tc filter and tunnel in place. Per backend, the six pwru runs of
 the six tests (1 and 3 share one, 2 needs two) start at the same time (netlab's PwruRun:
 each waits for its --ready-file), then all the traffic is sent, from a thread that
