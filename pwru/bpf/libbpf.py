@@ -330,7 +330,8 @@ class _Lib:
             setattr(self, name, fn)
 
     def has(self, name: str) -> bool:
-        return hasattr(self, name)
+        # not hasattr(): __getattr__ raises LibbpfMissing, which hasattr() lets through
+        return name in self.__dict__
 
     def __getattr__(self, name: str) -> Any:  # only reached for missing symbols
         raise LibbpfMissing(f"the loaded libbpf lacks {name}(); pwru needs libbpf >= 1.0")

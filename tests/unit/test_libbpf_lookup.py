@@ -74,3 +74,17 @@ def test_bad_pwru_libbpf_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("PWRU_LIBBPF", "/nonexistent/libbpf.so.1")
     with pytest.raises(PwruError, match="cannot load libbpf from PWRU_LIBBPF=/nonexistent"):
         libbpf._open_library()
+
+
+def test_missing_optional_function_is_reported_by_has() -> None:
+    """An older libbpf without a newer API (consume_n came in 1.4) must answer has() with
+    False so callers take their fallback; using it anyway is one clear error."""
+
+    class OldLibbpf:
+        ring_buffer__poll = ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 0)
+
+    loaded = libbpf._Lib(OldLibbpf())  # type: ignore[arg-type]
+    assert loaded.has("ring_buffer__poll")
+    assert not loaded.has("ring_buffer__consume_n")
+    with pytest.raises(libbpf.LibbpfMissing, match="lacks ring_buffer__consume_n"):
+        loaded.ring_buffer__consume_n()
