@@ -146,6 +146,7 @@ class Session:
             name_at=lambda addr: self.ksyms().name_at(addr),
         )
         self.printer.sinks = make_sinks(options, self.printer, names)
+        self.printer.use_line_cache()
         self.ring = open_ring(
             self.obj.events.fd, options.ringbuf_size_bytes, self.printer.on_record
         )

@@ -19,6 +19,7 @@ from typing import IO, Callable, Protocol
 from pwru.errors import UsageError
 from pwru.options import Options
 from pwru.output.decode import Event, Extras, RecordLayout, decode_event, decode_extras
+from pwru.output.linecache import LineCache
 from pwru.output.render import Renderer
 from pwru.output.rotate import RotatingFile, Rotation
 from pwru.output.stack import caller_of, shown_frames
@@ -105,6 +106,7 @@ class Printer:
         self.limit = limit  # 0 = unlimited
         self.name_at = name_at  # kernel symbol at an address, for the caller
         self.sinks = list(sinks)
+        self.lines: LineCache | None = None  # see use_line_cache()
         self.printed = 0
         self.pending: list[str] = []
         header = renderer.header()
@@ -115,17 +117,18 @@ class Printer:
     def full(self) -> bool:
         return bool(self.limit) and self.printed >= self.limit
 
-    def on_record(self, data: bytes | memoryview) -> None:
-        event = decode_event(data)
-        if not self.layout.has_extras and not self.sinks:
-            self.pending.append(self.renderer.render(event))
+    def on_record(self, data: bytes) -> None:
+        if self.lines is not None:
+            self.pending.append(self.lines.line(data))
+        elif not self.layout.has_extras and not self.sinks:
+            self.pending.append(self.renderer.render(decode_event(data)))
         else:
-            self._with_extras(event, data)
+            self._with_extras(decode_event(data), data)
         self.printed += 1
         if self.full:
             raise LimitReached("output limit reached")
 
-    def _with_extras(self, event: Event, data: bytes | memoryview) -> None:
+    def _with_extras(self, event: Event, data: bytes) -> None:
         extras = decode_extras(data, event, self.layout)
         options = self.renderer.options
         if options.output_caller:
@@ -144,6 +147,13 @@ class Printer:
         for sink in self.sinks:
             sink.add(event, extras)
 
+    def use_line_cache(self) -> None:
+        """Reuse rendered lines where the run's options allow it (pwru.output.linecache);
+        call once the sinks are known."""
+        options = self.renderer.options
+        if LineCache.applies(options, self.layout, bool(self.sinks)):
+            self.lines = LineCache(self.renderer)
+
     def emit(self, line: str) -> None:
         """Add a line of one's own to the output (a sink's summary, say)."""
         self.pending.append(line)
@@ -152,6 +162,8 @@ class Printer:
         if self.pending:
             self.out.write_lines(self.pending)
             self.pending.clear()
+        if self.lines is not None:
+            self.lines.expire()
 
     def close(self, flush: bool) -> None:
         """Close the sinks and the output; ``flush``: write what is pending first (a

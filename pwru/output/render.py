@@ -278,6 +278,11 @@ class TextRenderer(Renderer):
     def tuple_text(self, tup: Tuple5 | None) -> str:
         return tuple_text(tup, self.options.output_tcp_flags)
 
+    @property
+    def column_widths(self) -> tuple[int, int]:
+        """The TUPLE and FUNC widths so far (they only grow)."""
+        return (self._tuple_width, self._func_width)
+
     def render(
         self,
         ev: Event,
