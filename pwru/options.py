@@ -69,10 +69,12 @@ class Options:
     filter_track_skb_by_stackid: bool = False
     filter_trace_tc: bool = False
     filter_trace_xdp: bool = False
+    filter_track_bpf_helpers: bool = False
     filter_tunnel_pcap_l2: str = ""
     filter_tunnel_pcap_l3: str = ""
     filter_kprobe_batch: int = KPROBE_BATCH
     filter_skb_expr: str = ""
+    filter_xdp_expr: str = ""
     # output
     timestamp: str = "none"
     output_meta: bool = True
@@ -85,6 +87,8 @@ class Options:
     output_tcp_flags: bool = False
     output_tunnel: bool = False
     output_skb_metadata: list[str] = field(default_factory=list)
+    output_xdp_metadata: list[str] = field(default_factory=list)
+    output_bpfmap: bool = False
     output_file: str = ""
     output_json: bool = False
     ready_file: str = ""
@@ -266,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("pcap_words", nargs="*", metavar="pcap-filter", help=argparse.SUPPRESS)
     _add_general(p)
-    _add_filters(p.add_argument_group("filters"))
+    filters = p.add_argument_group("filters")
+    _add_filters(filters)
+    _add_expression_filters(filters)
     _add_output(p.add_argument_group("output"))
     _add_legacy(p.add_argument_group("legacy flags (old pwru releases; prefer a pcap-filter)"))
     return p
@@ -335,6 +341,11 @@ def _add_filters(group: argparse._ArgumentGroup) -> None:
     fa("--filter-trace-tc", action=BoolFlag, help="trace tc BPF programs")
     fa("--filter-trace-xdp", action=BoolFlag, help="trace XDP BPF programs")
     fa(
+        "--filter-track-bpf-helpers",
+        action=BoolFlag,
+        help="trace BPF helper functions (those the traced tc/XDP programs call)",
+    )
+    fa(
         "--filter-tunnel-pcap-l2",
         default="",
         metavar="EXPR",
@@ -353,11 +364,21 @@ def _add_filters(group: argparse._ArgumentGroup) -> None:
         metavar="N",
         help=f"kprobes attached/detached per batch (default {KPROBE_BATCH})",
     )
+
+
+def _add_expression_filters(group: argparse._ArgumentGroup) -> None:
+    fa = group.add_argument
     fa(
         "--filter-skb-expr",
         default="",
         metavar="EXPR",
-        help="skb C expression, e.g. 'skb->protocol == 0x0800'",
+        help="filter skb with simple C expression, like 'skb->protocol == 0x0800'",
+    )
+    fa(
+        "--filter-xdp-expr",
+        default="",
+        metavar="EXPR",
+        help="filter xdp with simple C expression, like 'xdp->rxq->dev->ifindex == 9'",
     )
 
 
@@ -390,8 +411,16 @@ def _add_output(group: argparse._ArgumentGroup) -> None:
         action=ListFlag,
         default=[],
         metavar="a,b",
-        help=f'skb fields to print, e.g. "skb->mark", "skb->hash" ({MAX_SKB_METADATA} at most)',
+        help=f'print skb metadata (e.g., "skb->mark", "skb->hash"), {MAX_SKB_METADATA} at most',
     )
+    oa(
+        "--output-xdp-metadata",
+        action=ListFlag,
+        default=[],
+        metavar="a,b",
+        help=f'print xdp metadata (e.g., "xdp->rxq->queue_index"), {MAX_SKB_METADATA} at most',
+    )
+    oa("--output-bpfmap", action=BoolFlag, help="print function arguments related to bpf maps")
     oa("--output-file", default="", metavar="PATH", help="write traces to PATH")
     oa("--output-json", action=BoolFlag, help="output traces as JSON lines")
     oa("--ready-file", default="", metavar="PATH", help=argparse.SUPPRESS)
@@ -482,21 +511,49 @@ def _legacy(ns: argparse.Namespace, opts: Options) -> None:
         )
 
 
+def _check_exprs(ns: argparse.Namespace) -> None:
+    """The skb/xdp expressions start where they must; XDP ones need XDP tracing."""
+    for kind, example in (("skb", "skb->mark"), ("xdp", "xdp->rxq->queue_index")):
+        fields = getattr(ns, f"output_{kind}_metadata")
+        if len(fields) > MAX_SKB_METADATA:
+            raise UsageError(
+                f"--output-{kind}-metadata takes at most {MAX_SKB_METADATA} fields, "
+                f"got {len(fields)}"
+            )
+        for expr in fields:
+            if not expr.startswith(kind):
+                raise UsageError(
+                    f"--output-{kind}-metadata {expr!r} must start with {kind}, e.g. {example}"
+                )
+        expr = getattr(ns, f"filter_{kind}_expr")
+        if expr and not expr.startswith(kind):
+            raise UsageError(f"--filter-{kind}-expr {expr!r} must start with {kind}")
+    if (ns.filter_xdp_expr or ns.output_xdp_metadata) and not ns.filter_trace_xdp:
+        flag = "--filter-xdp-expr" if ns.filter_xdp_expr else "--output-xdp-metadata"
+        raise UsageError(f"{flag} applies to XDP programs: add --filter-trace-xdp")
+
+
+def _check_helpers(ns: argparse.Namespace) -> None:
+    """Helpers are shown for the packets of traced tc/XDP programs; map arguments for
+    the helpers pwru traces."""
+    if ns.filter_track_bpf_helpers and not (ns.filter_trace_tc or ns.filter_trace_xdp):
+        raise UsageError(
+            "--filter-track-bpf-helpers shows the helpers that traced tc/XDP programs "
+            "call: add --filter-trace-tc and/or --filter-trace-xdp"
+        )
+    if ns.output_bpfmap and not ns.filter_track_bpf_helpers:
+        raise UsageError(
+            "--output-bpfmap prints map helpers' arguments: add --filter-track-bpf-helpers"
+        )
+
+
 def parse_options(argv: Sequence[str]) -> Options:
     """Parse ``argv`` (without the program name). Raises UsageError."""
     parser = build_parser()
     args, tail = _pflag_style(parser, argv)
     ns = parser.parse_intermixed_args(args)
-    if len(ns.output_skb_metadata) > MAX_SKB_METADATA:
-        raise UsageError(
-            f"--output-skb-metadata takes at most {MAX_SKB_METADATA} fields, "
-            f"got {len(ns.output_skb_metadata)}"
-        )
-    for expr in ns.output_skb_metadata:
-        if not expr.startswith("skb"):
-            raise UsageError(f"--output-skb-metadata {expr!r} must start with skb, e.g. skb->mark")
-    if ns.filter_skb_expr and not ns.filter_skb_expr.startswith("skb"):
-        raise UsageError(f"--filter-skb-expr {ns.filter_skb_expr!r} must start with skb")
+    _check_exprs(ns)
+    _check_helpers(ns)
     mark, mask = ns.filter_mark
     opts = Options(
         version=ns.version,
@@ -516,10 +573,12 @@ def parse_options(argv: Sequence[str]) -> Options:
         filter_track_skb_by_stackid=ns.filter_track_skb_by_stackid or bool(ns.filter_non_skb_funcs),
         filter_trace_tc=ns.filter_trace_tc,
         filter_trace_xdp=ns.filter_trace_xdp,
+        filter_track_bpf_helpers=ns.filter_track_bpf_helpers,
         filter_tunnel_pcap_l2=ns.filter_tunnel_pcap_l2,
         filter_tunnel_pcap_l3=ns.filter_tunnel_pcap_l3,
         filter_kprobe_batch=ns.filter_kprobe_batch,
         filter_skb_expr=ns.filter_skb_expr,
+        filter_xdp_expr=ns.filter_xdp_expr,
         timestamp=ns.timestamp,
         output_meta=ns.output_meta,
         output_tuple=ns.output_tuple,
@@ -531,6 +590,8 @@ def parse_options(argv: Sequence[str]) -> Options:
         output_tcp_flags=ns.output_tcp_flags,
         output_tunnel=ns.output_tunnel,
         output_skb_metadata=ns.output_skb_metadata,
+        output_xdp_metadata=ns.output_xdp_metadata,
+        output_bpfmap=ns.output_bpfmap,
         output_file=ns.output_file,
         output_json=ns.output_json,
         ready_file=ns.ready_file,

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Callable, Protocol
 
+from pwru.bpf.abi import PWRU_EVENT_HAS_BPFMAP
 from pwru.errors import UsageError
 from pwru.output.decode import Event, Extras, RecordLayout, decode_event, decode_extras
 from pwru.output.render import Renderer
@@ -80,7 +81,8 @@ class Printer:
 
     def on_record(self, data: bytes) -> None:
         event = decode_event(data)
-        if not self.layout.has_extras and not self.sinks:
+        plain = not (self.layout.has_extras or self.sinks or event.flags & PWRU_EVENT_HAS_BPFMAP)
+        if plain:
             self.pending.append(self.renderer.render(event))
         else:
             self._with_extras(event, data)
@@ -101,6 +103,7 @@ class Printer:
                 else (),
                 skb_text=extras.skb_text,
                 shinfo_text=extras.shinfo_text,
+                bpfmap=extras.bpfmap,
             )
         )
         for sink in self.sinks:
