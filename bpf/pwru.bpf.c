@@ -870,7 +870,9 @@ static __always_inline __u64 running_packet(__u32 *type)
 
 /*
  * --filter-trace-tc: fentry on a tc BPF program. Its BTF says
- * `struct __sk_buff *`, but the kernel passes the real sk_buff.
+ * `struct __sk_buff *`, but the kernel passes the real sk_buff. The packet is
+ * marked for helpers after the event is made (and unmarked before an fexit's):
+ * pwru's own helper calls must not count as the traced program's.
  */
 SEC("pwru_fentry/tc")
 int pwru_fentry_tc(__u64 *ctx)
@@ -878,9 +880,11 @@ int pwru_fentry_tc(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 	bool match = skb && filter_skb(skb);
 
+	if (match)
+		report_skb(ctx, skb, PWRU_EVENT_TC, probe_id(), 0, false, 0);
 	if (CFG.track_bpf_helpers)
 		push_running(match ? (__u64)skb : 0, PWRU_EVENT_TC);
-	return match ? report_skb(ctx, skb, PWRU_EVENT_TC, probe_id(), 0, false, 0) : 0;
+	return 0;
 }
 
 /* The tc program returned: its helpers are done (--filter-track-bpf-helpers only). */
@@ -960,9 +964,11 @@ int pwru_fentry_xdp(__u64 *ctx)
 
 	if (matched)
 		*matched = match;
-	if (CFG.track_bpf_helpers)
+	if (match)
+		handle_xdp(ctx, xdp, false, 0);
+	if (CFG.track_bpf_helpers) /* after the event: see pwru_fentry_tc */
 		push_running(match ? (__u64)xdp : 0, PWRU_EVENT_XDP);
-	return match ? handle_xdp(ctx, xdp, false, 0) : 0;
+	return 0;
 }
 
 /* fexit: the same packet again, with the program's verdict (XDP_PASS, XDP_DROP, ...). */
