@@ -854,7 +854,7 @@ def bpfmap_block(ev: Event) -> dict[str, Any]:
     found: dict[str, Any] = {}
     part = ""
     for line in ev.stack:
-        if m := re.fullmatch(r"map_(id|name): (\S+)", line):
+        if m := re.fullmatch(r"(map_id|map_name): (\S+)", line):
             found[m[1]] = m[2]
         elif m := re.fullmatch(r"(key|value)\((\d+)\):", line):
             part = m[1]
