@@ -282,14 +282,21 @@ def _add_general(p: argparse.ArgumentParser) -> None:
     add = p.add_argument
     add("--version", action=BoolFlag, help="show pwru version and exit")
     add("--debug", action=BoolFlag, help="enable debug logging")
-    add("--kernel-btf", default="", metavar="FILE", help="kernel BTF file")
-    add("--kmods", action=ListFlag, default=[], metavar="a,b", help="kernel modules to attach to")
+    add("--kernel-btf", default="", metavar="FILE", help="specify kernel BTF file")
+    add(
+        "--kmods",
+        action=ListFlag,
+        default=[],
+        metavar="a,b",
+        help="list of kernel modules names to attach to",
+    )
     add("--all-kmods", action=BoolFlag, help="attach to all available kernel modules")
     add(
         "--backend",
         default="",
         choices=BACKENDS,
-        help='"kprobe", "kprobe-multi" or "tracepoint"; chosen automatically if not given',
+        help="tracing backend ('kprobe', 'kprobe-multi', 'tracepoint'); "
+        "will auto-detect if not specified",
     )
 
 
@@ -300,38 +307,42 @@ def _add_filters(group: argparse._ArgumentGroup) -> None:
         default="",
         type=parse_regex,
         metavar="REGEX",
-        help="probe only kernel functions whose name fully matches REGEX",
+        help="filter kernel functions to be probed by name (exact match, supports Python "
+        "regular expressions)",
     )
     fa(
         "--filter-non-skb-funcs",
         action=ListFlag,
         default=[],
         metavar="a,b",
-        help="also probe these non-skb functions (enables --filter-track-skb-by-stackid)",
+        help="filter non-skb kernel functions to be probed (--filter-track-skb-by-stackid "
+        "will be enabled)",
     )
     fa(
         "--filter-netns",
         default="",
         metavar="SPEC",
-        help='netns: "/proc/<pid>/ns/net", "/run/netns/NAME", "NAME" or "inode:<inode>"',
+        help='filter netns ("/proc/<pid>/ns/net", "/run/netns/NAME", "NAME", "inode:<inode>")',
     )
     fa(
         "--filter-mark",
         default=(0, 0),
         type=parse_mark,
         metavar="mark[/mask]",
-        help="skb mark, e.g. 0xa00/0xf00; exact match if mask omitted; default 0/0 = any",
+        help="filter skb mark (format: mark[/mask], e.g., 0xa00/0xf00; default: 0/0; "
+        "exact match if mask is omitted)",
     )
     fa(
         "--filter-ifname",
         default="",
         metavar="NAME",
-        help="skb device name, looked up in --filter-netns (default: current netns)",
+        help="filter skb ifname in --filter-netns (if not specified, use current netns)",
     )
     fa(
         "--filter-track-skb",
         action=BoolFlag,
-        help="keep tracing a packet that stops matching (e.g. after NAT or decapsulation)",
+        help="trace a packet even if it does not match given filters (e.g., after NAT or "
+        "tunnel decapsulation)",
     )
     fa(
         "--filter-track-skb-by-stackid",
@@ -362,7 +373,7 @@ def _add_filters(group: argparse._ArgumentGroup) -> None:
         default=KPROBE_BATCH,
         type=_parse_count(1),
         metavar="N",
-        help=f"kprobes attached/detached per batch (default {KPROBE_BATCH})",
+        help=f"batch size for kprobe attaching/detaching (default {KPROBE_BATCH})",
     )
 
 
@@ -388,7 +399,7 @@ def _add_output(group: argparse._ArgumentGroup) -> None:
         "--timestamp",
         default="none",
         choices=TIMESTAMPS,
-        help="timestamp per event: none, current, relative (to the skb's previous event), "
+        help="print timestamp per skb: none, current, relative (to the skb's previous event), "
         "absolute (wall clock)",
     )
     oa("--output-meta", action=BoolFlag, default=True, help="print skb metadata (default true)")
@@ -402,7 +413,8 @@ def _add_output(group: argparse._ArgumentGroup) -> None:
         default=0,
         type=_parse_count(0),
         metavar="N",
-        help="exit after N events (default 0 = unlimited)",
+        help="exit the program after the number of events has been received/printed "
+        "(default 0 = unlimited)",
     )
     oa("--output-tcp-flags", action=BoolFlag, help="print TCP flags")
     oa("--output-tunnel", action=BoolFlag, help="print encapsulated tunnel header data")

@@ -179,12 +179,15 @@ class BpfLinkCreateKprobeMulti(ctypes.Structure):
 
 
 class BpfLinkCreateOpts(ctypes.Structure):
-    """struct bpf_link_create_opts with the one union member pwru uses."""
+    """struct bpf_link_create_opts (libbpf 1.x) with the one union member pwru uses."""
 
     _fields_ = [
         ("sz", ctypes.c_size_t),
         ("flags", ctypes.c_uint32),
-        ("kprobe_multi", BpfLinkCreateKprobeMulti),
+        ("iter_info", ctypes.c_void_p),
+        ("iter_info_len", ctypes.c_uint32),
+        ("target_btf_id", ctypes.c_uint32),
+        ("kprobe_multi", BpfLinkCreateKprobeMulti),  # the union starts here
     ]
 
 

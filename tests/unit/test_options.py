@@ -261,6 +261,21 @@ def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
     assert "  --output-meta " in out and "[OUTPUT_META]" not in out
 
 
+def test_help_lists_xdp_and_helper_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    """The flags of the XDP expressions and BPF helper tracing, in pwru's words."""
+    with pytest.raises(SystemExit):
+        parse_options(["--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for text in (
+        "--filter-xdp-expr EXPR filter xdp with simple C expression, like "
+        "'xdp->rxq->dev->ifindex == 9'",
+        '--output-xdp-metadata a,b print xdp metadata (e.g., "xdp->rxq->queue_index"), 4 at most',
+        "--filter-track-bpf-helpers trace BPF helper functions",
+        "--output-bpfmap print function arguments related to bpf maps",
+    ):
+        assert text in out, text
+
+
 # --- legacy flags --------------------------------------------------------------
 
 
