@@ -11,9 +11,13 @@
  * cost nothing after the verifier prunes them), then the pcap filter, which the
  * control plane splices into the __noinline stubs below before load.
  *
- * Kernel compatibility: everything is CO-RE; tp_btf needs 5.5+, bpf ring
- * buffers 5.8+. Header offsets use the 64-bit layout (sk_buff_data_t is an
- * offset), which holds on x86_64 and arm64.
+ * Kernel compatibility: everything is CO-RE; tp_btf and fentry need 5.5+, bpf
+ * ring buffers 5.8+, bpf_snprintf_btf 5.10+. Helpers newer than that sit behind
+ * .rodata switches the control plane sets from feature probes (the verifier
+ * drops the branch not taken, and with it the unknown helper call):
+ * bpf_get_attach_cookie and bpf_get_func_ip in kprobes (5.15+, see kprobe_id()).
+ * Header offsets use the 64-bit layout (sk_buff_data_t is an offset), which holds
+ * on x86_64 and arm64.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -105,6 +109,46 @@ struct {
 	__type(value, __u8);
 } xdp_matched SEC(".maps");
 
+/*
+ * --filter-track-bpf-helpers: the packets the traced tc/XDP programs are handling on
+ * this CPU. Each program's fentry pushes its packet (0 when it did not match the
+ * filters) and its fexit pops it; a helper called in between reports the innermost.
+ * A stack, as one program can run inside another (bpf_clone_redirect to a device
+ * with a tc program of its own); BPF programs do not change CPUs while they run.
+ */
+#define RUNNING_MAX 4
+
+struct running {
+	__u64 packet[RUNNING_MAX]; /* struct sk_buff * or struct xdp_buff *; 0: no match */
+	__u32 type[RUNNING_MAX];   /* PWRU_EVENT_TC or PWRU_EVENT_XDP */
+	__u32 depth;               /* pushes minus pops (may exceed RUNNING_MAX) */
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct running);
+} running_progs SEC(".maps");
+
+/* A map lookup seen at entry, completed by its kretprobe (value = the return value). */
+struct lookup_stash {
+	__u64 packet;
+	__u64 func_ip;
+	__u64 value_offset; /* from the returned pointer to the value */
+	__u32 probe;
+	__u32 type;         /* event type of the packet; 0: nothing stashed */
+	struct pwru_bpfmap map;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lookup_stash);
+} lookup_stashes SEC(".maps");
+
 /* Index of this probe in the control plane's table (see PWRU_PROBE_ID_MARKER). */
 static __always_inline __u32 probe_id(void)
 {
@@ -112,6 +156,29 @@ static __always_inline __u32 probe_id(void)
 
 	asm volatile("%0 = 0x7077727500000000 ll" : "=r"(id));
 	return (__u32)id;
+}
+
+/*
+ * A kprobe's probe id is its BPF cookie (5.15+). Without cookies (5.10) one program
+ * cannot tell its functions apart: the event says PWRU_PROBE_BY_ADDR and the control
+ * plane names it by the probed address (kprobe_ip).
+ */
+static __always_inline __u32 kprobe_id(struct pt_regs *ctx)
+{
+	return CFG.kprobe_cookie ? (__u32)bpf_get_attach_cookie(ctx) : PWRU_PROBE_BY_ADDR;
+}
+
+/* The probed function's address: bpf_get_func_ip (5.15+), else from the registers. */
+static __always_inline __u64 kprobe_ip(struct pt_regs *ctx)
+{
+	if (CFG.kprobe_func_ip)
+		return bpf_get_func_ip(ctx);
+#if defined(__TARGET_ARCH_x86)
+	/* past the int3 (ftrace-based and optimized kprobes report the same) */
+	return PT_REGS_IP(ctx) - 1;
+#else
+	return PT_REGS_IP(ctx);
+#endif
 }
 
 /*
@@ -156,6 +223,19 @@ static __noinline __u32 filter_skb_expr(struct sk_buff *skb)
 static __noinline __u32 read_skb_metadata(struct sk_buff *skb, __u64 *out)
 {
 	out[0] = (__u64)skb;
+	return 0;
+}
+
+/* The same for XDP packets: --filter-xdp-expr 'xdp->rxq->dev->ifindex == 9' and
+ * --output-xdp-metadata 'xdp->rxq->queue_index'; r1 = the xdp_buff. */
+static __noinline __u32 filter_xdp_expr(struct xdp_buff *xdp)
+{
+	return xdp != 0;
+}
+
+static __noinline __u32 read_xdp_metadata(struct xdp_buff *xdp, __u64 *out)
+{
+	out[0] = (__u64)xdp;
 	return 0;
 }
 
@@ -430,10 +510,15 @@ static __always_inline void count_lost(void)
 		__sync_fetch_and_add(lost, 1);
 }
 
-/* Size of a ring-buffer record: the event plus what the config appends. */
+/* Bytes of the captured packet part (struct pwru_packet + data), when asked for. */
+#define PACKET_PART_SIZE \
+	(CFG.capture_bytes ? sizeof(struct pwru_packet) + CFG.capture_bytes : 0)
+
+/* Size of a ring-buffer record: the event plus what the config appends (a map
+ * helper's record has a struct pwru_bpfmap after that, see bpfmap_part()). */
 #define RECORD_SIZE                                                               \
 	(sizeof(struct pwru_event) + CFG.stack_frames * 8 + CFG.skb_text_len +    \
-	 CFG.shinfo_text_len + (CFG.output_cb ? PWRU_SKB_CB_LEN : 0))
+	 CFG.shinfo_text_len + (CFG.output_cb ? PWRU_SKB_CB_LEN : 0) + PACKET_PART_SIZE)
 
 /* Append the stack, the BTF-printed skb / shared info and skb->cb the config asks
  * for (empty texts and a zeroed cb without an skb: XDP events). */
@@ -469,13 +554,19 @@ static __always_inline void set_extras(struct pwru_event *ev, void *ctx, struct 
 	if (CFG.output_cb) {
 		if (!skb || bpf_core_read(extra, PWRU_SKB_CB_LEN, &skb->cb))
 			__builtin_memset(extra, 0, PWRU_SKB_CB_LEN);
+		extra += PWRU_SKB_CB_LEN;
 	}
+	if (CFG.capture_bytes) /* nothing captured yet: an empty packet part */
+		__builtin_memset(extra, 0, sizeof(struct pwru_packet));
 }
 
-/* A zeroed ring buffer record with the common header, or NULL (counted as lost). */
-static __always_inline struct pwru_event *new_event(__u64 addr, __u32 type, __u32 probe)
+/* A zeroed ring buffer record with the common header, or NULL (counted as lost);
+ * ``bpfmap``: with room for a struct pwru_bpfmap at its end. */
+static __always_inline struct pwru_event *new_event(__u64 addr, __u32 type, __u32 probe,
+						    bool bpfmap)
 {
-	struct pwru_event *ev = bpf_ringbuf_reserve(&events, RECORD_SIZE, 0);
+	struct pwru_event *ev = bpf_ringbuf_reserve(
+		&events, RECORD_SIZE + (bpfmap ? sizeof(struct pwru_bpfmap) : 0), 0);
 
 	if (!ev) {
 		count_lost();
@@ -502,20 +593,9 @@ struct site {
 	__u64 caller_ip;
 };
 
-/* One event for an skb that passed the filters. */
-static __always_inline int report_skb(void *ctx, struct sk_buff *skb, struct site at,
-				      bool has_reason, __u64 reason)
+/* What an skb's event carries besides the header: meta, tuples, metadata, extras. */
+static __always_inline void fill_skb(struct pwru_event *ev, void *ctx, struct sk_buff *skb)
 {
-	struct pwru_event *ev = new_event((__u64)skb, at.type, at.probe);
-
-	if (!ev)
-		return 0;
-	ev->func_ip = at.func_ip;
-	ev->caller_ip = at.caller_ip;
-	if (has_reason) {
-		ev->reason = reason;
-		ev->flags |= PWRU_EVENT_HAS_REASON;
-	}
 	if (CFG.output_meta)
 		set_meta(ev, skb);
 	if (CFG.output_tuple && set_tuple(&ev->tuple, skb))
@@ -525,6 +605,23 @@ static __always_inline int report_skb(void *ctx, struct sk_buff *skb, struct sit
 	if (CFG.output_skb_metadata)
 		read_skb_metadata(skb, ev->skb_metadata);
 	set_extras(ev, ctx, skb);
+}
+
+/* One event for an skb that passed the filters. */
+static __always_inline int report_skb(void *ctx, struct sk_buff *skb, struct site at,
+				      bool has_reason, __u64 reason)
+{
+	struct pwru_event *ev = new_event((__u64)skb, at.type, at.probe, false);
+
+	if (!ev)
+		return 0;
+	ev->func_ip = at.func_ip;
+	ev->caller_ip = at.caller_ip;
+	if (has_reason) {
+		ev->reason = reason;
+		ev->flags |= PWRU_EVENT_HAS_REASON;
+	}
+	fill_skb(ev, ctx, skb);
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }
@@ -619,20 +716,31 @@ int pwru_tp_consume_skb_loc(__u64 *ctx)
 	return 0;
 }
 
+/* kfree_skb(skb, location) before 5.17: no drop reason, but still the skb's last event. */
+SEC("pwru_tp/kfree_skb_noreason")
+int pwru_tp_kfree_skb_noreason(__u64 *ctx)
+{
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	struct site at = { .type = PWRU_EVENT_TRACEPOINT, .probe = probe_id(), .caller_ip = ctx[1] };
+
+	handle_skb_at(ctx, skb, at, false, 0);
+	forget_skb(skb);
+	return 0;
+}
+
 /*
  * kprobe programs, one per position of the sk_buff parameter. One loaded
  * program serves every function with the skb at that position: the BPF cookie
- * given at attach time is the probe id (kernel 5.15+), and bpf_get_func_ip()
- * the probed address. kprobe-multi (CONFIG_FPROBE, 5.18+) takes one cookie per
- * address, so the same body serves both.
+ * given at attach time is the probe id (kernel 5.15+; before, the probed address
+ * names the function, see kprobe_id()). kprobe-multi (CONFIG_FPROBE, 5.18+) takes
+ * one cookie per address, so the same body serves both.
  */
 #define KPROBE_SKB_PROG(sec, name, type, pos, parm)                          \
 SEC(sec "/skb" #pos)                                                         \
 int name##pos(struct pt_regs *ctx)                                           \
 {                                                                            \
 	return handle_skb(ctx, (struct sk_buff *)PT_REGS_##parm(ctx), type,  \
-			  bpf_get_attach_cookie(ctx), bpf_get_func_ip(ctx),  \
-			  false, 0);                                         \
+			  kprobe_id(ctx), kprobe_ip(ctx), false, 0);         \
 }
 
 KPROBE_SKB_PROG("pwru_kprobe", pwru_kp_skb, PWRU_EVENT_KPROBE, 0, PARM1)
@@ -656,8 +764,8 @@ SEC(sec "/reason")                                                            \
 int name(struct pt_regs *ctx)                                                 \
 {                                                                             \
 	return handle_skb(ctx, (struct sk_buff *)PT_REGS_##skb_parm(ctx), type, \
-			  bpf_get_attach_cookie(ctx), bpf_get_func_ip(ctx),   \
-			  true, PT_REGS_##reason_parm(ctx));                  \
+			  kprobe_id(ctx), kprobe_ip(ctx), true,               \
+			  PT_REGS_##reason_parm(ctx));                        \
 }
 
 KPROBE_REASON_PROG("pwru_kprobe", pwru_kp_kfree_reason, PWRU_EVENT_KPROBE, PARM1, PARM2)
@@ -677,8 +785,7 @@ int name(struct pt_regs *ctx)                                                 \
 {                                                                             \
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);           \
                                                                               \
-	handle_skb(ctx, skb, type, bpf_get_attach_cookie(ctx), bpf_get_func_ip(ctx), \
-		   false, 0);                                                 \
+	handle_skb(ctx, skb, type, kprobe_id(ctx), kprobe_ip(ctx), false, 0);  \
 	forget_skb(skb);                                                      \
 	return 0;                                                             \
 }
@@ -708,8 +815,8 @@ int pwru_kp_nonskb(struct pt_regs *ctx)
 		return 0; /* the owner passed the filters when it took the stack */
 	struct site at = {
 		.type = PWRU_EVENT_KPROBE,
-		.probe = bpf_get_attach_cookie(ctx),
-		.func_ip = bpf_get_func_ip(ctx),
+		.probe = kprobe_id(ctx),
+		.func_ip = kprobe_ip(ctx),
 	};
 
 	return report_skb(ctx, (struct sk_buff *)*skb, at, false, 0);
@@ -762,14 +869,72 @@ int pwru_fexit_clone(__u64 *ctx)
 	return 0;
 }
 
+/* --filter-track-bpf-helpers: a traced program starts handling ``packet``. */
+static __always_inline void push_running(__u64 packet, __u32 type)
+{
+	__u32 zero = 0, slot;
+	struct running *r = bpf_map_lookup_elem(&running_progs, &zero);
+
+	if (!r)
+		return;
+	slot = r->depth < RUNNING_MAX ? r->depth : RUNNING_MAX - 1;
+	slot &= RUNNING_MAX - 1; /* for the verifier */
+	r->packet[slot] = packet;
+	r->type[slot] = type;
+	r->depth++;
+}
+
+/* ... and is done with it. */
+static __always_inline void pop_running(void)
+{
+	__u32 zero = 0;
+	struct running *r = bpf_map_lookup_elem(&running_progs, &zero);
+
+	if (r && r->depth)
+		r->depth--;
+}
+
+/* The packet of the innermost traced program running on this CPU, 0 if none matched. */
+static __always_inline __u64 running_packet(__u32 *type)
+{
+	__u32 zero = 0, slot;
+	struct running *r = bpf_map_lookup_elem(&running_progs, &zero);
+
+	if (!r || !r->depth)
+		return 0;
+	slot = r->depth <= RUNNING_MAX ? r->depth - 1 : RUNNING_MAX - 1;
+	slot &= RUNNING_MAX - 1;
+	*type = r->type[slot];
+	return r->packet[slot];
+}
+
 /*
  * --filter-trace-tc: fentry on a tc BPF program. Its BTF says
- * `struct __sk_buff *`, but the kernel passes the real sk_buff.
+ * `struct __sk_buff *`, but the kernel passes the real sk_buff. The packet is
+ * marked for helpers after the event is made (and unmarked before an fexit's):
+ * pwru's own helper calls must not count as the traced program's.
  */
 SEC("pwru_fentry/tc")
 int pwru_fentry_tc(__u64 *ctx)
 {
-	return handle_skb(ctx, (struct sk_buff *)ctx[0], PWRU_EVENT_TC, probe_id(), 0, false, 0);
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+	bool match = skb && filter_skb(skb);
+
+	struct site at = { .type = PWRU_EVENT_TC, .probe = probe_id() };
+
+	if (match)
+		report_skb(ctx, skb, at, false, 0);
+	if (CFG.track_bpf_helpers)
+		push_running(match ? (__u64)skb : 0, PWRU_EVENT_TC);
+	return 0;
+}
+
+/* The tc program returned: its helpers are done (--filter-track-bpf-helpers only). */
+SEC("pwru_fexit/tc")
+int pwru_fexit_tc(__u64 *ctx)
+{
+	pop_running();
+	return 0;
 }
 
 /* --filter-trace-xdp: no sk_buff yet, only the xdp_buff the driver built. */
@@ -785,24 +950,19 @@ static __always_inline bool filter_xdp(struct xdp_buff *xdp)
 		return false; /* XDP packets carry no mark yet */
 	if (CFG.ifindex && BPF_CORE_READ(dev, ifindex) != CFG.ifindex)
 		return false;
-	return !CFG.have_pcap_filter || filter_pcap_l2(data, data_end);
+	if (CFG.have_pcap_filter && !filter_pcap_l2(data, data_end))
+		return false;
+	return !CFG.have_xdp_expr || filter_xdp_expr(xdp);
 }
 
-static __always_inline int handle_xdp(void *ctx, struct xdp_buff *xdp, bool exit, __u64 verdict)
+/* What an XDP packet's event carries: meta and tuple from the frame, metadata, extras. */
+static __always_inline void fill_xdp(struct pwru_event *ev, void *ctx, struct xdp_buff *xdp)
 {
 	struct net_device *dev = BPF_CORE_READ(xdp, rxq, dev);
 	void *data = BPF_CORE_READ(xdp, data);
-	struct pwru_event *ev;
 	__be16 ethertype;
 	__u16 l4;
 
-	ev = new_event((__u64)xdp, PWRU_EVENT_XDP, probe_id());
-	if (!ev)
-		return 0;
-	if (exit) {
-		ev->reason = verdict;
-		ev->flags |= PWRU_EVENT_HAS_REASON | PWRU_EVENT_FEXIT;
-	}
 	if ((CFG.output_meta || CFG.output_tuple) && bpf_probe_read_kernel(&ethertype, 2, data + 12))
 		ethertype = 0;
 	if (CFG.output_meta) {
@@ -816,7 +976,22 @@ static __always_inline int handle_xdp(void *ctx, struct xdp_buff *xdp, bool exit
 	    (ethertype == bpf_htons(ETH_P_IP) || ethertype == bpf_htons(ETH_P_IPV6)) &&
 	    parse_tuple(&ev->tuple, data, ETH_HLEN, &l4))
 		ev->flags |= PWRU_EVENT_HAS_TUPLE;
+	if (CFG.output_xdp_metadata)
+		read_xdp_metadata(xdp, ev->skb_metadata);
 	set_extras(ev, ctx, NULL);
+}
+
+static __always_inline int handle_xdp(void *ctx, struct xdp_buff *xdp, bool exit, __u64 verdict)
+{
+	struct pwru_event *ev = new_event((__u64)xdp, PWRU_EVENT_XDP, probe_id(), false);
+
+	if (!ev)
+		return 0;
+	if (exit) {
+		ev->reason = verdict;
+		ev->flags |= PWRU_EVENT_HAS_REASON | PWRU_EVENT_FEXIT;
+	}
+	fill_xdp(ev, ctx, xdp);
 	bpf_ringbuf_submit(ev, 0);
 	return 0;
 }
@@ -831,7 +1006,11 @@ int pwru_fentry_xdp(__u64 *ctx)
 
 	if (matched)
 		*matched = match;
-	return match ? handle_xdp(ctx, xdp, false, 0) : 0;
+	if (match)
+		handle_xdp(ctx, xdp, false, 0);
+	if (CFG.track_bpf_helpers) /* after the event: see pwru_fentry_tc */
+		push_running(match ? (__u64)xdp : 0, PWRU_EVENT_XDP);
+	return 0;
 }
 
 /* fexit: the same packet again, with the program's verdict (XDP_PASS, XDP_DROP, ...). */
@@ -841,9 +1020,181 @@ int pwru_fexit_xdp(__u64 *ctx)
 	__u32 zero = 0;
 	__u8 *matched = bpf_map_lookup_elem(&xdp_matched, &zero);
 
+	if (CFG.track_bpf_helpers)
+		pop_running();
 	if (!matched || !*matched)
 		return 0;
 	return handle_xdp(ctx, (struct xdp_buff *)ctx[0], true, ctx[1]);
+}
+
+/*
+ * --filter-track-bpf-helpers: kprobes on the kernel functions that the traced tc/XDP
+ * programs call (helpers, and the map operations the verifier calls directly). A
+ * call made while a matched packet's program runs on this CPU is an event of that
+ * packet: of its skb (a kprobe event) or of its xdp_buff (an XDP event).
+ */
+static __always_inline struct pwru_event *packet_event(void *ctx, __u64 packet, __u32 type,
+							__u32 probe, __u64 func_ip, bool bpfmap)
+{
+	bool xdp = type == PWRU_EVENT_XDP;
+	struct pwru_event *ev = new_event(packet, xdp ? PWRU_EVENT_XDP : PWRU_EVENT_KPROBE, probe,
+					  bpfmap);
+
+	if (!ev)
+		return NULL;
+	ev->func_ip = func_ip;
+	if (xdp)
+		fill_xdp(ev, ctx, (struct xdp_buff *)packet);
+	else
+		fill_skb(ev, ctx, (struct sk_buff *)packet);
+	return ev;
+}
+
+SEC("pwru_kprobe/helper")
+int pwru_kp_helper(struct pt_regs *ctx)
+{
+	__u32 type = 0;
+	__u64 packet = running_packet(&type);
+	struct pwru_event *ev;
+
+	if (!packet)
+		return 0;
+	ev = packet_event(ctx, packet, type, kprobe_id(ctx), kprobe_ip(ctx), false);
+	if (ev)
+		bpf_ringbuf_submit(ev, 0);
+	return 0;
+}
+
+/* --output-bpfmap: the struct pwru_bpfmap at the end of a map helper's record. */
+static __always_inline struct pwru_bpfmap *bpfmap_part(struct pwru_event *ev)
+{
+	return (struct pwru_bpfmap *)((char *)ev + RECORD_SIZE);
+}
+
+/* At most PWRU_BPFMAP_DATA_LEN of ``size`` bytes at ``from`` (zeros if unreadable). */
+static __always_inline void read_map_bytes(__u8 *to, __u32 size, const void *from)
+{
+	if (size > PWRU_BPFMAP_DATA_LEN)
+		size = PWRU_BPFMAP_DATA_LEN;
+	bpf_probe_read_kernel(to, size, from);
+}
+
+/* The map's id, name and sizes, and the key (the helper's first two arguments). */
+static __always_inline void read_map(struct pwru_bpfmap *m, struct pt_regs *ctx)
+{
+	struct bpf_map *map = (struct bpf_map *)PT_REGS_PARM1(ctx);
+
+	m->id = BPF_CORE_READ(map, id);
+	m->key_size = BPF_CORE_READ(map, key_size);
+	m->value_size = BPF_CORE_READ(map, value_size);
+	m->flags = 0;
+	if (BPF_CORE_READ_STR_INTO(&m->name, map, name) < 0)
+		m->name[0] = 0;
+	read_map_bytes(m->key, m->key_size, (void *)PT_REGS_PARM2(ctx));
+}
+
+/* map_update_elem(map, key, value, flags) and map_delete_elem(map, key). */
+static __always_inline int report_map_change(struct pt_regs *ctx, bool has_value)
+{
+	__u32 type = 0;
+	__u64 packet = running_packet(&type);
+	struct pwru_event *ev;
+	struct pwru_bpfmap *m;
+
+	if (!packet)
+		return 0;
+	ev = packet_event(ctx, packet, type, kprobe_id(ctx), kprobe_ip(ctx), true);
+	if (!ev)
+		return 0;
+	m = bpfmap_part(ev);
+	read_map(m, ctx);
+	if (has_value) {
+		read_map_bytes(m->value, m->value_size, (void *)PT_REGS_PARM3(ctx));
+		m->flags |= PWRU_BPFMAP_HAS_VALUE;
+	}
+	ev->flags |= PWRU_EVENT_HAS_BPFMAP;
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
+}
+
+SEC("pwru_kprobe/map_update")
+int pwru_kp_map_update(struct pt_regs *ctx)
+{
+	return report_map_change(ctx, true);
+}
+
+SEC("pwru_kprobe/map_delete")
+int pwru_kp_map_delete(struct pt_regs *ctx)
+{
+	return report_map_change(ctx, false);
+}
+
+/*
+ * map_lookup_elem(map, key): the key at entry, the value when it returns. Most
+ * lookups return the value's address; __htab_map_lookup_elem (the call the verifier
+ * puts in hash map lookups) returns its struct htab_elem, whose value follows the
+ * key, rounded up to 8 bytes (``returns_elem``).
+ */
+static __always_inline int stash_lookup(struct pt_regs *ctx, bool returns_elem)
+{
+	__u32 zero = 0, type = 0;
+	struct lookup_stash *s = bpf_map_lookup_elem(&lookup_stashes, &zero);
+	__u64 packet = running_packet(&type);
+
+	if (!s)
+		return 0;
+	s->type = 0;
+	if (!packet)
+		return 0;
+	s->packet = packet;
+	s->probe = kprobe_id(ctx);
+	s->func_ip = kprobe_ip(ctx);
+	read_map(&s->map, ctx);
+	s->value_offset = 0;
+	if (returns_elem)
+		s->value_offset = bpf_core_field_offset(struct htab_elem, key) +
+				  ((s->map.key_size + 7) & ~7U);
+	s->type = type;
+	return 0;
+}
+
+SEC("pwru_kprobe/map_lookup")
+int pwru_kp_map_lookup(struct pt_regs *ctx)
+{
+	return stash_lookup(ctx, false);
+}
+
+SEC("pwru_kprobe/map_lookup_htab")
+int pwru_kp_map_lookup_htab(struct pt_regs *ctx)
+{
+	return stash_lookup(ctx, true);
+}
+
+SEC("pwru_kretprobe/map_lookup")
+int pwru_krp_map_lookup(struct pt_regs *ctx)
+{
+	__u32 zero = 0, type;
+	struct lookup_stash *s = bpf_map_lookup_elem(&lookup_stashes, &zero);
+	struct pwru_event *ev;
+	struct pwru_bpfmap *m;
+	__u64 found = PT_REGS_RC(ctx);
+
+	if (!s || !s->type)
+		return 0;
+	type = s->type;
+	s->type = 0;
+	ev = packet_event(ctx, s->packet, type, s->probe, s->func_ip, true);
+	if (!ev)
+		return 0;
+	m = bpfmap_part(ev);
+	__builtin_memcpy(m, &s->map, offsetof(struct pwru_bpfmap, value));
+	if (found) {
+		read_map_bytes(m->value, m->value_size, (void *)(found + s->value_offset));
+		m->flags |= PWRU_BPFMAP_HAS_VALUE;
+	}
+	ev->flags |= PWRU_EVENT_HAS_BPFMAP;
+	bpf_ringbuf_submit(ev, 0);
+	return 0;
 }
 
 /*

@@ -2,8 +2,8 @@
 /*
  * Layouts shared by the BPF programs and the Python control plane.
  *
- * Python declares the same layouts once in pwru/layout.py (ctypes.Structure);
- * tests/unit/test_layout.py checks both sides agree using the BTF of the built
+ * Python declares the same layouts once in pwru/bpf/abi.py (ctypes.Structure);
+ * tests/unit/test_abi.py checks both sides agree using the BTF of the built
  * object, so a change here that is not mirrored there fails the unit tests.
  *
  * Every struct is naturally aligned with explicit padding: no __packed, so the
@@ -31,6 +31,7 @@ enum pwru_event_flags {
 	PWRU_EVENT_HAS_TUNNEL = 1 << 2,   /* .tunnel_tuple holds the inner packet */
 	PWRU_EVENT_HAS_STACK = 1 << 3,    /* stack frames follow the event */
 	PWRU_EVENT_FEXIT = 1 << 4,        /* tc/XDP program exit: .reason is its return value */
+	PWRU_EVENT_HAS_BPFMAP = 1 << 5,   /* struct pwru_bpfmap ends the record (--output-bpfmap) */
 };
 
 /* An L3/L4 tuple. Addresses and ports in network byte order, as on the wire. */
@@ -52,7 +53,9 @@ struct pwru_tuple {
  *   char shinfo_text[config.shinfo_text_len]  the same for struct skb_shared_info
  *   __u8 cb[PWRU_SKB_CB_LEN]              skb->cb, with config.output_cb
  *   struct pwru_packet + __u8 data[]      the packet's bytes, with config.capture_bytes:
- *                                         .captured of them (the record's last part)
+ *                                         .captured of them valid, capture_bytes long
+ *   struct pwru_bpfmap                    only in records flagged PWRU_EVENT_HAS_BPFMAP
+ *                                         (a map helper's map, key and value)
  */
 struct pwru_event {
 	__u64 ts;            /* bpf_ktime_get_ns() */
@@ -60,7 +63,8 @@ struct pwru_event {
 	__u64 func_ip;       /* probed function address (kprobe*) or 0 */
 	__u64 caller_ip;     /* return address into the caller, if asked */
 	__u64 reason;        /* drop reason, valid with PWRU_EVENT_HAS_REASON */
-	__u32 probe_id;      /* index in the control plane's probe table */
+	__u32 probe_id;      /* index in the control plane's probe table, or
+	                      * PWRU_PROBE_BY_ADDR: kprobes without cookies, see func_ip */
 	__u32 pid;           /* tgid of the current task */
 	__u32 cpu;
 	__u32 type;          /* enum pwru_event_type */
@@ -76,7 +80,8 @@ struct pwru_event {
 	__u16 _pad0;
 	struct pwru_tuple tuple;
 	struct pwru_tuple tunnel_tuple;
-	__u64 skb_metadata[PWRU_MAX_SKB_METADATA];
+	__u64 skb_metadata[PWRU_MAX_SKB_METADATA]; /* --output-skb-metadata, or
+	                      * --output-xdp-metadata for XDP packets */
 	char comm[PWRU_TASK_COMM_LEN];
 };
 
@@ -102,6 +107,25 @@ struct pwru_packet {
 	__u8 flags;          /* enum pwru_packet_flags */
 };                       /* 8 bytes */
 
+/* Bits of pwru_bpfmap.flags. */
+enum pwru_bpfmap_flags {
+	PWRU_BPFMAP_HAS_VALUE = 1 << 0,  /* .value was read (updates, lookups that found one) */
+};
+
+#define PWRU_BPFMAP_DATA_LEN 256 /* key and value bytes kept (longer ones are cut) */
+#define PWRU_BPF_OBJ_NAME_LEN 16
+
+/* A BPF map helper's arguments (--output-bpfmap), at the end of its event's record. */
+struct pwru_bpfmap {
+	__u32 id;            /* the map's id (bpftool map show id N) */
+	__u32 key_size;      /* the map's sizes; the copies below hold at most */
+	__u32 value_size;    /* PWRU_BPFMAP_DATA_LEN bytes of each */
+	__u32 flags;         /* enum pwru_bpfmap_flags */
+	char name[PWRU_BPF_OBJ_NAME_LEN];
+	__u8 key[PWRU_BPFMAP_DATA_LEN];
+	__u8 value[PWRU_BPFMAP_DATA_LEN];
+};                       /* 544 bytes */
+
 /*
  * Run-time configuration, placed in .rodata (volatile const) so the verifier
  * sees the values as constants and prunes branches of disabled features.
@@ -125,7 +149,12 @@ struct pwru_config {
 	__u8 have_tunnel_filter;  /* filter_pcap_tunnel_l2/l3 were spliced in */
 	__u8 have_skb_expr;       /* filter_skb_expr was spliced in */
 	__u8 output_cb;           /* skb->cb appended */
-	__u8 _pad[6];
+	__u8 kprobe_cookie;       /* kprobes may call bpf_get_attach_cookie (5.15+) */
+	__u8 kprobe_func_ip;      /* kprobes may call bpf_get_func_ip (5.15+) */
+	__u8 have_xdp_expr;       /* filter_xdp_expr was spliced in */
+	__u8 output_xdp_metadata; /* read_xdp_metadata was spliced in */
+	__u8 track_bpf_helpers;   /* traced tc/XDP programs mark their packet for helpers */
+	__u8 _pad[1];
 };
 
 #define PWRU_MAX_STACK_FRAMES 50
@@ -138,5 +167,9 @@ struct pwru_config {
  */
 #define PWRU_PROBE_ID_MARKER 0x7077727500000000ULL
 #define PWRU_PROBE_ID_MARKER_HI 0x70777275U
+
+/* probe_id of kprobe events on kernels without BPF cookies (5.10): the control plane
+ * names them by func_ip instead. */
+#define PWRU_PROBE_BY_ADDR 0xffffffffU
 
 #endif /* PWRU_H */

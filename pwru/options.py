@@ -57,14 +57,6 @@ MAX_NETNS_NAME_LEN = 255
 # 0 = 100; backups kept (0 = all); days kept (0 = forever)
 DEFAULT_OUTPUT_FILE_MB = 100
 
-# Flags of cilium/pwru that this pwru accepts but does not implement yet.
-NOT_IMPLEMENTED = (
-    "filter_track_bpf_helpers",
-    "filter_xdp_expr",
-    "output_bpfmap",
-    "output_xdp_metadata",
-)
-
 _TRUE = frozenset(("1", "t", "true", "y", "yes", "on"))
 _FALSE = frozenset(("0", "f", "false", "n", "no", "off"))
 
@@ -92,10 +84,12 @@ class Options:
     filter_track_skb_by_stackid: bool = False
     filter_trace_tc: bool = False
     filter_trace_xdp: bool = False
+    filter_track_bpf_helpers: bool = False
     filter_tunnel_pcap_l2: str = ""
     filter_tunnel_pcap_l3: str = ""
     filter_kprobe_batch: int = KPROBE_BATCH
     filter_skb_expr: str = ""
+    filter_xdp_expr: str = ""
     # output
     timestamp: str = "none"
     output_meta: bool = True
@@ -112,6 +106,8 @@ class Options:
     output_netns_names: bool = False
     netns_names_max_length: int = DEFAULT_NETNS_NAME_LEN
     set_percpu_buf: int = DEFAULT_PERCPU_BUF  # bytes of --output-skb(-shared-info) text
+    output_xdp_metadata: list[str] = field(default_factory=list)
+    output_bpfmap: bool = False
     output_file: str = ""
     output_file_max_size: int = DEFAULT_OUTPUT_FILE_MB  # MiB before rotation
     output_file_max_backups: int = 0  # 0 = keep all
@@ -325,7 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("pcap_words", nargs="*", metavar="pcap-filter", help=argparse.SUPPRESS)
     _add_general(p)
-    _add_filters(p.add_argument_group("filters"))
+    filters = p.add_argument_group("filters")
+    _add_filters(filters)
+    _add_expression_filters(filters)
     output = p.add_argument_group("output")
     _add_output(output)
     _add_output_file(output)
@@ -337,14 +335,21 @@ def _add_general(p: argparse.ArgumentParser) -> None:
     add = p.add_argument
     add("--version", action=BoolFlag, help="show pwru version and exit")
     add("--debug", action=BoolFlag, help="enable debug logging")
-    add("--kernel-btf", default="", metavar="FILE", help="kernel BTF file")
-    add("--kmods", action=ListFlag, default=[], metavar="a,b", help="kernel modules to attach to")
+    add("--kernel-btf", default="", metavar="FILE", help="specify kernel BTF file")
+    add(
+        "--kmods",
+        action=ListFlag,
+        default=[],
+        metavar="a,b",
+        help="list of kernel modules names to attach to",
+    )
     add("--all-kmods", action=BoolFlag, help="attach to all available kernel modules")
     add(
         "--backend",
         default="",
         choices=BACKENDS,
-        help='"kprobe", "kprobe-multi" or "tracepoint"; chosen automatically if not given',
+        help="tracing backend ('kprobe', 'kprobe-multi', 'tracepoint'); "
+        "will auto-detect if not specified",
     )
 
 
@@ -355,38 +360,42 @@ def _add_filters(group: argparse._ArgumentGroup) -> None:
         default="",
         type=parse_regex,
         metavar="REGEX",
-        help="probe only kernel functions whose name fully matches REGEX",
+        help="filter kernel functions to be probed by name (exact match, supports Python "
+        "regular expressions)",
     )
     fa(
         "--filter-non-skb-funcs",
         action=ListFlag,
         default=[],
         metavar="a,b",
-        help="also probe these non-skb functions (enables --filter-track-skb-by-stackid)",
+        help="filter non-skb kernel functions to be probed (--filter-track-skb-by-stackid "
+        "will be enabled)",
     )
     fa(
         "--filter-netns",
         default="",
         metavar="SPEC",
-        help='netns: "/proc/<pid>/ns/net", "/run/netns/NAME", "NAME" or "inode:<inode>"',
+        help='filter netns ("/proc/<pid>/ns/net", "/run/netns/NAME", "NAME", "inode:<inode>")',
     )
     fa(
         "--filter-mark",
         default=(0, 0),
         type=parse_mark,
         metavar="mark[/mask]",
-        help="skb mark, e.g. 0xa00/0xf00; exact match if mask omitted; default 0/0 = any",
+        help="filter skb mark (format: mark[/mask], e.g., 0xa00/0xf00; default: 0/0; "
+        "exact match if mask is omitted)",
     )
     fa(
         "--filter-ifname",
         default="",
         metavar="NAME",
-        help="skb device name, looked up in --filter-netns (default: current netns)",
+        help="filter skb ifname in --filter-netns (if not specified, use current netns)",
     )
     fa(
         "--filter-track-skb",
         action=BoolFlag,
-        help="keep tracing a packet that stops matching (e.g. after NAT or decapsulation)",
+        help="trace a packet even if it does not match given filters (e.g., after NAT or "
+        "tunnel decapsulation)",
     )
     fa(
         "--filter-track-skb-by-stackid",
@@ -398,7 +407,7 @@ def _add_filters(group: argparse._ArgumentGroup) -> None:
     fa(
         "--filter-track-bpf-helpers",
         action=BoolFlag,
-        help="trace BPF helper functions (not implemented yet)",
+        help="trace BPF helper functions (those the traced tc/XDP programs call)",
     )
     fa(
         "--filter-tunnel-pcap-l2",
@@ -417,19 +426,23 @@ def _add_filters(group: argparse._ArgumentGroup) -> None:
         default=KPROBE_BATCH,
         type=_parse_count(1),
         metavar="N",
-        help=f"kprobes attached/detached per batch (default {KPROBE_BATCH})",
+        help=f"batch size for kprobe attaching/detaching (default {KPROBE_BATCH})",
     )
+
+
+def _add_expression_filters(group: argparse._ArgumentGroup) -> None:
+    fa = group.add_argument
     fa(
         "--filter-skb-expr",
         default="",
         metavar="EXPR",
-        help="skb C expression, e.g. 'skb->protocol == 0x0800'",
+        help="filter skb with simple C expression, like 'skb->protocol == 0x0800'",
     )
     fa(
         "--filter-xdp-expr",
         default="",
         metavar="EXPR",
-        help="xdp C expression, e.g. 'xdp->rxq->dev->ifindex == 9' (not implemented yet)",
+        help="filter xdp with simple C expression, like 'xdp->rxq->dev->ifindex == 9'",
     )
 
 
@@ -439,7 +452,7 @@ def _add_output(group: argparse._ArgumentGroup) -> None:
         "--timestamp",
         default="none",
         choices=TIMESTAMPS,
-        help="timestamp per event: none, current, relative (to the skb's previous event), "
+        help="print timestamp per skb: none, current, relative (to the skb's previous event), "
         "absolute (wall clock)",
     )
     oa("--output-meta", action=BoolFlag, default=True, help="print skb metadata (default true)")
@@ -456,14 +469,15 @@ def _add_output(group: argparse._ArgumentGroup) -> None:
     oa("--output-skb", action=BoolFlag, help="print skb")
     oa("--output-skb-shared-info", action=BoolFlag, help="print skb shared info")
     oa("--output-stack", action=BoolFlag, help="print stack")
-    oa("--output-bpfmap", action=BoolFlag, help="print BPF map arguments (not implemented yet)")
+    oa("--output-bpfmap", action=BoolFlag, help="print function arguments related to bpf maps")
     oa("--output-caller", action=BoolFlag, help="print caller function name")
     oa(
         "--output-limit-lines",
         default=0,
         type=_parse_count(0),
         metavar="N",
-        help="exit after N events (default 0 = unlimited)",
+        help="exit the program after the number of events has been received/printed "
+        "(default 0 = unlimited)",
     )
     oa("--output-skb-cb", action=BoolFlag, help="print skb->cb (what tc programs see as cb[])")
     oa("--output-tcp-flags", action=BoolFlag, help="print TCP flags")
@@ -473,16 +487,17 @@ def _add_output(group: argparse._ArgumentGroup) -> None:
         action=ListFlag,
         default=[],
         metavar="a,b",
-        help=f'skb fields to print, e.g. "skb->mark", "skb->hash" ({MAX_SKB_METADATA} at most)',
+        help=f'print skb metadata (e.g., "skb->mark", "skb->hash"), {MAX_SKB_METADATA} at most',
     )
     oa(
         "--output-xdp-metadata",
         action=ListFlag,
         default=[],
         metavar="a,b",
-        help='xdp fields to print, e.g. "xdp->rxq->queue_index" (not implemented yet)',
+        help=f'print xdp metadata (e.g., "xdp->rxq->queue_index"), {MAX_SKB_METADATA} at most',
     )
     oa("--output-json", action=BoolFlag, help="output traces as JSON lines")
+
 
 def _add_output_file(group: argparse._ArgumentGroup) -> None:
     oa = group.add_argument
@@ -616,13 +631,49 @@ _COMPUTED = frozenset(
 )
 
 
+def _check_exprs(ns: argparse.Namespace) -> None:
+    """The skb/xdp expressions start where they must; XDP ones need XDP tracing."""
+    for kind, example in (("skb", "skb->mark"), ("xdp", "xdp->rxq->queue_index")):
+        fields = getattr(ns, f"output_{kind}_metadata")
+        if len(fields) > MAX_SKB_METADATA:
+            raise UsageError(
+                f"--output-{kind}-metadata takes at most {MAX_SKB_METADATA} fields, "
+                f"got {len(fields)}"
+            )
+        for expr in fields:
+            if not expr.startswith(kind):
+                raise UsageError(
+                    f"--output-{kind}-metadata {expr!r} must start with {kind}, e.g. {example}"
+                )
+        expr = getattr(ns, f"filter_{kind}_expr")
+        if expr and not expr.startswith(kind):
+            raise UsageError(f"--filter-{kind}-expr {expr!r} must start with {kind}")
+    if (ns.filter_xdp_expr or ns.output_xdp_metadata) and not ns.filter_trace_xdp:
+        flag = "--filter-xdp-expr" if ns.filter_xdp_expr else "--output-xdp-metadata"
+        raise UsageError(f"{flag} applies to XDP programs: add --filter-trace-xdp")
+
+
+def _check_helpers(ns: argparse.Namespace) -> None:
+    """Helpers are shown for the packets of traced tc/XDP programs; map arguments for
+    the helpers pwru traces."""
+    if ns.filter_track_bpf_helpers and not (ns.filter_trace_tc or ns.filter_trace_xdp):
+        raise UsageError(
+            "--filter-track-bpf-helpers shows the helpers that traced tc/XDP programs "
+            "call: add --filter-trace-tc and/or --filter-trace-xdp"
+        )
+    if ns.output_bpfmap and not ns.filter_track_bpf_helpers:
+        raise UsageError(
+            "--output-bpfmap prints map helpers' arguments: add --filter-track-bpf-helpers"
+        )
+
+
 def parse_options(argv: Sequence[str]) -> Options:
     """Parse ``argv`` (without the program name). Raises UsageError."""
     parser = build_parser()
     args, tail = _pflag_style(parser, argv)
     ns = parser.parse_intermixed_args(args)
     _check_exprs(ns)
-    _refuse_not_implemented(ns)
+    _check_helpers(ns)
     # every other field has the name of its flag
     copied = {
         f.name: getattr(ns, f.name)
@@ -647,25 +698,3 @@ def parse_options(argv: Sequence[str]) -> Options:
         opts.netns_names_max_length = MIN_NETNS_NAME_LEN
     _legacy(ns, opts)
     return opts
-
-
-def _check_exprs(ns: argparse.Namespace) -> None:
-    """--output-skb-metadata and --filter-skb-expr: the checks that need no BTF."""
-    if len(ns.output_skb_metadata) > MAX_SKB_METADATA:
-        raise UsageError(
-            f"--output-skb-metadata takes at most {MAX_SKB_METADATA} fields, "
-            f"got {len(ns.output_skb_metadata)}"
-        )
-    for expr in ns.output_skb_metadata:
-        if not expr.startswith("skb"):
-            raise UsageError(f"--output-skb-metadata {expr!r} must start with skb, e.g. skb->mark")
-    if ns.filter_skb_expr and not ns.filter_skb_expr.startswith("skb"):
-        raise UsageError(f"--filter-skb-expr {ns.filter_skb_expr!r} must start with skb")
-
-
-def _refuse_not_implemented(ns: argparse.Namespace) -> None:
-    """cilium/pwru flags this pwru knows but does not implement yet: one clear line."""
-    for name in NOT_IMPLEMENTED:
-        if getattr(ns, name):
-            flag = "--" + name.replace("_", "-")
-            raise UsageError(f"{flag} is not implemented yet in this pwru")

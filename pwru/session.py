@@ -113,7 +113,11 @@ class Session:
         features.raise_fd_limit()
         features.ringbuf().require("pwru")
         config = build_config(
-            options, Spliced(pcap.pcap, pcap.tunnel, skb.has_filter, skb.has_metadata)
+            options,
+            Spliced(
+                pcap.pcap, pcap.tunnel, skb.has_filter, skb.has_metadata,
+                skb.has_xdp_filter, skb.has_xdp_metadata,
+            ),  # fmt: skip
         )
         if pcap.bodies:
             log.debug("filters compiled and translated in %.1f ms", pcap.seconds * 1000)
@@ -134,12 +138,12 @@ class Session:
         self._attach()
         self.stop.check()
         names = SystemNames(
-            probe_name=lambda ev: self.table.name(ev.probe_id),
+            probe_name=lambda ev: self.table.event_name(ev.probe_id, ev.func_ip),
             drop_reasons=kernel_btf.drop_reasons(),
             ksyms=self.ksyms,
         )
         self.printer = Printer(
-            make_renderer(options, names, metadata=skb.fields),
+            make_renderer(options, names, metadata=skb.fields, xdp_metadata=skb.xdp_fields),
             self.out,
             RecordLayout.of(config),
             limit=options.output_limit_lines,

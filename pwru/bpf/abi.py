@@ -46,6 +46,7 @@ PWRU_EVENT_HAS_TUPLE: Final = 1 << 1  # .tuple was parsed from the packet
 PWRU_EVENT_HAS_TUNNEL: Final = 1 << 2  # .tunnel_tuple holds the inner packet
 PWRU_EVENT_HAS_STACK: Final = 1 << 3  # stack frames follow the event
 PWRU_EVENT_FEXIT: Final = 1 << 4  # tc/XDP program exit: .reason is its return value
+PWRU_EVENT_HAS_BPFMAP: Final = 1 << 5  # a RawBpfmap ends the record (--output-bpfmap)
 PWRU_MAX_STACK_FRAMES: Final = 50
 PWRU_MAX_SKB_TEXT: Final = 65536
 
@@ -63,6 +64,15 @@ PWRU_PACKET_TRUNCATED: Final = 1 << 0  # bytes past the linear area were wanted,
 # low 32 bits with the probe's index (see probe_id() in bpf/pwru.bpf.c).
 PWRU_PROBE_ID_MARKER: Final = 0x7077727500000000
 PWRU_PROBE_ID_MARKER_HI: Final = 0x70777275
+
+# probe_id of kprobe events on kernels without BPF cookies (5.10): named by func_ip.
+PWRU_PROBE_BY_ADDR: Final = 0xFFFFFFFF
+
+# struct pwru_bpfmap: a map helper's map, key and value (--output-bpfmap).
+PWRU_BPFMAP_DATA_LEN: Final = 256  # key and value bytes kept
+PWRU_BPF_OBJ_NAME_LEN: Final = 16
+# enum pwru_bpfmap_flags: bits of RawBpfmap.flags.
+PWRU_BPFMAP_HAS_VALUE: Final = 1 << 0  # .value was read
 
 
 class RawTuple(ctypes.Structure):
@@ -119,6 +129,20 @@ class RawPacket(ctypes.Structure):
     ]
 
 
+class RawBpfmap(ctypes.Structure):
+    """struct pwru_bpfmap: ends the record of a map helper's event (544 bytes)."""
+
+    _fields_ = [
+        ("id", ctypes.c_uint32),  # the map's id
+        ("key_size", ctypes.c_uint32),  # the map's sizes; key/value hold at most
+        ("value_size", ctypes.c_uint32),  # PWRU_BPFMAP_DATA_LEN bytes of each
+        ("flags", ctypes.c_uint32),  # PWRU_BPFMAP_*
+        ("name", ctypes.c_char * PWRU_BPF_OBJ_NAME_LEN),
+        ("key", ctypes.c_uint8 * PWRU_BPFMAP_DATA_LEN),
+        ("value", ctypes.c_uint8 * PWRU_BPFMAP_DATA_LEN),
+    ]
+
+
 class Config(ctypes.Structure):
     """struct pwru_config: run-time configuration in .rodata (48 bytes)."""
 
@@ -141,7 +165,12 @@ class Config(ctypes.Structure):
         ("have_tunnel_filter", ctypes.c_uint8),
         ("have_skb_expr", ctypes.c_uint8),
         ("output_cb", ctypes.c_uint8),  # skb->cb appended
-        ("_pad", ctypes.c_uint8 * 6),
+        ("kprobe_cookie", ctypes.c_uint8),  # kprobes may call bpf_get_attach_cookie
+        ("kprobe_func_ip", ctypes.c_uint8),  # kprobes may call bpf_get_func_ip
+        ("have_xdp_expr", ctypes.c_uint8),  # filter_xdp_expr was spliced in
+        ("output_xdp_metadata", ctypes.c_uint8),  # read_xdp_metadata was spliced in
+        ("track_bpf_helpers", ctypes.c_uint8),  # tc/XDP programs mark their packet
+        ("_pad", ctypes.c_uint8 * 1),
     ]
 
 
@@ -167,13 +196,23 @@ EVENT_FORMAT: Final = (
 # struct pwru_packet as a struct format.
 PACKET_FORMAT: Final = "=IHBB"
 
+# struct pwru_bpfmap: id, key_size, value_size, flags, name, key, value.
+BPFMAP_FORMAT: Final = (
+    f"=IIII{PWRU_BPF_OBJ_NAME_LEN}s{PWRU_BPFMAP_DATA_LEN}s{PWRU_BPFMAP_DATA_LEN}s"
+)
+
 TUPLE_STRUCT: Final = struct.Struct(TUPLE_FORMAT)
 PACKET_STRUCT: Final = struct.Struct(PACKET_FORMAT)
+BPFMAP_STRUCT: Final = struct.Struct(BPFMAP_FORMAT)
 EVENT_STRUCT: Final = struct.Struct(EVENT_FORMAT)
 EVENT_SIZE: Final = ctypes.sizeof(RawEvent)
 CONFIG_SIZE: Final = ctypes.sizeof(Config)
 
-if EVENT_STRUCT.size != EVENT_SIZE or TUPLE_STRUCT.size != ctypes.sizeof(RawTuple):
+if (
+    EVENT_STRUCT.size != EVENT_SIZE
+    or TUPLE_STRUCT.size != ctypes.sizeof(RawTuple)
+    or BPFMAP_STRUCT.size != ctypes.sizeof(RawBpfmap)
+):
     raise ImportError(
         f"pwru.bpf.abi: struct formats ({EVENT_STRUCT.size}, {TUPLE_STRUCT.size} bytes) "
         f"disagree with ctypes ({EVENT_SIZE}, {ctypes.sizeof(RawTuple)} bytes)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pwru.bpf.abi import PWRU_MAX_STACK_FRAMES, Config
+from pwru.kernel import features
 from pwru.kernel.netns import resolve_ifindex, resolve_netns
 from pwru.options import Options
 
@@ -25,6 +26,8 @@ class Spliced:
     tunnel: bool = False
     skb_expr: bool = False
     skb_metadata: bool = False
+    xdp_expr: bool = False
+    xdp_metadata: bool = False
 
 
 def build_config(options: Options, spliced: Spliced) -> Config:
@@ -56,4 +59,16 @@ def build_config(options: Options, spliced: Spliced) -> Config:
     config.have_tunnel_filter = int(spliced.tunnel)
     config.have_skb_expr = int(spliced.skb_expr)
     config.output_skb_metadata = int(spliced.skb_metadata)
+    config.have_xdp_expr = int(spliced.xdp_expr)
+    config.output_xdp_metadata = int(spliced.xdp_metadata)
+    config.track_bpf_helpers = int(options.filter_track_bpf_helpers)
+    set_kprobe_helpers(config)
     return config
+
+
+def set_kprobe_helpers(config: Config) -> None:
+    """Which helpers kprobes may call: the verifier of a kernel without them (5.10)
+    rejects a program that calls them, unless .rodata switches the call off."""
+    if features.kprobes():
+        config.kprobe_cookie = int(bool(features.attach_cookies()))
+        config.kprobe_func_ip = int(bool(features.kprobe_func_ip()))

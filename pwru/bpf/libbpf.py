@@ -181,12 +181,15 @@ class BpfLinkCreateKprobeMulti(ctypes.Structure):
 
 
 class BpfLinkCreateOpts(ctypes.Structure):
-    """struct bpf_link_create_opts with the one union member pwru uses."""
+    """struct bpf_link_create_opts (libbpf 1.x) with the one union member pwru uses."""
 
     _fields_ = [
         ("sz", ctypes.c_size_t),
         ("flags", ctypes.c_uint32),
-        ("kprobe_multi", BpfLinkCreateKprobeMulti),
+        ("iter_info", ctypes.c_void_p),
+        ("iter_info_len", ctypes.c_uint32),
+        ("target_btf_id", ctypes.c_uint32),
+        ("kprobe_multi", BpfLinkCreateKprobeMulti),  # the union starts here
     ]
 
 
@@ -560,11 +563,15 @@ class BpfProgram:
         kind = "kretprobe" if retprobe else "kprobe"
         return BpfLink(_check_ptr(ptr, f"attach {kind} to {func}"))
 
-    def attach_kprobe_addr(self, addr: int, cookie: int = 0) -> BpfLink:
-        """kprobe at a kernel address (no name: static functions can share one)."""
-        opts = BpfKprobeOpts(sz=ctypes.sizeof(BpfKprobeOpts), bpf_cookie=cookie, offset=addr)
+    def attach_kprobe_addr(self, addr: int, cookie: int = 0, retprobe: bool = False) -> BpfLink:
+        """kprobe (or kretprobe) at a kernel address (no name: static functions can
+        share one)."""
+        opts = BpfKprobeOpts(
+            sz=ctypes.sizeof(BpfKprobeOpts), bpf_cookie=cookie, offset=addr, retprobe=retprobe
+        )
         ptr = lib().bpf_program__attach_kprobe_opts(self.ptr, None, ctypes.byref(opts))
-        return BpfLink(_check_ptr(ptr, f"attach kprobe at {addr:#x}"))
+        kind = "kretprobe" if retprobe else "kprobe"
+        return BpfLink(_check_ptr(ptr, f"attach {kind} at {addr:#x}"))
 
     def attach_kprobe_multi(self, addrs: list[int], cookies: list[int] | None = None) -> BpfLink:
         addr_arr = (ctypes.c_ulong * len(addrs))(*addrs)
@@ -1031,6 +1038,27 @@ def _prog_func(fd: int, info: BpfProgInfo) -> tuple[str, int]:
             ).decode() or name
         lib().btf__free(btf)
     return name, type_id
+
+
+def xlated_code(fd: int) -> bytes:
+    """A loaded program's instructions as the verifier left them (``bpftool prog dump
+    xlated``): with root's view, a helper call's imm is its address minus
+    ``__bpf_call_base``."""
+    info = BpfProgInfo()
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    _check_ret(
+        lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)),
+        "read program info",
+    )
+    length = int(info.xlated_prog_len)
+    code = ctypes.create_string_buffer(max(length, 1))
+    detail = BpfProgInfo(xlated_prog_len=length, xlated_prog_insns=ctypes.addressof(code))
+    size = ctypes.c_uint32(ctypes.sizeof(detail))
+    _check_ret(
+        lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(detail), ctypes.byref(size)),
+        "read program instructions",
+    )
+    return code.raw[: min(length, int(detail.xlated_prog_len))]
 
 
 def loaded_programs(types: set[int]) -> list[LoadedProgram]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pwru.bpf import libbpf
 from pwru.bpf.abi import CONFIG_SIZE, Config
-from pwru.bpf.splice import Program, patch_probe_id, replace_functions
+from pwru.bpf.splice import Program, has_probe_id, patch_probe_id, replace_functions
 from pwru.errors import EnvironmentProblem
 from pwru.trace.probes import Probe
 
@@ -128,6 +128,7 @@ def _make_hook(prog_type: int, attach_type: int) -> libbpf.PrepareHook:
             ctx.splice_seconds += time.perf_counter() - started
             attrs.set_func_info(program.func_info, program.func_info_rec_size)
             attrs.set_line_info(program.line_info, program.line_info_rec_size)
+        numbered = request.probe_id is not None and has_probe_id(program.code)
         ctx.prepared[prog.name] = Prepared(
             prog_type,
             attach_type,
@@ -135,9 +136,9 @@ def _make_hook(prog_type: int, attach_type: int) -> libbpf.PrepareHook:
             (program.func_info, program.func_info_rec_size),
             (program.line_info, program.line_info_rec_size),
             attrs.prog_btf_fd,
-            request.probe_id is not None,
+            numbered,
         )
-        if request.probe_id is not None:
+        if numbered and request.probe_id is not None:
             prog.set_insns(patch_probe_id(program.code, request.probe_id))
         elif ctx.filters:
             prog.set_insns(program.code)

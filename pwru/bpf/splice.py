@@ -40,20 +40,32 @@ def _insn(code: bytes, index: int) -> tuple[int, int, int, int]:
     return c, regs, off, imm
 
 
-def patch_probe_id(code: bytes, probe_id: int) -> bytes:
-    """Write ``probe_id`` into the single (still unpatched) probe-id marker of ``code``."""
-    out = bytearray(code)
-    found = 0
+def _probe_id_markers(code: bytes) -> list[int]:
+    """Slots of the (still unpatched) probe-id markers of ``code``."""
+    found = []
     for i in range(len(code) // INSN_SIZE - 1):
         c, regs, _, imm = _insn(code, i)
         if c != LD_IMM64 or regs >> 4 != 0:
             continue
         _, _, _, imm_hi = _insn(code, i + 1)
         if imm_hi == PROBE_ID_MARKER_HI and imm == 0:
-            struct.pack_into("<i", out, i * INSN_SIZE + 4, probe_id)
-            found += 1
-    if found != 1:
-        raise SpliceError(f"expected one probe-id marker, found {found}")
+            found.append(i)
+    return found
+
+
+def has_probe_id(code: bytes) -> bool:
+    """Whether the program reads its probe id (some, like an fexit that only cleans up,
+    do not)."""
+    return bool(_probe_id_markers(code))
+
+
+def patch_probe_id(code: bytes, probe_id: int) -> bytes:
+    """Write ``probe_id`` into the single (still unpatched) probe-id marker of ``code``."""
+    found = _probe_id_markers(code)
+    if len(found) != 1:
+        raise SpliceError(f"expected one probe-id marker, found {len(found)}")
+    out = bytearray(code)
+    struct.pack_into("<i", out, found[0] * INSN_SIZE + 4, probe_id)
     return bytes(out)
 
 

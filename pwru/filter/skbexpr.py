@@ -1,11 +1,14 @@
-"""--filter-skb-expr and --output-skb-metadata: code for two stubs, from the kernel's BTF.
+"""--filter-skb-expr / --output-skb-metadata (and their XDP twins): stub code from BTF.
 
 ``--filter-skb-expr 'skb->dev->ifindex == 2'`` keeps only the skbs for which a
 comparison holds; ``--output-skb-metadata 'skb->hash,skb->mark'`` adds up to four
 fields to every event. Both name a field by one C member-access chain that starts
 at ``skb`` (``->`` follows a pointer, ``.`` enters an embedded struct or union,
 members of anonymous structs/unions are found as in C), e.g.
-``skb->dev->nd_net.net->ns.inum``. A filter compares that field with a constant::
+``skb->dev->nd_net.net->ns.inum``. ``--filter-xdp-expr`` and ``--output-xdp-metadata``
+do the same for the ``struct xdp_buff`` of XDP programs (--filter-trace-xdp), with
+chains that start at ``xdp``: ``xdp->rxq->dev->ifindex == 9``,
+``xdp->rxq->queue_index``. A filter compares that field with a constant::
 
     chain  OP  constant       OP: == (or =, as cilium/pwru accepts)  !=  <  <=  >  >=
                                   &  ("has any of these bits")
@@ -20,6 +23,8 @@ of bpf/pwru.bpf.c (spliced like the pcap filters, see pwru/splice.py):
 * ``filter_skb_expr(struct sk_buff *skb)``: r1 = skb; r0 = 1 to keep the skb, 0 not.
 * ``read_skb_metadata(struct sk_buff *skb, __u64 *out)``: r1 = skb, r2 = the
   event's four u64 slots (ring-buffer memory, written with plain stores); r0 = 0.
+* ``filter_xdp_expr(struct xdp_buff *xdp)``, ``read_xdp_metadata(struct xdp_buff *xdp,
+  __u64 *out)``: the same with r1 = the xdp_buff (a ``Root`` says which).
 
 Every read goes through ``bpf_probe_read_kernel`` into the subprogram's own
 stack (r10 - 8); a NULL pointer anywhere in the chain, or a read the kernel
@@ -77,10 +82,29 @@ from pwru.options import MAX_SKB_METADATA, Options
 
 log = logging.getLogger("pwru.filter")
 
-FILTER_STUB = "filter_skb_expr"
-METADATA_STUB = "read_skb_metadata"
-FILTER_FLAG = "--filter-skb-expr"
-METADATA_FLAG = "--output-skb-metadata"
+
+@dataclass(frozen=True)
+class Root:
+    """Where expressions start: the name they begin with, its struct, the stubs whose
+    bodies they become and the flags that give them (for messages)."""
+
+    name: str  # "skb"
+    struct: str  # "sk_buff"
+    example: str  # a member chain for messages: "skb->mark"
+    filter_stub: str
+    metadata_stub: str
+    filter_flag: str
+    metadata_flag: str
+
+
+SKB = Root(
+    "skb", "sk_buff", "skb->mark",
+    "filter_skb_expr", "read_skb_metadata", "--filter-skb-expr", "--output-skb-metadata",
+)  # fmt: skip
+XDP = Root(
+    "xdp", "xdp_buff", "xdp->rxq->queue_index",
+    "filter_xdp_expr", "read_xdp_metadata", "--filter-xdp-expr", "--output-xdp-metadata",
+)  # fmt: skip
 
 _BUF = -8  # the stack slot every read lands in
 _MASK64 = (1 << 64) - 1
@@ -195,9 +219,10 @@ def parse_number(text: str) -> int:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, root: Root) -> None:
         self.toks = list(_tokens(text))
         self.pos = 0
+        self.root = root
 
     def peek(self) -> tuple[str, str] | None:
         return self.toks[self.pos] if self.pos < len(self.toks) else None
@@ -209,10 +234,11 @@ class _Parser:
 
     def chain(self) -> tuple[Step, ...]:
         first = self.take()
+        root = self.root
         if first is None:
             raise _Problem("empty expression")
-        if first != ("name", "skb"):
-            raise _Problem(f"must start with skb (e.g. skb->mark), not {first[1]!r}")
+        if first != ("name", root.name):
+            raise _Problem(f"must start with {root.name} (e.g. {root.example}), not {first[1]!r}")
         steps: list[Step] = []
         while (tok := self.peek()) is not None and tok[0] in ("arrow", "dot"):
             self.take()
@@ -222,7 +248,7 @@ class _Parser:
                 raise _Problem(f"expected a member name after {tok[1]!r}, found {found}")
             steps.append(Step(tok[0] == "arrow", name[1]))
         if not steps:
-            raise _Problem("name a member of skb, e.g. skb->mark")
+            raise _Problem(f"name a member of {root.name}, e.g. {root.example}")
         return tuple(steps)
 
     def end(self, what: str) -> None:
@@ -231,21 +257,21 @@ class _Parser:
             raise _Problem(f"unexpected {tok[1]!r} after {what}")
 
 
-def parse_chain(text: str) -> tuple[Step, ...]:
+def parse_chain(text: str, root: Root = SKB) -> tuple[Step, ...]:
     """The member-access chain of an --output-skb-metadata field."""
-    p = _Parser(text)
+    p = _Parser(text, root)
     chain = p.chain()
-    p.end("the member access (--output-skb-metadata takes a field, not a comparison)")
+    p.end(f"the member access ({root.metadata_flag} takes a field, not a comparison)")
     return chain
 
 
-def parse_comparison(text: str) -> Comparison:
+def parse_comparison(text: str, root: Root = SKB) -> Comparison:
     """``skb->a->b OP constant``."""
-    p = _Parser(text)
+    p = _Parser(text, root)
     chain = p.chain()
     op = p.take()
     if op is None:
-        raise _Problem("missing comparison, e.g. skb->mark == 0x42")
+        raise _Problem(f"missing comparison, e.g. {root.example} == 0x42")
     if op[0] != "op":
         raise _Problem(
             f"expected an operator (== != < <= > >= &) after the member, found {op[1]!r}"
@@ -332,12 +358,13 @@ class Access:
     bitfield: bool
 
 
-def resolve_chain(btf: KernelBtf, chain: Sequence[Step]) -> Access:
-    """Walk ``chain`` from ``struct sk_buff *skb`` through the BTF (see module doc)."""
-    skb = btf.find_type_id("sk_buff", Kind.STRUCT)
-    if skb is None:
-        raise _Problem("the kernel's BTF has no struct sk_buff")
-    text = "skb"
+def resolve_chain(btf: KernelBtf, chain: Sequence[Step], root: Root = SKB) -> Access:
+    """Walk ``chain`` from ``struct sk_buff *skb`` (or the root's struct) through the BTF
+    (see module doc)."""
+    start = btf.find_type_id(root.struct, Kind.STRUCT)
+    if start is None:
+        raise _Problem(f"the kernel's BTF has no struct {root.struct}")
+    text = root.name
     derefs: list[int] = []
     offset_bits = 0
     container: int | None = None  # struct/union the next member is looked up in
@@ -346,7 +373,7 @@ def resolve_chain(btf: KernelBtf, chain: Sequence[Step]) -> Access:
     for step in chain:
         if step.arrow:
             if field == 0:
-                container = skb
+                container = start
             else:
                 ptr = btf.resolve(field)
                 if btf.kind(ptr) != Kind.PTR:
@@ -366,7 +393,7 @@ def resolve_chain(btf: KernelBtf, chain: Sequence[Step]) -> Access:
             offset_bits = 0
         else:
             if field == 0 or btf.kind(btf.resolve(field)) == Kind.PTR:
-                what = "struct sk_buff *" if field == 0 else type_text(btf, field)
+                what = f"struct {root.struct} *" if field == 0 else type_text(btf, field)
                 raise _Problem(f"{text} is a pointer ({what}): use '->{step.name}'")
             if not _is_aggregate(btf, field):
                 raise _Problem(
@@ -562,16 +589,16 @@ def _constant(btf: KernelBtf, cmp: Comparison, access: Access) -> int:
     return value
 
 
-def filter_insns(expr: str, btf: KernelBtf) -> list[Insn]:
-    """The body of ``filter_skb_expr`` for ``expr`` (first instruction labelled
-    with the stub's name). Raises SkbExprError."""
+def filter_insns(expr: str, btf: KernelBtf, root: Root = SKB) -> list[Insn]:
+    """The body of ``filter_skb_expr`` (or the root's filter stub) for ``expr`` (first
+    instruction labelled with the stub's name). Raises SkbExprError."""
     try:
-        cmp = parse_comparison(expr)
-        access = resolve_chain(btf, cmp.chain)
+        cmp = parse_comparison(expr, root)
+        access = resolve_chain(btf, cmp.chain, root)
         value = _constant(btf, cmp, access)
     except _Problem as problem:
-        raise SkbExprError(FILTER_FLAG, expr, str(problem)) from None
-    name = FILTER_STUB
+        raise SkbExprError(root.filter_flag, expr, str(problem)) from None
+    name = root.filter_stub
     match, reject = f"{name}.match", f"{name}.reject"
     b = Builder()
     b.label(name)
@@ -589,9 +616,9 @@ def filter_insns(expr: str, btf: KernelBtf) -> list[Insn]:
     return b.build()
 
 
-def compile_filter_expr(expr: str, btf: KernelBtf) -> bytes:
+def compile_filter_expr(expr: str, btf: KernelBtf, root: Root = SKB) -> bytes:
     """Encoded body for the ``filter_skb_expr`` stub (see module doc)."""
-    return ebpf.encode(filter_insns(expr, btf))
+    return ebpf.encode(filter_insns(expr, btf, root))
 
 
 # --------------------------------------------------------------------------
@@ -669,28 +696,30 @@ def _metadata_field(btf: KernelBtf, expr: str, access: Access) -> MetadataField:
     )
 
 
-def metadata_insns(fields: Sequence[str], btf: KernelBtf) -> tuple[list[Insn], list[MetadataField]]:
-    """The body of ``read_skb_metadata`` and a description of each slot. Empty
-    entries (``skb->mark,``) are skipped, as cilium/pwru does."""
+def metadata_insns(
+    fields: Sequence[str], btf: KernelBtf, root: Root = SKB
+) -> tuple[list[Insn], list[MetadataField]]:
+    """The body of ``read_skb_metadata`` (or the root's metadata stub) and a description
+    of each slot. Empty entries (``skb->mark,``) are skipped, as cilium/pwru does."""
     exprs = [f for f in fields if f.strip()]
     if len(exprs) > MAX_SKB_METADATA:
         raise SkbExprError(
-            METADATA_FLAG,
+            root.metadata_flag,
             ",".join(exprs),
             f"at most {MAX_SKB_METADATA} fields, got {len(exprs)}",
         )
     if not exprs:
-        raise SkbExprError(METADATA_FLAG, ",".join(fields), "no field given")
+        raise SkbExprError(root.metadata_flag, ",".join(fields), "no field given")
     accesses: list[Access] = []
     described: list[MetadataField] = []
     for expr in exprs:
         try:
-            access = resolve_chain(btf, parse_chain(expr))
+            access = resolve_chain(btf, parse_chain(expr, root), root)
         except _Problem as problem:
-            raise SkbExprError(METADATA_FLAG, expr, str(problem)) from None
+            raise SkbExprError(root.metadata_flag, expr, str(problem)) from None
         accesses.append(access)
         described.append(_metadata_field(btf, expr, access))
-    name = METADATA_STUB
+    name = root.metadata_stub
     skb, out = R6, R7  # callee-saved: they survive the helper calls
     b = Builder()
     b.label(name)
@@ -707,9 +736,11 @@ def metadata_insns(fields: Sequence[str], btf: KernelBtf) -> tuple[list[Insn], l
     return b.build(), described
 
 
-def compile_metadata(fields: Sequence[str], btf: KernelBtf) -> tuple[bytes, list[MetadataField]]:
+def compile_metadata(
+    fields: Sequence[str], btf: KernelBtf, root: Root = SKB
+) -> tuple[bytes, list[MetadataField]]:
     """Encoded body for the ``read_skb_metadata`` stub, and what each slot holds."""
-    insns, described = metadata_insns(fields, btf)
+    insns, described = metadata_insns(fields, btf, root)
     return ebpf.encode(insns), described
 
 
@@ -719,19 +750,28 @@ def compile_metadata(fields: Sequence[str], btf: KernelBtf) -> tuple[bytes, list
 
 @dataclass
 class SkbExprs:
-    """Compiled --filter-skb-expr / --output-skb-metadata: stub bodies by name, and
-    the metadata slots' descriptions (for the renderer)."""
+    """Compiled --filter-skb-expr / --output-skb-metadata and their XDP twins: stub
+    bodies by name, and each root's metadata slots (for the renderer)."""
 
     bodies: dict[str, bytes] = field(default_factory=dict)
     fields: list[MetadataField] = field(default_factory=list)
+    xdp_fields: list[MetadataField] = field(default_factory=list)
 
     @property
     def has_filter(self) -> bool:
-        return FILTER_STUB in self.bodies
+        return SKB.filter_stub in self.bodies
 
     @property
     def has_metadata(self) -> bool:
-        return METADATA_STUB in self.bodies
+        return SKB.metadata_stub in self.bodies
+
+    @property
+    def has_xdp_filter(self) -> bool:
+        return XDP.filter_stub in self.bodies
+
+    @property
+    def has_xdp_metadata(self) -> bool:
+        return XDP.metadata_stub in self.bodies
 
 
 def compile_skb_exprs(options: Options, btf: KernelBtf) -> SkbExprs:
@@ -739,13 +779,21 @@ def compile_skb_exprs(options: Options, btf: KernelBtf) -> SkbExprs:
     describe the running kernel: the offsets in the code are its own. Raises
     SkbExprError."""
     result = SkbExprs()
-    if options.filter_skb_expr.strip():
-        insns = filter_insns(options.filter_skb_expr, btf)
-        result.bodies[FILTER_STUB] = _encoded(insns, FILTER_STUB, repr(options.filter_skb_expr))
-    if any(f.strip() for f in options.output_skb_metadata):
-        insns, result.fields = metadata_insns(options.output_skb_metadata, btf)
-        what = ",".join(options.output_skb_metadata)
-        result.bodies[METADATA_STUB] = _encoded(insns, METADATA_STUB, what)
+    for root, expr, fields in (
+        (SKB, options.filter_skb_expr, options.output_skb_metadata),
+        (XDP, options.filter_xdp_expr, options.output_xdp_metadata),
+    ):
+        if expr.strip():
+            insns = filter_insns(expr, btf, root)
+            result.bodies[root.filter_stub] = _encoded(insns, root.filter_stub, repr(expr))
+        if any(f.strip() for f in fields):
+            insns, described = metadata_insns(fields, btf, root)
+            what = ",".join(fields)
+            result.bodies[root.metadata_stub] = _encoded(insns, root.metadata_stub, what)
+            if root is SKB:
+                result.fields = described
+            else:
+                result.xdp_fields = described
     return result
 
 

@@ -49,6 +49,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pwru.errors import UsageError
+from pwru.kernel import features
 from pwru.kernel.btf import BtfError, KernelBtf, SkbFunction
 from pwru.kernel.kallsyms import Kallsyms, Symbol
 
@@ -205,6 +206,8 @@ def _module_btfs(
     notes: list[str],
 ) -> list[tuple[str, KernelBtf]]:
     """(module, split BTF) for ``--kmods`` / ``--all-kmods``."""
+    if kmods or all_kmods:  # 5.10 has BTF for vmlinux only
+        features.module_btf(btf_dir).require("--all-kmods" if all_kmods else "--kmods")
     if all_kmods:
         try:
             names = sorted(n for n in os.listdir(btf_dir) if n != "vmlinux")

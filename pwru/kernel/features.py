@@ -30,6 +30,10 @@ CAP_SYS_ADMIN = 21
 CAP_PERFMON = 38
 CAP_BPF = 39
 
+BPF_FUNC_GET_FUNC_IP = 173
+BPF_FUNC_GET_ATTACH_COOKIE = 174
+NO_KPROBE_MULTI = "this kernel has no kprobe-multi (CONFIG_FPROBE is off)"
+
 FD_LIMIT = 1 << 16  # kprobes hold two fds each; ~2,400 functions and tc copies need more than 1024
 
 
@@ -83,11 +87,62 @@ def kprobe_multi(addr: int) -> Feature:
     try:
         os.close(libbpf.link_create_kprobe_multi(fd, [addr]))
     except LibbpfError as error:
-        if error.errno == errno.EOPNOTSUPP:
-            return Feature(False, "this kernel has no kprobe-multi (CONFIG_FPROBE is off)")
-        return Feature(False, f"kprobe-multi attach failed: {error}")
+        return Feature(False, _why_no_kprobe_multi(error))
     finally:
         os.close(fd)
+    return YES
+
+
+def _why_no_kprobe_multi(error: LibbpfError) -> str:
+    """EOPNOTSUPP: the kernel knows kprobe-multi links but was built without FPROBE;
+    EINVAL: it does not know the attach type at all (before 5.18)."""
+    if error.errno == errno.EOPNOTSUPP:
+        return NO_KPROBE_MULTI
+    if error.errno == errno.EINVAL:
+        return (
+            "this kernel has no kprobe-multi (it does not know the link type: "
+            "Linux 5.18+ with CONFIG_FPROBE needed)"
+        )
+    return f"kprobe-multi attach failed: {error}"
+
+
+@functools.cache
+def attach_cookies() -> Feature:
+    """BPF cookies in kprobes (bpf_get_attach_cookie, 5.15+): each event names its probe."""
+    return _kprobe_helper(BPF_FUNC_GET_ATTACH_COOKIE, "bpf_get_attach_cookie")
+
+
+@functools.cache
+def kprobe_func_ip() -> Feature:
+    """bpf_get_func_ip in kprobes (5.15+): the probed address without register arithmetic."""
+    return _kprobe_helper(BPF_FUNC_GET_FUNC_IP, "bpf_get_func_ip")
+
+
+def _kprobe_helper(helper_id: int, name: str) -> Feature:
+    try:
+        if libbpf.probe_helper(libbpf.BPF_PROG_TYPE_KPROBE, helper_id):
+            return YES
+    except LibbpfError as error:
+        return Feature(False, f"cannot probe {name} in kprobes: {error}")
+    return Feature(False, f"kprobes cannot call {name} here (Linux 5.15+ needed)")
+
+
+@functools.cache
+def module_btf(btf_dir: str = "/sys/kernel/btf", modules: str = "/proc/modules") -> Feature:
+    """BTF of kernel modules (5.11+, CONFIG_DEBUG_INFO_BTF_MODULES): with modules loaded
+    and none of them in ``btf_dir``, the kernel has none."""
+    try:
+        with open(modules) as f:
+            loaded = [line.split(maxsplit=1)[0] for line in f if line.strip()]
+        listed = set(os.listdir(btf_dir)) - {"vmlinux"}
+    except OSError:
+        return YES  # cannot tell: the per-module check says what is missing
+    if loaded and not listed:
+        return Feature(
+            False,
+            f"this kernel has no BTF for modules ({len(loaded)} loaded, none in {btf_dir}: "
+            "Linux 5.11+ with CONFIG_DEBUG_INFO_BTF_MODULES needed)",
+        )
     return YES
 
 

@@ -6,7 +6,9 @@ bytes for the parts that repeat across events of the same packet (the 40-byte
 tuples, the 16-byte comm).
 
 ``decode_extras`` reads what the config appends after ``struct pwru_event``
-(bpf/pwru.h): stack frames, then the BTF-printed skb and shared info.
+(bpf/pwru.h): stack frames, the BTF-printed skb and shared info, skb->cb, the
+captured packet, and a map helper's map, key and value (``struct pwru_bpfmap``,
+only in records flagged PWRU_EVENT_HAS_BPFMAP).
 
 All integers are host order; ``Event.protocol`` is ``ntohs(skb->protocol)``;
 ``Tuple5`` addresses are text (dotted IPv4, compressed IPv6, no brackets).
@@ -21,9 +23,13 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from pwru.bpf.abi import (
+    BPFMAP_STRUCT,
     EVENT_SIZE,
     EVENT_STRUCT,
     PACKET_STRUCT,
+    PWRU_BPFMAP_DATA_LEN,
+    PWRU_BPFMAP_HAS_VALUE,
+    PWRU_EVENT_HAS_BPFMAP,
     PWRU_EVENT_HAS_REASON,
     PWRU_EVENT_HAS_STACK,
     PWRU_EVENT_HAS_TUNNEL,
@@ -183,6 +189,13 @@ class RecordLayout:
         )
 
     @property
+    def size(self) -> int:
+        """Bytes of a record with this layout (a map helper's part follows them)."""
+        packet = PACKET_STRUCT.size + self.capture_bytes if self.capture_bytes else 0
+        texts = self.skb_text_len + self.shinfo_text_len
+        return EVENT_SIZE + 8 * self.stack_frames + texts + self.cb * PWRU_SKB_CB_LEN + packet
+
+    @property
     def has_extras(self) -> bool:
         return bool(
             self.stack_frames
@@ -202,6 +215,17 @@ class Packet(NamedTuple):
     truncated: bool  # bytes past the linear area were wanted but not copied
 
 
+class Bpfmap(NamedTuple):
+    """A map helper's map and arguments (``struct pwru_bpfmap``, --output-bpfmap)."""
+
+    id: int
+    name: str
+    key_size: int  # the map's; ``key`` holds at most PWRU_BPFMAP_DATA_LEN bytes of it
+    value_size: int
+    key: bytes
+    value: bytes | None  # None: not read (a delete, a lookup that found nothing)
+
+
 class Extras(NamedTuple):
     """The parts of a record after the event."""
 
@@ -210,6 +234,7 @@ class Extras(NamedTuple):
     shinfo_text: str  # --output-skb-shared-info
     cb: bytes = b""  # skb->cb (--output-skb-cb)
     packet: Packet | None = None  # captured bytes (--output-pcap)
+    bpfmap: Bpfmap | None = None  # a map helper's arguments (--output-bpfmap)
 
 
 NO_EXTRAS = Extras([], "", "")
@@ -228,8 +253,23 @@ def _packet(data: bytes | memoryview, offset: int) -> Packet | None:
     return Packet(link, length, raw, bool(flags & PWRU_PACKET_TRUNCATED))
 
 
+def _bpfmap(data: bytes | memoryview, offset: int) -> Bpfmap | None:
+    if len(data) < offset + BPFMAP_STRUCT.size:
+        return None
+    map_id, key_size, value_size, flags, name, key, value = BPFMAP_STRUCT.unpack_from(data, offset)
+    return Bpfmap(
+        map_id,
+        name.split(b"\0", 1)[0].decode(errors="replace"),
+        key_size,
+        value_size,
+        key[: min(key_size, PWRU_BPFMAP_DATA_LEN)],
+        value[: min(value_size, PWRU_BPFMAP_DATA_LEN)] if flags & PWRU_BPFMAP_HAS_VALUE else None,
+    )
+
+
 def decode_extras(data: bytes | memoryview, event: Event, layout: RecordLayout) -> Extras:
-    """Stack frames, BTF-printed texts, skb->cb and packet bytes following the event."""
+    """Stack frames, BTF-printed texts, skb->cb, packet bytes and a map helper's
+    arguments following the event."""
     if len(data) <= EVENT_SIZE:
         return NO_EXTRAS
     offset = EVENT_SIZE
@@ -248,4 +288,5 @@ def decode_extras(data: bytes | memoryview, event: Event, layout: RecordLayout) 
         cb = bytes(data[offset : offset + PWRU_SKB_CB_LEN])
         offset += PWRU_SKB_CB_LEN
     packet = _packet(data, offset) if layout.capture_bytes else None
-    return Extras(frames, skb_text, shinfo, cb, packet)
+    bpfmap = _bpfmap(data, layout.size) if event.flags & PWRU_EVENT_HAS_BPFMAP else None
+    return Extras(frames, skb_text, shinfo, cb, packet, bpfmap)

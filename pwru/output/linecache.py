@@ -27,7 +27,8 @@ from pwru.output.decode import RecordLayout, decode_event
 from pwru.output.render import JsonRenderer, Renderer, TextRenderer
 
 _SKB = struct.Struct("=Q")  # struct pwru_event.skb_addr, at offset 8
-_KEY_START = 32  # after ts, skb_addr, func_ip and caller_ip: reason .. comm decide the tail
+# after ts and skb_addr: func_ip and caller_ip (names without cookies, CALLER) .. comm
+_KEY_START = 16
 _LIMIT = 1 << 16  # tails kept at most
 _LIFETIME_S = 1.0
 
@@ -45,7 +46,12 @@ class LineCache:
     @staticmethod
     def applies(options: Options, layout: RecordLayout, with_sinks: bool) -> bool:
         """Whether lines of this run are skb address + tail (see the module docstring)."""
-        return options.timestamp == "none" and not layout.has_extras and not with_sinks
+        return (
+            options.timestamp == "none"
+            and not layout.has_extras
+            and not with_sinks
+            and not options.output_bpfmap  # map arguments follow some records
+        )
 
     def line(self, data: bytes) -> str:
         """The line of one record."""

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import IO, Callable, Protocol
 
+from pwru.bpf.abi import PWRU_EVENT_HAS_BPFMAP
 from pwru.errors import UsageError
 from pwru.options import Options
 from pwru.output.decode import Event, Extras, RecordLayout, decode_event, decode_extras
@@ -120,10 +121,12 @@ class Printer:
     def on_record(self, data: bytes) -> None:
         if self.lines is not None:
             self.pending.append(self.lines.line(data))
-        elif not self.layout.has_extras and not self.sinks:
-            self.pending.append(self.renderer.render(decode_event(data)))
         else:
-            self._with_extras(decode_event(data), data)
+            event = decode_event(data)
+            if self.layout.has_extras or self.sinks or event.flags & PWRU_EVENT_HAS_BPFMAP:
+                self._with_extras(event, data)
+            else:
+                self.pending.append(self.renderer.render(event))
         self.printed += 1
         if self.full:
             raise LimitReached("output limit reached")
@@ -142,6 +145,7 @@ class Printer:
                 skb_text=extras.skb_text,
                 shinfo_text=extras.shinfo_text,
                 cb=extras.cb,
+                bpfmap=extras.bpfmap,
             )
         )
         for sink in self.sinks:

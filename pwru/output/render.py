@@ -6,12 +6,16 @@ carry over; docs/output.md describes every column and key, and every difference:
 text  ``[TIME] SKB CPU PROCESS [TIMESTAMP] [NETNS MARK/x IFACE PROTO MTU LEN] [CB]
 [NETNS NAME] [TUPLE] FUNC [CALLER] [skb metadata] [TUNNEL]``, with pwru's widths; the
 TUPLE and FUNC (with --output-caller) columns widen to the longest value seen so far.
+XDP events print --output-xdp-metadata where skb events print --output-skb-metadata.
+--output-bpfmap adds a map helper's map id, name, key and value below the line, the
+bytes as hex dumps (pwru's layout, Go's ``hex.Dump``).
 
 json  one object per line with pwru's keys, in pwru's order, empty values left out
 (Go's ``omitempty``): skb, skb_shared_info, cpu, process, func, caller_func, time,
 netns, netns_name, mark, iface, proto, mtu, len, cb, tuple, tunnel_tuple, stack,
 skb_metadata; ours beside them: skb_cb (all of skb->cb) after cb, and
-skb_metadata_values (--output-skb-metadata) at the end.
+skb_metadata_values (--output-skb-metadata) and bpfmap (--output-bpfmap: the map's
+id, name, key and value sizes, key/value as hex strings) at the end.
 
 Rendering is per event, so the hot path uses cached strings (tuples, centered
 interface names) and plain f-strings.
@@ -28,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from pwru.bpf.abi import PWRU_EVENT_FEXIT, PWRU_EVENT_TC, PWRU_EVENT_XDP
 from pwru.options import Options
-from pwru.output.decode import Event, Tuple5
+from pwru.output.decode import Bpfmap, Event, Tuple5
 
 XDP_VERDICTS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
 
@@ -142,6 +146,46 @@ def metadata_name(expr: str) -> str:
     return words[-1] if words else expr
 
 
+def hex_dump(data: bytes) -> str:
+    """Go's ``hex.Dump`` (what pwru prints map keys and values with): 16 bytes a line,
+    offset, hex in two groups of eight, the printable characters between bars."""
+    lines = []
+    for off in range(0, len(data), 16):
+        chunk = data[off : off + 16]
+        cells = []
+        for i in range(16):
+            cell = f"{chunk[i]:02x} " if i < len(chunk) else "   "
+            cells.append(cell + (" " if i == 7 else " |" if i == 15 else ""))
+        text = "".join(chr(b) if 0x20 <= b <= 0x7E else "." for b in chunk)
+        lines.append(f"{off:08x}  {''.join(cells)}{text}|\n")
+    return "".join(lines)
+
+
+def bpfmap_text(bpfmap: Bpfmap) -> str:
+    """pwru's lines for a map helper's arguments (no value part when none was read)."""
+    text = (
+        f"map_id: {bpfmap.id}\nmap_name: {bpfmap.name}\n"
+        f"key({bpfmap.key_size}):\n{hex_dump(bpfmap.key)}"
+    )
+    if bpfmap.value is not None:
+        text += f"value({bpfmap.value_size}):\n{hex_dump(bpfmap.value)}"
+    return text.rstrip("\n")
+
+
+def bpfmap_json(bpfmap: Bpfmap) -> dict[str, Any]:
+    """--output-bpfmap in JSON lines: key and value as hex strings."""
+    found: dict[str, Any] = {
+        "id": bpfmap.id,
+        "name": bpfmap.name,
+        "key_size": bpfmap.key_size,
+        "key": bpfmap.key.hex(),
+        "value_size": bpfmap.value_size,
+    }
+    if bpfmap.value is not None:
+        found["value"] = bpfmap.value.hex()
+    return found
+
+
 class Renderer:
     """Turns events into lines. Keeps per-trace state (relative timestamps, widths)."""
 
@@ -151,6 +195,7 @@ class Renderer:
         names: NameResolver,
         wall_offset_ns: int,
         metadata: Sequence[MetadataField] = (),
+        xdp_metadata: Sequence[MetadataField] = (),
     ) -> None:
         self.options = options
         self.names = names
@@ -162,6 +207,7 @@ class Renderer:
         self._metadata_names = [metadata_name(e) for e in options.output_skb_metadata]
         # --output-skb-metadata fields as compiled (pwru.filter.skbexpr); they know their types
         self._metadata_fields = tuple(metadata)
+        self._xdp_metadata_fields = tuple(xdp_metadata)  # --output-xdp-metadata
         self._tuples: dict[Tuple5 | None, str] = {}
 
     def header(self) -> str | None:
@@ -176,6 +222,7 @@ class Renderer:
         skb_text: str = "",
         shinfo_text: str = "",
         cb: bytes = b"",
+        bpfmap: Bpfmap | None = None,
     ) -> str:
         """One event as one line (no trailing newline); ``stack`` holds symbol
         names of the event's stack, innermost first, for --output-stack; ``cb`` is
@@ -243,8 +290,9 @@ class TextRenderer(Renderer):
         names: NameResolver,
         wall_offset_ns: int,
         metadata: Sequence[MetadataField] = (),
+        xdp_metadata: Sequence[MetadataField] = (),
     ) -> None:
-        super().__init__(options, names, wall_offset_ns, metadata)
+        super().__init__(options, names, wall_offset_ns, metadata, xdp_metadata)
         self._tuple_width = 0
         self._func_width = 0
         self._ifaces: dict[tuple[int, int], str] = {}
@@ -291,6 +339,7 @@ class TextRenderer(Renderer):
         skb_text: str = "",
         shinfo_text: str = "",
         cb: bytes = b"",
+        bpfmap: Bpfmap | None = None,
     ) -> str:
         o = self.options
         parts = [self._lead(ev)]
@@ -315,6 +364,8 @@ class TextRenderer(Renderer):
             parts.append("\n" + shinfo_text)
         if o.output_tunnel:
             parts.append(" " + self._tuple(ev.tunnel_tuple))
+        if bpfmap is not None:
+            parts.append("\n" + bpfmap_text(bpfmap))
         return "".join(parts)
 
     def _lead(self, ev: Event) -> str:
@@ -357,11 +408,13 @@ class TextRenderer(Renderer):
 
     def _metadata(self, ev: Event) -> list[str]:
         """--output-skb-metadata as pwru prints it: " mark=66", typed."""
-        if not self._metadata_fields:
+        if ev.type == PWRU_EVENT_XDP:  # no skb: the slots hold --output-xdp-metadata
+            fields = self._xdp_metadata_fields
+        elif self._metadata_fields:
+            fields = self._metadata_fields
+        else:
             return [f" {n}={v}" for n, v in zip(self._metadata_names, ev.skb_metadata)]
-        if ev.type == PWRU_EVENT_XDP:  # XDP events carry no skb to read
-            return []
-        return [f" {f.name}={f.format(v)}" for f, v in zip(self._metadata_fields, ev.skb_metadata)]
+        return [f" {f.name}={f.format(v)}" for f, v in zip(fields, ev.skb_metadata)]
 
 
 class JsonRenderer(Renderer):
@@ -383,6 +436,7 @@ class JsonRenderer(Renderer):
         skb_text: str = "",
         shinfo_text: str = "",
         cb: bytes = b"",
+        bpfmap: Bpfmap | None = None,
     ) -> str:
         o = self.options
         parts = self._head(ev, shinfo_text)
@@ -400,6 +454,8 @@ class JsonRenderer(Renderer):
         values = self._metadata_values(ev)
         if values:  # ours: pwru's JSON leaves --output-skb-metadata out
             parts.append(',"skb_metadata_values":' + _dumps(values))
+        if bpfmap is not None:  # ours: pwru prints map arguments in text only
+            parts.append(',"bpfmap":' + _dumps(bpfmap_json(bpfmap)))
         parts.append("}")
         return "".join(parts)
 
@@ -484,13 +540,15 @@ def make_renderer(
     *,
     wall_offset_ns: int | None = None,
     metadata: Sequence[MetadataField] = (),
+    xdp_metadata: Sequence[MetadataField] = (),
 ) -> Renderer:
     """The renderer for ``options`` (JSON lines with --output-json, else text).
 
     ``wall_offset_ns`` (realtime - monotonic) defaults to the current offset;
-    ``metadata`` describes the --output-skb-metadata slots (pwru.filter.skbexpr).
+    ``metadata`` / ``xdp_metadata`` describe the --output-skb-metadata and
+    --output-xdp-metadata slots (pwru.filter.skbexpr).
     """
     offset = wall_clock_offset_ns() if wall_offset_ns is None else wall_offset_ns
     if options.output_json:
-        return JsonRenderer(options, names, offset, metadata)
-    return TextRenderer(options, names, offset, metadata)
+        return JsonRenderer(options, names, offset, metadata, xdp_metadata)
+    return TextRenderer(options, names, offset, metadata, xdp_metadata)

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pwru.bpf import libbpf
 from pwru.bpf.loader import ProbeObject
+from pwru.kernel import features
 from pwru.trace.backend import Stopped
 from pwru.trace.probes import Probe, ProbeKind
 from pwru.trace.skbfuncs import SkbFunctionProbes, errno_name
@@ -58,13 +59,17 @@ def attach_each(
     obj: ProbeObject, probes: Sequence[Probe], batch: int, stopped: Stopped, done: Attached
 ) -> None:
     """One kprobe per probe (by address: static functions can share a name), ``batch``
-    at a time; ``done`` gets each link or error. Stops early when asked to."""
+    at a time; ``done`` gets each link or error. Stops early when asked to. The probe
+    id is the BPF cookie where the kernel has cookies (5.15+); before, events carry
+    the probed address instead (see bpf/pwru.bpf.c, kprobe_id)."""
     programs = {name: obj.program(name) for name in {p.program for p in probes}}
     progress = Progress("attaching kprobes", len(probes))
+    cookies = bool(features.attach_cookies())
 
     def attach_one(probe: Probe) -> libbpf.BpfLink | OSError:
         try:
-            return programs[probe.program].attach_kprobe_addr(probe.addr, cookie=probe.id)
+            cookie = probe.id if cookies else 0
+            return programs[probe.program].attach_kprobe_addr(probe.addr, cookie=cookie)
         except OSError as error:
             return error
 

@@ -10,6 +10,8 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from pwru.bpf.abi import PWRU_PROBE_BY_ADDR
+
 
 class ProbeKind(enum.Enum):
     """How a probe is attached."""
@@ -20,6 +22,10 @@ class ProbeKind(enum.Enum):
     TC = "tc"  # fentry on a tc BPF program
     XDP = "xdp"  # fentry/fexit on an XDP BPF program
     FEXIT = "fexit"  # fexit on a kernel function (clone tracking)
+
+
+# kinds whose events name their probe by address where the kernel has no BPF cookies
+_BY_ADDRESS = frozenset({ProbeKind.KPROBE, ProbeKind.KPROBE_MULTI})
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class ProbeTable:
 
     def __init__(self) -> None:
         self._probes: list[Probe] = []
+        self._by_addr: dict[int, Probe] | None = None  # made at the first such event
 
     def add(
         self,
@@ -53,6 +60,7 @@ class ProbeTable:
     ) -> Probe:
         probe = Probe(len(self._probes), name, kind, program, attach_btf_id, addr, target_fd)
         self._probes.append(probe)
+        self._by_addr = None
         return probe
 
     def __getitem__(self, probe_id: int) -> Probe:
@@ -69,3 +77,16 @@ class ProbeTable:
         if 0 <= probe_id < len(self._probes):
             return self._probes[probe_id].name
         return f"probe#{probe_id}"
+
+    def event_name(self, probe_id: int, func_ip: int) -> str:
+        """FUNC name for an event: by its probe id, or by the probed address for kprobes
+        on kernels without BPF cookies (probe id PWRU_PROBE_BY_ADDR)."""
+        if probe_id != PWRU_PROBE_BY_ADDR:
+            return self.name(probe_id)
+        if self._by_addr is None:
+            self._by_addr = {}
+            for probe in self._probes:
+                if probe.kind in _BY_ADDRESS:
+                    self._by_addr.setdefault(probe.addr, probe)
+        found = self._by_addr.get(func_ip)
+        return found.name if found is not None else f"{func_ip:#x}"

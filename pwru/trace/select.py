@@ -8,7 +8,7 @@ and the optional parts that follow the same protocol.
   else tracepoints, with one line on stderr saying which and why.
 
 On top: clone tracking and non-skb functions (kprobe backends only), tc/XDP
-programs (any backend).
+programs (any backend) and the BPF helpers they call (kprobes).
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from collections.abc import Callable
 
 from pwru.errors import UsageError
 from pwru.kernel import features
+from pwru.kernel.discovery import AttachTarget
 from pwru.trace import BackendName
 from pwru.trace.backend import Backend, TraceContext
+from pwru.trace.helpers import BpfHelperProbes
 from pwru.trace.kprobe import KprobeBackend
 from pwru.trace.kprobe_multi import KprobeMultiBackend
 from pwru.trace.nonskb import NonSkbProbes
@@ -48,7 +50,7 @@ def _kprobe_backend(ctx: TraceContext, name: BackendName) -> KprobeBackend | Kpr
     """kprobe-multi or kprobe over the discovered functions; AUTO tries kprobe-multi."""
     functions, notes = discover_functions(ctx)
     if name == BackendName.KPROBE:
-        return KprobeBackend(ctx, functions, notes)
+        return _kprobes(ctx, functions, notes)
     multi = features.kprobe_multi(functions[0].addr)
     if name == BackendName.KPROBE_MULTI:
         multi.require("--backend kprobe-multi")
@@ -57,6 +59,14 @@ def _kprobe_backend(ctx: TraceContext, name: BackendName) -> KprobeBackend | Kpr
         notes.append("using the kprobe-multi backend")
         return KprobeMultiBackend(ctx, functions, notes)
     notes.append(f"using the kprobe backend: {multi.why_not}")
+    return _kprobes(ctx, functions, notes)
+
+
+def _kprobes(ctx: TraceContext, functions: list[AttachTarget], notes: list[str]) -> KprobeBackend:
+    """The kprobe backend; without BPF cookies (before 5.15) it says how events are named."""
+    cookies = features.attach_cookies()
+    if not cookies:
+        notes.append(f"events are named by the probed address: {cookies.why_not}")
     return KprobeBackend(ctx, functions, notes)
 
 
@@ -83,5 +93,8 @@ def choose(ctx: TraceContext, note: Note) -> list[Backend]:
         if options.filter_non_skb_funcs:
             parts.append(NonSkbProbes(ctx))
     if options.filter_trace_tc or options.filter_trace_xdp:
-        parts.append(TcXdpPrograms(ctx))
+        programs = TcXdpPrograms(ctx)
+        parts.append(programs)
+        if options.filter_track_bpf_helpers:  # planned after the programs it reads
+            parts.append(BpfHelperProbes(ctx, programs))
     return parts

@@ -9,6 +9,11 @@ also carries the verdict (XDP_PASS, XDP_DROP, ...).
 An fentry program is bound to one target at load time, so, as for
 tracepoints, the first target of each kind is loaded by libbpf and the others
 get copies of its instructions (loader.ProbeObject.load_copy).
+
+With --filter-track-bpf-helpers a tc program gets an fexit too: fentry marks the
+packet the program handles for the helpers it calls, fexit unmarks it. Each
+target's fexit is attached before its fentry (and released after it), so a run
+the fexit misses never leaves a packet marked.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from pwru.bpf.loader import LoadRequest, ProbeObject, first_load_requests
 from pwru.trace.backend import ProbeSet, Stopped, TraceContext
 from pwru.trace.probes import ProbeKind, ProbeTable
 
+# per kind: fexit first (see the module docstring); the tc fexit only for helpers
 _PROGRAMS = {
-    ProbeKind.TC: ["pwru_fentry_tc"],
-    ProbeKind.XDP: ["pwru_fentry_xdp", "pwru_fexit_xdp"],
+    ProbeKind.TC: ["pwru_fexit_tc", "pwru_fentry_tc"],
+    ProbeKind.XDP: ["pwru_fexit_xdp", "pwru_fentry_xdp"],
 }
+_HELPERS_ONLY = {"pwru_fexit_tc"}
 _TYPES = {libbpf.BPF_PROG_TYPE_SCHED_CLS: ProbeKind.TC, libbpf.BPF_PROG_TYPE_XDP: ProbeKind.XDP}
 
 
@@ -51,9 +58,12 @@ class TcXdpPrograms(ProbeSet):
                 self.targets.append(prog)
             else:  # no BTF to attach by, or our own
                 os.close(prog.fd)
+        helpers = self.ctx.options.filter_track_bpf_helpers
         for target in self.targets:
             kind = _TYPES[target.type]
             for program in _PROGRAMS[kind]:
+                if program in _HELPERS_ONLY and not helpers:
+                    continue
                 self.probes.append(
                     table.add(
                         target.name,

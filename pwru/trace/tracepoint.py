@@ -26,8 +26,10 @@ MAX_SKB_POSITION = 4  # pwru_tp_skb0 .. pwru_tp_skb4 in bpf/pwru.bpf.c
 
 def program_for(tp: SkbTracepoint) -> str | None:
     """The BPF program that reads this tracepoint's sk_buff (and drop reason)."""
-    if tp.name == "kfree_skb" and tp.skb_arg == 0 and tp.nargs >= 3:
-        return "pwru_tp_kfree_skb"  # (skb, location, reason, ...) since 5.17
+    if tp.name == "kfree_skb" and tp.skb_arg == 0:
+        if tp.nargs >= 3:
+            return "pwru_tp_kfree_skb"  # (skb, location, reason, ...) since 5.17
+        return "pwru_tp_kfree_skb_noreason"  # (skb, location): also ends tracking
     if tp.name == "consume_skb" and tp.skb_arg == 0:
         # also ends --filter-track-skb for the skb; (skb, location) since 6.3
         return "pwru_tp_consume_skb_loc" if tp.nargs >= 2 else "pwru_tp_consume_skb"

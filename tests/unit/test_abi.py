@@ -24,6 +24,8 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
     "pwru_tuple": abi.RawTuple,
     "pwru_event": abi.RawEvent,
     "pwru_config": abi.Config,
+    "pwru_packet": abi.RawPacket,
+    "pwru_bpfmap": abi.RawBpfmap,
 }
 
 
@@ -34,6 +36,7 @@ def test_sizes() -> None:
     assert abi.EVENT_STRUCT.size == abi.EVENT_SIZE == 216
     assert abi.TUPLE_STRUCT.size == 40
     assert abi.CONFIG_SIZE == 48
+    assert ctypes.sizeof(abi.RawBpfmap) == abi.BPFMAP_STRUCT.size == 544
 
 
 def test_constants() -> None:
@@ -43,6 +46,8 @@ def test_constants() -> None:
             abi.PWRU_EVENT_HAS_TUNNEL, abi.PWRU_EVENT_HAS_STACK) == (1, 2, 4, 8)  # fmt: skip
     assert abi.PWRU_PROBE_ID_MARKER == 0x7077727500000000
     assert abi.PWRU_PROBE_ID_MARKER >> 32 == abi.PWRU_PROBE_ID_MARKER_HI
+    assert abi.PWRU_EVENT_HAS_BPFMAP == 32 and abi.PWRU_BPFMAP_HAS_VALUE == 1
+    assert abi.PWRU_PROBE_BY_ADDR == 0xFFFFFFFF
 
 
 def test_header_constants_match() -> None:
@@ -52,8 +57,8 @@ def test_header_constants_match() -> None:
         if name == "PWRU_H":
             continue
         assert getattr(abi, name) == int(value.rstrip("ULul"), 0), name
-    enums = re.findall(r"\b(PWRU_EVENT_\w+)\s*=\s*([^,\n]+),", header)
-    assert len(enums) == 10
+    enums = re.findall(r"\b(PWRU_(?:EVENT|LINK|PACKET|BPFMAP)_\w+)\s*=\s*([^,\n]+),", header)
+    assert len(enums) == 16
     for name, expr in enums:
         expr = expr.split("/*")[0].strip()
         assert getattr(abi, name) == eval(expr, {}), name  # "1 << 2" or "3"
@@ -83,6 +88,19 @@ def test_event_struct_matches_ctypes() -> None:
     assert values[23] == b"comm-name" + bytes(7)
     t = abi.TUPLE_STRUCT.unpack(values[17])
     assert t == (bytes(range(0x20, 0x30)), bytes(range(0x30, 0x40)), 0x41, 0x42, 0x43, 0x44, 0x45)
+
+
+def test_bpfmap_struct_matches_ctypes() -> None:
+    """BPFMAP_STRUCT reads every member of RawBpfmap where ctypes put it."""
+    raw = abi.RawBpfmap(id=7, key_size=4, value_size=300, flags=abi.PWRU_BPFMAP_HAS_VALUE)
+    raw.name = b"vm_tc_counts"
+    for i in range(abi.PWRU_BPFMAP_DATA_LEN):
+        raw.key[i], raw.value[i] = i, 255 - i
+    values = abi.BPFMAP_STRUCT.unpack(bytes(raw))
+    assert values[:4] == (7, 4, 300, 1)
+    assert values[4] == b"vm_tc_counts" + bytes(4)
+    assert values[5] == bytes(range(256))
+    assert values[6] == bytes(255 - i for i in range(256))
 
 
 # --- against the BTF of the built object ----------------------------------------

@@ -9,7 +9,15 @@ import struct
 import pytest
 
 from pwru.bpf import abi
-from pwru.output.decode import Event, Packet, RecordLayout, Tuple5, decode_event, decode_extras
+from pwru.output.decode import (
+    Bpfmap,
+    Event,
+    Packet,
+    RecordLayout,
+    Tuple5,
+    decode_event,
+    decode_extras,
+)
 
 
 def set_tuple(
@@ -164,3 +172,39 @@ def test_extras_without_stack_flag_or_packet_room() -> None:
     assert not RecordLayout().has_extras and layout.has_extras
     config = abi.Config(stack_frames=2, output_cb=1, capture_bytes=64)
     assert RecordLayout.of(config) == layout
+
+
+def raw_bpfmap(key: bytes, value: bytes, flags: int, key_size: int, value_size: int) -> bytes:
+    raw = abi.RawBpfmap(id=42, key_size=key_size, value_size=value_size, flags=flags)
+    raw.name = b"vm_tc_ports"
+    ctypes.memmove(raw.key, key, len(key))
+    ctypes.memmove(raw.value, value, len(value))
+    return bytes(raw)
+
+
+def test_bpfmap_ends_the_record() -> None:
+    """A map helper's record: the usual layout (the packet part at its full reserved
+    size), then struct pwru_bpfmap; key and value cut to the map's sizes."""
+    ev = raw_event(flags=abi.PWRU_EVENT_HAS_BPFMAP | abi.PWRU_EVENT_HAS_STACK)
+    frames = struct.pack("2Q", 0xFFFFFFFF81000010, 0)
+    packet = bytes(abi.RawPacket(len=60, captured=4, link=abi.PWRU_LINK_ETHERNET)) + bytes(16)
+    part = raw_bpfmap(b"\x1d\x41\0\0junk", b"\x02" + bytes(7), abi.PWRU_BPFMAP_HAS_VALUE, 4, 8)
+    data = bytes(ev) + frames + bytes(abi.PWRU_SKB_CB_LEN) + packet + part
+    layout = RecordLayout(stack_frames=2, cb=True, capture_bytes=16)
+    assert layout.size == abi.EVENT_SIZE + 16 + abi.PWRU_SKB_CB_LEN + 8 + 16
+    extras = decode_extras(data, decode_event(data), layout)
+    assert extras.frames == [0xFFFFFFFF81000010]
+    assert extras.packet is not None and extras.packet.len == 60
+    assert extras.bpfmap == Bpfmap(42, "vm_tc_ports", 4, 8, b"\x1d\x41\0\0", b"\x02" + bytes(7))
+
+
+def test_bpfmap_without_value_or_flag() -> None:
+    """No PWRU_BPFMAP_HAS_VALUE (a delete, a lookup that found nothing): no value; keys
+    longer than PWRU_BPFMAP_DATA_LEN keep that many bytes; no event flag: no part."""
+    big = bytes(range(256))
+    part = raw_bpfmap(big, b"ignored", 0, 300, 4)
+    flagged = bytes(raw_event(flags=abi.PWRU_EVENT_HAS_BPFMAP)) + part
+    extras = decode_extras(flagged, decode_event(flagged), RecordLayout())
+    assert extras.bpfmap == Bpfmap(42, "vm_tc_ports", 300, 4, big, None)
+    plain = bytes(raw_event()) + part
+    assert decode_extras(plain, decode_event(plain), RecordLayout()).bpfmap is None

@@ -51,7 +51,7 @@ def test_same_lines_as_the_renderer(argv: list[str]) -> None:
     want = [plain.render(decode_event(d)) for d in data]
     got = [cached.line(d) for d in data]
     assert got == want
-    distinct = {d[32:] for d in data}  # the bytes that decide a tail
+    distinct = {d[16:] for d in data}  # the bytes that decide a tail
     assert len(cached._tails) <= len(distinct) < len(data) / 3  # mostly reused
 
 

@@ -91,6 +91,7 @@ def test_every_bool_flag() -> None:
         "output_stack", "output_caller", "output_tcp_flags", "output_tunnel", "output_json",
         "version", "output_skb_cb", "output_netns_names", "output_file_compress",
     ]  # fmt: skip
+    # --filter-track-bpf-helpers and --output-bpfmap need companions: test_bpf_helper_flags
     for name in names:
         flag = "--" + name.replace("_", "-")
         assert getattr(parse_options([flag]), name) is True, flag
@@ -148,6 +149,42 @@ def test_skb_metadata() -> None:
     assert "at most 4" in str(err)
     usage_error(["--output-skb-metadata", "mark"])
     usage_error(["--filter-skb-expr", "len > 1"])
+
+
+def test_xdp_expressions() -> None:
+    """--filter-xdp-expr / --output-xdp-metadata start at xdp and apply to the XDP
+    programs --filter-trace-xdp traces."""
+    opts = parse_options(
+        ["--filter-trace-xdp", "--filter-xdp-expr", "xdp->rxq->dev->ifindex == 9",
+         "--output-xdp-metadata", "xdp->rxq->queue_index,xdp->frame_sz"]
+    )  # fmt: skip
+    assert opts.filter_xdp_expr == "xdp->rxq->dev->ifindex == 9"
+    assert opts.output_xdp_metadata == ["xdp->rxq->queue_index", "xdp->frame_sz"]
+    four = "xdp->a,xdp->b,xdp->c,xdp->d,xdp->e"
+    assert "at most 4" in str(usage_error(["--filter-trace-xdp", "--output-xdp-metadata", four]))
+    assert "must start with xdp" in str(
+        usage_error(["--filter-trace-xdp", "--output-xdp-metadata", "skb->mark"])
+    )
+    assert "must start with xdp" in str(
+        usage_error(["--filter-trace-xdp", "--filter-xdp-expr", "rxq->queue_index == 1"])
+    )
+    err = usage_error(["--filter-xdp-expr", "xdp->frame_sz > 0"])
+    assert str(err).startswith("--filter-xdp-expr applies to XDP programs: add --filter-trace-xdp")
+    assert "--output-xdp-metadata" in str(usage_error(["--output-xdp-metadata", "xdp->frame_sz"]))
+
+
+def test_bpf_helper_flags() -> None:
+    """--filter-track-bpf-helpers shows the helpers of traced tc/XDP programs;
+    --output-bpfmap adds the map helpers' arguments."""
+    opts = parse_options(["--filter-trace-tc", "--filter-track-bpf-helpers", "--output-bpfmap"])
+    assert opts.filter_track_bpf_helpers and opts.output_bpfmap
+    assert not opts.filter_track_skb_by_stackid  # pwru's way of attributing; not ours
+    err = usage_error(["--filter-track-bpf-helpers"])
+    assert "add --filter-trace-tc and/or --filter-trace-xdp" in str(err)
+    xdp_only = parse_options(["--filter-trace-xdp", "--filter-track-bpf-helpers"])
+    assert xdp_only.filter_track_bpf_helpers
+    err = usage_error(["--filter-trace-tc", "--output-bpfmap"])
+    assert "add --filter-track-bpf-helpers" in str(err)
 
 
 @pytest.mark.parametrize(
@@ -289,21 +326,26 @@ def test_percpu_buf_range() -> None:
         assert "--set-percpu-buf" in str(usage_error(["--set-percpu-buf", bad]))
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [["--filter-track-bpf-helpers"], ["--filter-xdp-expr", "xdp->rxq->dev->ifindex == 9"],
-     ["--output-bpfmap"], ["--output-xdp-metadata", "xdp->rxq->queue_index"]],
-)  # fmt: skip
-def test_kernel_side_flags_not_implemented_yet(argv: list[str]) -> None:
-    assert str(usage_error(argv)) == f"{argv[0]} is not implemented yet in this pwru"
-    assert parse_options([argv[0] + "=false"] if len(argv) == 1 else []) == Options()
-
-
 def test_cb_shows_with_skb_cb_or_trace_tc_under_meta() -> None:
     assert parse_options(["--output-skb-cb"]).shows_cb
     assert parse_options(["--filter-trace-tc"]).shows_cb
     assert not parse_options(["--output-skb-cb", "--output-meta=false"]).shows_cb
     assert not parse_options([]).shows_cb
+
+
+def test_help_lists_xdp_and_helper_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    """The flags of the XDP expressions and BPF helper tracing, in pwru's words."""
+    with pytest.raises(SystemExit):
+        parse_options(["--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for text in (
+        "--filter-xdp-expr EXPR filter xdp with simple C expression, like "
+        "'xdp->rxq->dev->ifindex == 9'",
+        '--output-xdp-metadata a,b print xdp metadata (e.g., "xdp->rxq->queue_index"), 4 at most',
+        "--filter-track-bpf-helpers trace BPF helper functions",
+        "--output-bpfmap print function arguments related to bpf maps",
+    ):
+        assert text in out, text
 
 
 # --- legacy flags --------------------------------------------------------------

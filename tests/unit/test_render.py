@@ -8,8 +8,9 @@ import struct
 import time
 
 from pwru.bpf import abi
+from pwru.filter.skbexpr import MetadataField
 from pwru.options import Options, parse_options
-from pwru.output.decode import Event, Tuple5
+from pwru.output.decode import Bpfmap, Event, Tuple5
 from pwru.output.render import (
     JsonRenderer,
     Renderer,
@@ -17,6 +18,7 @@ from pwru.output.render import (
     cb_text,
     cb_words,
     center,
+    hex_dump,
     make_renderer,
     metadata_name,
     tcp_flags_text,
@@ -417,3 +419,64 @@ def test_json_every_key_in_pwrus_order() -> None:
         "tunnel_tuple", "stack", "skb_metadata", "skb_metadata_values",
     ]  # fmt: skip
     assert d["tuple"]["flags"] == "SYN|ACK"
+# --- map helpers and XDP metadata ------------------------------------------------
+
+MAP_UPDATE = Bpfmap(12, "vm_tc_ports", 4, 8, b"\x1d\x45\x00\x00", bytes([2]) + bytes(7))
+
+
+def test_text_bpfmap_lines() -> None:
+    """pwru's layout below the event line: id, name, then key and value as hex dumps
+    (a value only when one was read)."""
+    line = renderer("--output-meta=false", "--output-tuple=false").render(EV, bpfmap=MAP_UPDATE)
+    assert line.split("\n") == [
+        "0xffff888012345678 1   curl:12345       ip_local_out",
+        "map_id: 12",
+        "map_name: vm_tc_ports",
+        "key(4):",
+        "00000000  1d 45 00 00                                       |.E..|",
+        "value(8):",
+        "00000000  02 00 00 00 00 00 00 00                           |........|",
+    ]
+    deleted = MAP_UPDATE._replace(value=None)
+    assert renderer().render(EV, bpfmap=deleted).split("\n")[-2:] == [
+        "key(4):",
+        "00000000  1d 45 00 00                                       |.E..|",
+    ]
+
+
+def test_hex_dump_is_hexdump_c() -> None:
+    """Go's hex.Dump, which is `hexdump -C` without the final offset line."""
+    assert hex_dump(b"") == ""
+    assert hex_dump(bytes(range(0x41, 0x41 + 18))) == (
+        "00000000  41 42 43 44 45 46 47 48  49 4a 4b 4c 4d 4e 4f 50  |ABCDEFGHIJKLMNOP|\n"
+        "00000010  51 52                                             |QR|\n"
+    )
+
+
+def test_json_bpfmap() -> None:
+    out = json.loads(renderer("--output-json").render(EV, bpfmap=MAP_UPDATE))
+    assert out["bpfmap"] == {
+        "id": 12, "name": "vm_tc_ports", "key_size": 4, "key": "1d450000",
+        "value_size": 8, "value": "0200000000000000",
+    }  # fmt: skip
+    assert "value" not in json.loads(
+        renderer("--output-json").render(EV, bpfmap=MAP_UPDATE._replace(value=None))
+    )["bpfmap"]
+
+
+def test_xdp_events_print_xdp_metadata() -> None:
+    """The metadata slots of an XDP event hold --output-xdp-metadata, of the others
+    --output-skb-metadata; each is printed with its own fields."""
+    skb_field = MetadataField("skb->mark", 4, False, None, name="mark")
+    xdp_field = MetadataField("xdp->rxq->queue_index", 4, False, None, name="queue_index")
+    r = make_renderer(
+        parse_options(["--output-meta=false", "--output-tuple=false"]),
+        FakeNames(), wall_offset_ns=0, metadata=[skb_field], xdp_metadata=[xdp_field],
+    )  # fmt: skip
+    xdp = EV._replace(type=abi.PWRU_EVENT_XDP, probe_id=3, skb_metadata=(5, 0, 0, 0))
+    assert r.render(xdp).endswith(" xdp_prog(xdp) queue_index=5")
+    assert r.render(EV._replace(skb_metadata=(66, 0, 0, 0))).endswith(" ip_local_out mark=66")
+    no_xdp_fields = make_renderer(
+        parse_options([]), FakeNames(), wall_offset_ns=0, metadata=[skb_field]
+    )
+    assert no_xdp_fields.render(xdp).endswith(" xdp_prog(xdp)")

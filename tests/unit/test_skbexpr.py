@@ -45,6 +45,8 @@ DEV = 0xFFFF_8880_0200_0000
 NET = 0xFFFF_8880_0300_0000
 UNMAPPED = 0xFFFF_8880_0900_0000
 OUT = 0xFFFF_8880_0A00_0000  # the event's four metadata slots
+XDP_BUFF = 0xFFFF_8880_0B00_0000
+RXQ = 0xFFFF_8880_0C00_0000
 
 # --------------------------------------------------------------------------
 # A synthetic kernel BTF
@@ -135,6 +137,15 @@ def mini() -> tuple[KernelBtf, dict[str, int]]:
             ("huge", t["i128"], 896, 0),
         ],
     )
+    t["rxq"] = b.struct(
+        "xdp_rxq_info", 16, [("dev", t["dev_ptr"], 0, 0), ("queue_index", t["u32"], 64, 0)]
+    )
+    t["rxq_ptr"] = b.ref(Kind.PTR, t["rxq"])
+    t["xdp_buff"] = b.struct(
+        "xdp_buff",
+        32,
+        [("data", t["u8_ptr"], 0, 0), ("rxq", t["rxq_ptr"], 64, 0), ("frame_sz", t["u32"], 128, 0)],
+    )
     return KernelBtf(b.build(), "mini"), t
 
 
@@ -189,6 +200,19 @@ def mini_memory(fill: int = 0) -> Memory:
     mem.add(NET, "net", fill)
     mem.set(SKB, "dev", DEV)
     mem.set(DEV, "nd_net.net", NET)
+    return mem
+
+
+def xdp_memory() -> Memory:
+    """xdp_buff -> xdp_rxq_info -> net_device, on top of mini_memory's objects."""
+    mem = mini_memory(fill=0x5A)
+    mem.add(XDP_BUFF, "xdp_buff", 0x5A)
+    mem.add(RXQ, "xdp_rxq_info", 0x5A)
+    mem.set(XDP_BUFF, "rxq", RXQ)
+    mem.set(RXQ, "dev", DEV)
+    mem.set(RXQ, "queue_index", 3)
+    mem.set(DEV, "ifindex", 9)
+    mem.set(XDP_BUFF, "frame_sz", 4096)
     return mem
 
 
@@ -817,3 +841,81 @@ def test_kernel_metadata() -> None:
     slots = run_metadata(code, mem)
     assert [f.format(v) for f, v in zip(fields, slots)] == ["66", "60", "0x0800", "2"]
     assert [f.name for f in fields] == ["mark", "len", "protocol", "ifindex"]
+
+
+# --------------------------------------------------------------------------
+# XDP: the same compiler, rooted at struct xdp_buff
+
+
+def test_xdp_filter_runs_on_xdp_buff() -> None:
+    """--filter-xdp-expr 'xdp->rxq->dev->ifindex == 9': chains start at the xdp_buff and
+    the code is the filter_xdp_expr stub's (the skb stub's name appears nowhere)."""
+    btf, _ = mini()
+    mem = xdp_memory()
+    insns = skbexpr.filter_insns("xdp->rxq->dev->ifindex == 9", btf, skbexpr.XDP)
+    assert insns[0].label == "filter_xdp_expr"
+    assert all(i.label is None or i.label.startswith("filter_xdp_expr") for i in insns)
+    yes = ebpf.encode(insns)
+    no = compile_filter_expr("xdp->rxq->dev->ifindex == 8", btf, skbexpr.XDP)
+    assert run_filter(yes, mem, XDP_BUFF) == 1
+    assert run_filter(no, mem, XDP_BUFF) == 0
+    assert run_filter(compile_filter_expr("xdp->frame_sz > 2048", btf, skbexpr.XDP), mem, XDP_BUFF)
+    mem.set(XDP_BUFF, "rxq", 0)  # a NULL pointer on the way never matches
+    assert run_filter(yes, mem, XDP_BUFF) == 0
+
+
+def test_xdp_metadata_slots() -> None:
+    btf, _ = mini()
+    code, fields = compile_metadata(
+        ["xdp->rxq->queue_index", "xdp->rxq->dev->ifindex", "xdp->frame_sz"], btf, skbexpr.XDP
+    )
+    assert [f.name for f in fields] == ["queue_index", "ifindex", "frame_sz"]
+    assert run_metadata(code, xdp_memory(), XDP_BUFF) == (3, 9, 4096, 0xAAAAAAAAAAAAAAAA)
+
+
+@pytest.mark.parametrize(
+    ("expr", "problem"),
+    [
+        ("skb->mark == 1", r"must start with xdp \(e.g. xdp->rxq->queue_index\), not .skb."),
+        ("xdp", "name a member of xdp, e.g. xdp->rxq->queue_index"),
+        ("xdp.rxq == 0", r"xdp is a pointer \(struct xdp_buff \*\): use '->rxq'"),
+        ("xdp->rxqq == 0", r"struct xdp_buff has no member 'rxqq' \(did you mean 'rxq'"),
+        ("xdp->rxq->queue_index", "missing comparison, e.g. xdp->rxq->queue_index == 0x42"),
+    ],
+)
+def test_xdp_errors_name_the_xdp_flag(expr: str, problem: str) -> None:
+    btf, _ = mini()
+    with pytest.raises(SkbExprError, match=f"invalid --filter-xdp-expr .*: {problem}"):
+        compile_filter_expr(expr, btf, skbexpr.XDP)
+    with pytest.raises(SkbExprError, match="invalid --output-xdp-metadata 'xdp->rxq == 1'"):
+        compile_metadata(["xdp->rxq == 1"], btf, skbexpr.XDP)
+
+
+def test_compile_skb_exprs_for_both_roots() -> None:
+    """Each option fills its own stub; XDP fields are described apart from skb ones."""
+    btf, _ = mini()
+    options = Options(
+        filter_skb_expr="skb->mark == 1",
+        output_skb_metadata=["skb->mark"],
+        filter_xdp_expr="xdp->rxq->queue_index == 3",
+        output_xdp_metadata=["xdp->rxq->queue_index", "xdp->frame_sz"],
+    )
+    result = compile_skb_exprs(options, btf)
+    assert set(result.bodies) == {
+        "filter_skb_expr", "read_skb_metadata", "filter_xdp_expr", "read_xdp_metadata"
+    }  # fmt: skip
+    assert (result.has_filter, result.has_metadata) == (True, True)
+    assert (result.has_xdp_filter, result.has_xdp_metadata) == (True, True)
+    assert [f.name for f in result.fields] == ["mark"]
+    assert [f.name for f in result.xdp_fields] == ["queue_index", "frame_sz"]
+    only_xdp = compile_skb_exprs(Options(filter_xdp_expr="xdp->frame_sz != 0"), btf)
+    assert set(only_xdp.bodies) == {"filter_xdp_expr"} and not only_xdp.has_filter
+
+
+@needs_vmlinux
+def test_xdp_expressions_on_the_running_kernel() -> None:
+    """The issue's examples compile against this kernel's struct xdp_buff."""
+    btf = KernelBtf.load(VMLINUX)
+    compile_filter_expr("xdp->rxq->dev->ifindex == 9", btf, skbexpr.XDP)
+    _, fields = compile_metadata(["xdp->rxq->queue_index"], btf, skbexpr.XDP)
+    assert (fields[0].name, fields[0].size, fields[0].signed) == ("queue_index", 4, False)

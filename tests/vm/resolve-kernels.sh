@@ -45,7 +45,7 @@ if [ -n "${PWRU_VM_KERNELS:-}" ]; then
   load_madison $PWRU_VM_KERNELS
   for pkg in $PWRU_VM_KERNELS; do
     row="- - - - -"
-    while read -r pat suites kp kpm fe; do
+    while read -r pat suites kp kpm fe _; do
       [[ $pkg =~ $(pat2re "$pat") ]] && { row="$pat - $kp $kpm $fe"; break; }
     done < <(rows)
     read -r pat _ kp kpm fe <<<"$row"
@@ -61,7 +61,7 @@ cands_of() {  # <pattern>: matching names, newest first
   if [[ $1 != *'*'* ]]; then echo "$1"; else grep -E "$(pat2re "$1")" <<<"$ALLNAMES" | sort -rV; fi
 }
 load_madison $(rows | while read -r pat _; do cands_of "$pat"; done)
-while read -r pat suites kp kpm fe; do
+while read -r pat suites kp kpm fe _; do  # later columns: for the guest tests only
   [ -n "${fe:-}" ] || { echo "resolve-kernels: malformed row: $pat $suites ${kp:-} ${kpm:-}" >&2; rc=1; continue; }
   found=""
   for c in $(cands_of "$pat"); do

@@ -9,9 +9,11 @@
 #
 # What it does (see tests/vm/NOTES.md):
 #   1. apt sources for trixie + trixie-backports (URIs copied from the host's own
-#      debian.sources) pinned at priority 50, so nothing on the host upgrades from
-#      them; they are only used with `apt-get download` (kernels, virtiofsd).
-#      bookworm and bookworm-security (6.1 / 6.12 kernels) are already configured.
+#      debian.sources) and for bullseye-security (5.10 kernels; the security
+#      archive's URIs, from the host's bookworm-security entry), all pinned at
+#      priority 50, so nothing on the host upgrades from them; they are only used
+#      with `apt-get download` (kernels, virtiofsd). bookworm and bookworm-security
+#      (6.1 / 6.12 kernels) are already configured.
 #   2. apt-get install of the host tools the harness needs (only missing ones).
 #   3. Rust virtiofsd from trixie (+ trixie's glibc, run through trixie's own
 #      loader) under $PWRU_VM_DIR/virtiofsd - nothing installed system-wide.
@@ -26,6 +28,8 @@ VNG_VERSION=1.42
 APT_MAX_AGE=${PWRU_VM_APT_MAX_AGE:-86400}
 SOURCES=/etc/apt/sources.list.d/pwru-vm.sources
 PIN=/etc/apt/preferences.d/pwru-vm-pin
+SEC_SOURCES=/etc/apt/sources.list.d/pwru-vm-security.sources
+SEC_PIN=/etc/apt/preferences.d/pwru-vm-security-pin
 APT_PKGS=(
   qemu-system-x86 busybox-static kmod iproute2 util-linux coreutils procps
   python3 python3-venv ca-certificates
@@ -35,7 +39,7 @@ FORCE_UPDATE=0
 case "${1:-}" in
   --update) FORCE_UPDATE=1 ;;
   "") ;;
-  -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
   *) echo "usage: $0 [--update]" >&2; exit 2 ;;
 esac
 
@@ -65,6 +69,19 @@ if [ -z "$uris" ] && [ -f /etc/apt/sources.list ]; then
   uris=$(awk '$1 == "deb" && $0 ~ / bookworm / { for (i = 2; i <= NF; i++) if ($i ~ /^(https?|file):/) { print $i; exit } }' /etc/apt/sources.list)
 fi
 [ -n "$uris" ] || { uris=http://deb.debian.org/debian; log "no bookworm URIs found in the apt sources; using $uris"; }
+# ... and of its security archive (bullseye-security lives there, not in the main archive)
+sec_uris=""
+if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+  sec_uris=$(awk '
+    /^[[:space:]]*$/ { if (u != "" && s ~ /(^| )bookworm-security( |$)/) { print u; exit } u = ""; s = ""; next }
+    /^URIs:/ { sub(/^URIs:[[:space:]]*/, ""); u = $0 }
+    /^Suites:/ { sub(/^Suites:[[:space:]]*/, ""); s = $0 }
+    END { if (u != "" && s ~ /(^| )bookworm-security( |$)/) print u }' /etc/apt/sources.list.d/debian.sources | head -1)
+fi
+if [ -z "$sec_uris" ] && [ -f /etc/apt/sources.list ]; then
+  sec_uris=$(awk '$1 == "deb" && $0 ~ / bookworm-security / { for (i = 2; i <= NF; i++) if ($i ~ /^(https?|file):/) { print $i; exit } }' /etc/apt/sources.list)
+fi
+[ -n "$sec_uris" ] || { sec_uris=${uris%/}-security; log "no bookworm-security URIs found in the apt sources; using $sec_uris"; }
 
 want_sources="# tests/vm (pwru kernel matrix): kernel images and virtiofsd, fetched with
 # 'apt-get download' only; pinned low in $PIN so nothing is upgraded from here.
@@ -83,17 +100,35 @@ Package: *
 Pin: release n=trixie-backports
 Pin-Priority: 50
 "
+# The security archive gets files of its own (another URI; and the files above stay as
+# older checkouts of this script write them, so several checkouts on one host agree).
+want_sec_sources="# tests/vm (pwru kernel matrix): 5.10 kernel images (bullseye-security), fetched with
+# 'apt-get download' only; pinned low in $SEC_PIN so nothing is upgraded from here.
+Types: deb
+URIs: $sec_uris
+Suites: bullseye-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"
+want_sec_pin="# tests/vm (pwru kernel matrix): keep the host on bookworm, never install from bullseye
+Package: *
+Pin: release n=bullseye-security
+Pin-Priority: 50
+"
 changed=0
-if [ "$(cat "$SOURCES" 2>/dev/null)" != "$(printf %s "$want_sources")" ]; then
-  printf %s "$want_sources" > "$SOURCES"; changed=1; log "wrote $SOURCES (URIs: $uris)"
-fi
-if [ "$(cat "$PIN" 2>/dev/null)" != "$(printf %s "$want_pin")" ]; then
-  printf %s "$want_pin" > "$PIN"; changed=1; log "wrote $PIN"
-fi
+write_if_changed() {  # <file> <content> <what>
+  if [ "$(cat "$1" 2>/dev/null)" != "$(printf %s "$2")" ]; then
+    printf %s "$2" > "$1"; changed=1; log "wrote $1${3:+ ($3)}"
+  fi
+}
+write_if_changed "$SOURCES" "$want_sources" "URIs: $uris"
+write_if_changed "$PIN" "$want_pin" ""
+write_if_changed "$SEC_SOURCES" "$want_sec_sources" "URIs: $sec_uris"
+write_if_changed "$SEC_PIN" "$want_sec_pin" ""
 
 need_update=$FORCE_UPDATE
 [ "$changed" = 1 ] && need_update=1
-for suite in bookworm bookworm-security trixie trixie-backports; do
+for suite in bookworm bookworm-security trixie trixie-backports bullseye-security; do
   ls /var/lib/apt/lists/*_dists_"${suite}"_InRelease >/dev/null 2>&1 || need_update=1
 done
 # (the lists' mtimes are the archive's dates, so our own stamp measures their age)

@@ -11,8 +11,9 @@ set by run-in-guest.sh for the guest command.
 Environment used here (matrix.sh passes it with run-in-guest.sh -e):
   PWRU_VM_PROGS    directory of the host-built probes (make -C tests/vm/guest/progs O=...)
   PWRU_VM_RESULTS  optional read-write directory: <package>.json with what each probe saw
-  PWRU_VM_EXPECT   optional override of the kernels.txt row, e.g.
-                   "kprobe=ok kprobe_multi=eopnotsupp fentry=ok"
+  PWRU_VM_EXPECT   optional override of the kernels.txt row, e.g. "kprobe=ok
+                   kprobe_multi=eopnotsupp fentry=ok cookies=yes modbtf=yes
+                   drop=kfree_skb_reason"
 """
 
 from __future__ import annotations
@@ -39,7 +40,16 @@ import pytest
 HERE = Path(__file__).resolve().parent
 KERNELS_TXT = HERE.parent / "kernels.txt"
 FLAVOURS = ("kprobe", "kprobe_multi", "fentry")
-OUTCOMES = ("ok", "eopnotsupp")
+# kernels.txt's columns after pattern and suites, and the values each may take
+COLUMNS = FLAVOURS + ("cookies", "modbtf", "drop")
+# attach outcomes: ok, or the errno the attach fails with
+OUTCOMES = {"ok": 0, "eopnotsupp": errno.EOPNOTSUPP, "einval": errno.EINVAL}
+ALLOWED = {
+    **{f: tuple(OUTCOMES) for f in FLAVOURS},
+    "cookies": ("yes", "no"),
+    "modbtf": ("yes", "no"),
+    "drop": ("kfree_skb", "kfree_skb_reason", "sk_skb_reason_drop"),
+}
 MARKER_DOC = (
     "vm: runs inside a QEMU guest booted by tests/vm/run-in-guest.sh "
     "(tests/vm/matrix.sh); fails anywhere else, deselect with -m 'not vm'"
@@ -142,7 +152,7 @@ def expectations_for(package: str) -> tuple[str, dict[str, str]] | None:
         if not cols or cols[0].startswith("#") or len(cols) < 5:
             continue
         if _pattern_regex(cols[0]).match(package):
-            return f"kernels.txt: {cols[0]}", dict(zip(FLAVOURS, cols[2:5]))
+            return f"kernels.txt: {cols[0]}", dict(zip(COLUMNS, cols[2:]))
     return None
 
 
@@ -157,9 +167,9 @@ def vm_kernel() -> KernelExpect:
             pytrace=False,
         )
     row, exp = found
-    for k in FLAVOURS:
-        if exp.get(k) not in OUTCOMES:
-            pytest.fail(f"{row}: {k}={exp.get(k)!r}, expected one of {OUTCOMES}", pytrace=False)
+    for k, allowed in ALLOWED.items():
+        if exp.get(k) not in allowed:
+            pytest.fail(f"{row}: {k}={exp.get(k)!r}, expected one of {allowed}", pytrace=False)
     return KernelExpect(package, os.uname().release, row, exp)
 
 
@@ -274,6 +284,13 @@ def send_udp(veth: VethPair, port: int, count: int) -> None:
 
 
 # --------------------------------------------------------------------------- probe loader
+def errno_name(number: int | None) -> str:
+    """EINVAL, EOPNOTSUPP (errorcode[95] is "ENOTSUP", an alias on Linux), ..."""
+    if number == errno.EOPNOTSUPP:
+        return "EOPNOTSUPP"
+    return errno.errorcode.get(number or 0, str(number))
+
+
 @dataclass
 class ProbeRun:
     flavour: str
@@ -286,13 +303,7 @@ class ProbeRun:
 
     def summary(self) -> str:
         if not self.attached:
-            # errorcode[95] is "ENOTSUP", an alias of EOPNOTSUPP on Linux
-            name = (
-                "EOPNOTSUPP"
-                if self.errno == errno.EOPNOTSUPP
-                else errno.errorcode.get(self.errno or 0, str(self.errno))
-            )
-            return f"attach failed: {name}"
+            return f"attach failed: {errno_name(self.errno)}"
         return f"ok: {self.matched}/{self.sent} datagrams seen in ip_rcv"
 
 

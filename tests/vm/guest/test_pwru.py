@@ -24,6 +24,15 @@ asserts pwru's one-line error naming CONFIG_FPROBE and exit code 1.
      matched datagram is shown although it does not match, and followed back into a.
  10. --filter-non-skb-funcs nft_do_chain: the nftables chain run is shown for the SYN of
      test 1, with --output-caller naming the calling function as the stack does.
+ 11. --filter-xdp-expr / --output-xdp-metadata on test 8's XDP program: the expression
+     keeps (==) or rejects (!=) the packets, the XDP events print the xdp_buff's fields.
+ 12. --filter-track-bpf-helpers --output-bpfmap (in test 4's run): the helpers its tc
+     program calls (bpf_skb_load_bytes, the hash map lookup and update) are shown for its
+     packet, with the map's id, name, key and value.
+ 13. Kernels without BPF cookies (5.10): kprobe events are named by address, and pwru
+     says so; without module BTF, --kmods is refused in one line.
+Expectations per kernel (drop function, cookies, module BTF, kprobe-multi) come from
+tests/vm/kernels.txt.
 
 How (time: one pwru start costs ~10 s of CPU under TCG — Python, BTF, discovery, load):
 one lab for the module (netlab's Lab: two namespaces on a veth pair) with
@@ -70,6 +79,7 @@ START_AT_ONCE = 3  # pwru runs starting together in a guest
 READY_TIMEOUT = 300.0  # per run, START_AT_ONCE starting together on 2 TCG vCPUs, busy host
 SETTLE = 1.0  # softirq delivery under TCG before pwru is stopped
 LEFT_TIMEOUT = 60.0  # the kernel frees programs an RCU grace period after the last fd
+SCENARIOS_ENV = "PWRU_VM_SCENARIOS"  # e.g. "tc,xdp": start only these runs (debugging)
 CLONE_NEWNET = 0x40000000
 NETFILTER_DROP = "SKB_DROP_REASON_NETFILTER_DROP"
 T = TypeVar("T")
@@ -77,7 +87,11 @@ T = TypeVar("T")
 # Ports: one scenario each; every source port is fixed so tuples can be compared whole.
 DROP_PORT, DROP_SPORT = 7701, 41701
 NAT_PORT, NAT_TO_PORT, NAT_SPORT = 7721, 7722, 41721
-TC_PORT, TC_SPORT = 7741, 41741
+# a port per backend: each run meets the tc program's hash map (progs/tc.bpf.c counts
+# datagrams per port) without its port at first, so the lookup misses and an update adds
+# it; the second datagram's lookup then finds 1 (test 12)
+TC_PORT = {"kprobe": 7741, "kprobe-multi": 7742}
+TC_SPORT = 41741
 PCAP_PORT, PCAP_SPORT, PCAP_OTHER, PCAP_OTHER_SPORT = 7801, 41801, 7802, 41802
 GENEVE_PORT, GENEVE_VNI = 6081, "7"
 INNER_PORT, INNER_SPORT, INNER_OTHER, INNER_OTHER_SPORT = 7811, 41811, 7812, 41812
@@ -87,6 +101,8 @@ CLONE_PORT, CLONE_SPORT, CLONE_MARK = 7751, 41751, 0x77
 XDP_PORT, XDP_SPORT, XDP_PASS_PORT = 7761, 41761, 7762  # progs/xdp.bpf.c drops XDP_PORT
 XDP_PROG = "vm_xdp_drop"
 STACK_PORT, STACK_SPORT = 7771, 41771
+HELPER_MAP = "vm_tc_ports"  # progs/tc.bpf.c
+HELPER_CALL = re.compile(r"bpf_skb_load_bytes|\w+_(lookup|update|delete)_elem")
 MIRROR = ("pwm0", "pwm1")  # second veth pair: pwm0 in a, pwm1 in b
 MIRROR_NET = ("203.0.113.1", "203.0.113.2")
 NO_TUPLE = ("", 0, "", 0, "")  # what pwru prints for an skb without headers yet
@@ -95,8 +111,9 @@ NO_TUPLE = ("", 0, "", 0, "")  # what pwru prints for an skb without headers yet
 # from a kernel simply do not match)
 DROP_FUNCS = (
     "__ip_queue_xmit|__ip_local_out|ip_local_out|ip_output|ip_finish_output2|ip_rcv|"
-    "ip_local_deliver|nf_hook_slow|tcp_v4_rcv|kfree_skb_reason|sk_skb_reason_drop"
+    "ip_local_deliver|nf_hook_slow|tcp_v4_rcv|kfree_skb|kfree_skb_reason|sk_skb_reason_drop"
 )
+DROP_FUNCTIONS = {"kfree_skb", "kfree_skb_reason", "sk_skb_reason_drop"}  # kernels.txt: drop
 NAT_FUNCS = (
     "__ip_local_out|ip_local_out|nf_hook_slow|ip_output|ip_finish_output2|"
     "__dev_queue_xmit|ip_rcv|ip_local_deliver|__udp4_lib_rcv"
@@ -105,7 +122,7 @@ TC_FUNCS = "ip_rcv|__netif_receive_skb|tcf_classify"
 PCAP_FUNCS = "__ip_local_out|ip_output|__dev_queue_xmit|ip_rcv|ip_local_deliver|__udp4_lib_rcv"
 GENEVE_FUNCS = "ip_rcv|ip_local_deliver|udp_rcv|__udp4_lib_rcv"
 # the clone must meet no probe in a (where it still has the mark): none past ip_output
-CLONE_FUNCS = "ip_output|ip_rcv|kfree_skb_reason|sk_skb_reason_drop"
+CLONE_FUNCS = "ip_output|ip_rcv|kfree_skb|kfree_skb_reason|sk_skb_reason_drop"
 XDP_FUNCS = "ip_output|ip_rcv"
 STACK_FUNCS = "__ip_local_out|ip_output|ip_rcv|__udp4_lib_rcv|icmp_rcv"
 
@@ -412,6 +429,8 @@ class Traces:
     def get(self, name: str, release: str) -> PwruRun:
         """The scenario's finished pwru run. Where this kernel has no kprobe-multi, the
         refusal is asserted (one clear line) and the test is skipped, saying so."""
+        if name not in self.scenarios:
+            pytest.fail(f"scenario {name!r} was not started ({SCENARIOS_ENV})", pytrace=False)
         sc = self.scenarios[name]
         if sc.refusal is not None:
             assert_refused(sc.refusal, release)
@@ -421,18 +440,27 @@ class Traces:
 
 
 def scenario_args(gl: GuestLab, backend: str) -> dict[str, list[str]]:
-    def args(kprobe_funcs: str, *rest: str, always: bool = False) -> list[str]:
-        """--filter-func for the kprobe backend (and for both where ``always``)."""
+    def args(kprobe_funcs: str, *rest: str, always: bool = False, auto: bool = False) -> list[str]:
+        """--filter-func for the kprobe backend (and for both where ``always``); ``auto``:
+        no --backend with the kprobe backend (pwru chooses; test_pcap_filter checks)."""
         only = ["--filter-func", kprobe_funcs] if backend == KPROBE or always else []
-        return ["--backend", backend, *only, *rest]
+        chosen = [] if auto and backend == KPROBE else ["--backend", backend]
+        return [*chosen, *only, *rest]
 
     nat_expr = f"dst host {gl.virtual} and dst port {NAT_PORT}"
+    on_pwm1 = f"xdp->rxq->dev->ifindex == {gl.mirror_ifindex}"
     return {
         "drop": args(DROP_FUNCS, "--output-stack", f"tcp and dst port {DROP_PORT}"),
         "dnat-tracked": args(NAT_FUNCS, "--filter-track-skb", nat_expr),
         "dnat-plain": args(NAT_FUNCS, nat_expr),
-        "tc": args(TC_FUNCS, "--filter-trace-tc", f"udp and dst port {TC_PORT}"),
-        "pcap": args(PCAP_FUNCS, f"udp and dst port {PCAP_PORT}"),
+        "tc": args(
+            TC_FUNCS,
+            "--filter-trace-tc",
+            "--filter-track-bpf-helpers",
+            "--output-bpfmap",
+            f"udp and dst port {TC_PORT[backend]}",
+        ),
+        "pcap": args(PCAP_FUNCS, f"udp and dst port {PCAP_PORT}", auto=True),
         "geneve": args(
             GENEVE_FUNCS,
             "--filter-netns",
@@ -452,7 +480,22 @@ def scenario_args(gl: GuestLab, backend: str) -> dict[str, list[str]]:
             f"udp and dst port {CLONE_PORT}",
             always=True,
         ),
-        "xdp": args(XDP_FUNCS, "--filter-trace-xdp", f"udp and dst port {XDP_PORT}"),
+        "xdp": args(
+            XDP_FUNCS,
+            "--filter-trace-xdp",
+            "--filter-xdp-expr",
+            on_pwm1,
+            "--output-xdp-metadata",
+            "xdp->rxq->queue_index,xdp->rxq->dev->ifindex",
+            f"udp and dst port {XDP_PORT}",
+        ),
+        "xdp-miss": args(
+            XDP_FUNCS,
+            "--filter-trace-xdp",
+            "--filter-xdp-expr",
+            on_pwm1.replace("==", "!="),
+            f"udp and dst port {XDP_PORT}",
+        ),
         "stackid": args(
             STACK_FUNCS, "--filter-track-skb-by-stackid", f"udp and dst port {STACK_PORT}"
         ),
@@ -472,7 +515,7 @@ def scenario_args(gl: GuestLab, backend: str) -> dict[str, list[str]]:
 CLONE_HOOK = {KPROBE: "fexit", KPROBE_MULTI: "kretprobe"}
 
 
-def send_everything(gl: GuestLab) -> str:
+def send_everything(gl: GuestLab, backend: str) -> str:
     """Every scenario's traffic, all from a; returns the dropped connection's outcome."""
     a, b = gl.a, gl.b
     syn = in_netns(a, tcp_syn(b.ipv4, DROP_PORT, DROP_SPORT))
@@ -482,7 +525,7 @@ def send_everything(gl: GuestLab) -> str:
         udp(MIRROR_NET[1], XDP_PORT, XDP_SPORT, count=2),
         udp(MIRROR_NET[1], XDP_PASS_PORT, XDP_SPORT),
         udp(gl.virtual, NAT_PORT, NAT_SPORT),
-        udp(b.ipv4, TC_PORT, TC_SPORT, count=2),
+        udp(b.ipv4, TC_PORT[backend], TC_SPORT, count=2),
         udp(b.ipv4, PCAP_PORT, PCAP_SPORT),
         udp(b.ipv4, PCAP_OTHER, PCAP_OTHER_SPORT),
         udp(INNER[1], INNER_PORT, INNER_SPORT),
@@ -502,6 +545,9 @@ def traces(
 ) -> Traces:
     backend: str = request.param
     wanted = scenario_args(guest_lab, backend)
+    if os.environ.get(SCENARIOS_ENV):  # for debugging a few scenarios (select their tests)
+        chosen = os.environ[SCENARIOS_ENV].split(",")
+        wanted = {name: args for name, args in wanted.items() if name in chosen}
     key = "pwru_" + backend.replace("-", "_")
     started = time.monotonic()
     if backend == KPROBE_MULTI and vm_kernel.expect["kprobe_multi"] != "ok":
@@ -513,7 +559,7 @@ def traces(
     runs = start_all(list(wanted.values()), tmp_path_factory.mktemp(backend), env)
     ready = time.monotonic() - started
     try:
-        syn = send_everything(guest_lab)
+        syn = send_everything(guest_lab, backend)
     finally:
         stop_all(runs)
     left = pwru_programs_left(LEFT_TIMEOUT)
@@ -540,11 +586,12 @@ def keep_outputs(backend: str, wanted: dict[str, list[str]], runs: list[PwruRun]
 
 
 # --------------------------------------------------------------------------- 1 + 3: drop
-def drop_function(release: str) -> str:
-    """6.11 ("net: introduce sk_skb_reason_drop") moved drops to sk_skb_reason_drop;
-    kfree_skb_reason became an inline wrapper."""
-    major, minor = (int(x) for x in re.findall(r"\d+", release)[:2])
-    return "sk_skb_reason_drop" if (major, minor) >= (6, 11) else "kfree_skb_reason"
+def drop_func(kernel: KernelExpect, reason: str) -> str:
+    """FUNC of a drop event on this kernel (kernels.txt's drop column): the function
+    with the reason, or plain kfree_skb where the kernel has no drop reasons (5.10).
+    6.11 ("net: introduce sk_skb_reason_drop") moved drops to sk_skb_reason_drop."""
+    fn = kernel.expect["drop"]
+    return fn if fn == "kfree_skb" else f"{fn}({reason})"
 
 
 def kernel_has_function(name: str) -> bool:
@@ -552,11 +599,11 @@ def kernel_has_function(name: str) -> bool:
         return any(line.split()[2] == name for line in f if line.rstrip().endswith(name))
 
 
-def syn_events(tr: Traces, pw: PwruRun, release: str) -> tuple[list[Event], Event]:
+def syn_events(tr: Traces, pw: PwruRun, kernel: KernelExpect) -> tuple[list[Event], Event]:
     """The SYN's events (one skb) and its drop event."""
     evs = events(pw)
     want = (tr.gl.a.ipv4, DROP_SPORT, tr.gl.b.ipv4, DROP_PORT, "tcp")
-    fn = drop_function(release)
+    fn = kernel.expect["drop"]
     drops = [e for e in evs if e.name == fn and e.tuple == want]
     assert drops, f"no {fn} event for {want}\n{show(pw)}"
     return [e for e in evs if e.skb == drops[0].skb], drops[0]
@@ -567,27 +614,27 @@ def test_iptables_drop(traces: Traces, vm_kernel: KernelExpect) -> None:
     dropped there with SKB_DROP_REASON_NETFILTER_DROP by this kernel's drop function."""
     pw = traces.get("drop", vm_kernel.release)
     assert traces.syn == "timeout", f"the SYN was not dropped: {traces.syn}"
-    fn = drop_function(vm_kernel.release)
+    fn = vm_kernel.expect["drop"]
     assert kernel_has_function(fn), f"{vm_kernel.release}: no {fn} in /proc/kallsyms"
-    skb_events, drop = syn_events(traces, pw, vm_kernel.release)
+    skb_events, drop = syn_events(traces, pw, vm_kernel)
     names = [e.name for e in skb_events]
     detail = "\n".join(e.line for e in skb_events) + "\n---\n" + show(pw)
-    assert drop.func == f"{fn}({NETFILTER_DROP})", detail
+    assert drop.func == drop_func(vm_kernel, NETFILTER_DROP), detail
     assert drop.netns == traces.gl.b.inode, detail
     first_out = min(i for i, n in enumerate(names) if n in LOCAL_OUT)
     i_drop = skb_events.index(drop)
     assert first_out < i_drop, detail
     assert "ip_rcv" in names[first_out:i_drop], detail
     assert "nf_hook_slow" in names[first_out:i_drop], detail
-    # the other kernel generation's drop function is not there; nothing past INPUT
-    assert not ({"kfree_skb_reason", "sk_skb_reason_drop"} - {fn}) & set(names), detail
+    # the other kernel generations' drop functions are not there; nothing past INPUT
+    assert not (DROP_FUNCTIONS - {fn}) & set(names), detail
     assert not PAST_INPUT & set(names), detail
 
 
 def test_output_stack(traces: Traces, vm_kernel: KernelExpect) -> None:
     """--output-stack: the drop happened under nf_hook_slow, and its stack says so."""
     pw = traces.get("drop", vm_kernel.release)
-    _, drop = syn_events(traces, pw, vm_kernel.release)
+    _, drop = syn_events(traces, pw, vm_kernel)
     detail = f"{drop.line}\n" + "\n".join(drop.stack) + "\n---\n" + show(pw)
     frames = [f.split("+", 1)[0] for f in drop.stack]
     assert "nf_hook_slow" in frames, detail
@@ -630,7 +677,7 @@ def test_filter_trace_tc(traces: Traces, vm_kernel: KernelExpect) -> None:
     assert re.search(r"tracing 1 tc programs", pw.stderr), show(pw)
     evs = events(pw)
     a, b = traces.gl.a, traces.gl.b
-    want = (a.ipv4, TC_SPORT, b.ipv4, TC_PORT, "udp")
+    want = (a.ipv4, TC_SPORT, b.ipv4, TC_PORT[traces.backend], "udp")
     tc_events = [e for e in evs if e.func == f"{TC_PROG}(tc)"]
     assert len(tc_events) == 2, show(pw)
     assert all(e.tuple == want and e.netns == b.inode for e in tc_events), show(pw)
@@ -650,6 +697,12 @@ def test_pcap_filter(traces: Traces, vm_kernel: KernelExpect) -> None:
     assert {e.tuple for e in evs} == {(a.ipv4, PCAP_SPORT, b.ipv4, PCAP_PORT, "udp")}, show(pw)
     assert {e.netns for e in evs} == {a.inode, b.inode}, show(pw)  # sent in a, received in b
     assert {"ip_output", "ip_rcv"} <= {e.name for e in evs}, show(pw)
+    if "--backend" not in pw.args:  # the kprobe runs let pwru choose (kernels.txt: kprobe_multi)
+        multi = vm_kernel.expect["kprobe_multi"] == "ok"
+        chosen = (
+            "kprobe-multi backend" if multi else "kprobe backend: this kernel has no kprobe-multi"
+        )
+        assert f"pwru: using the {chosen}" in pw.stderr, show(pw)
 
 
 # --------------------------------------------------------------------------- 6: Geneve
@@ -703,8 +756,7 @@ def test_track_skb_follows_clones(traces: Traces, vm_kernel: KernelExpect) -> No
     assert len({e.skb for e in clone}) == 1, detail
     assert all(f"{MIRROR[1]}:{traces.gl.mirror_ifindex}" in e.line for e in clone), detail
     assert clone[0].name == "ip_rcv", detail
-    fn = drop_function(vm_kernel.release)
-    assert clone[-1].func == f"{fn}(SKB_DROP_REASON_OTHERHOST)", detail
+    assert clone[-1].func == drop_func(vm_kernel, "SKB_DROP_REASON_OTHERHOST"), detail
 
 
 # --------------------------------------------------------------------------- 8: XDP
@@ -758,7 +810,7 @@ def test_filter_non_skb_funcs(traces: Traces, vm_kernel: KernelExpect) -> None:
     under the probed function in its --output-stack."""
     pw = traces.get("nonskb", vm_kernel.release)
     assert re.search(r", 1 non-skb functions", pw.stderr), show(pw)
-    skb_events, drop = syn_events(traces, pw, vm_kernel.release)
+    skb_events, drop = syn_events(traces, pw, vm_kernel)
     detail = "\n".join(e.line for e in skb_events) + "\n---\n" + show(pw)
     chain = [e for e in skb_events if e.name == "nft_do_chain" and e.netns == traces.gl.b.inode]
     assert chain, detail
@@ -769,6 +821,116 @@ def test_filter_non_skb_funcs(traces: Traces, vm_kernel: KernelExpect) -> None:
     frames = [f.split("+", 1)[0] for f in drop.stack]
     assert frames[0] == drop.name, detail
     assert drop.after[0] == frames[1], detail
+
+
+# --------------------------------------------------------------------------- 11: XDP expr
+def test_xdp_expr_and_metadata(traces: Traces, vm_kernel: KernelExpect) -> None:
+    """Test 8's run has --filter-xdp-expr 'xdp->rxq->dev->ifindex == <pwm1>' (which every
+    packet there satisfies) and --output-xdp-metadata: its XDP events print the
+    xdp_buff's receive queue and device; the skb events print no XDP field."""
+    pw = traces.get("xdp", vm_kernel.release)
+    evs, detail = events(pw), show(pw)
+    xdp = [e for e in evs if e.func.endswith("(xdp)")]
+    assert len(xdp) == 4, detail
+    for e in xdp:
+        assert metadata(e, "queue_index") == 0, detail
+        assert metadata(e, "ifindex") == traces.gl.mirror_ifindex, detail
+    skb = [e for e in evs if not e.func.endswith("(xdp)")]
+    assert skb and not any("=" in " ".join(e.after) for e in skb), detail
+
+
+def test_xdp_expr_rejects(traces: Traces, vm_kernel: KernelExpect) -> None:
+    """The same run with the expression negated ('!='): the datagrams are still seen
+    leaving a (ip_output), the XDP program is traced, and no XDP event passes."""
+    pw = traces.get("xdp-miss", vm_kernel.release)
+    evs, detail = events(pw), show(pw)
+    assert re.search(r"tracing 1 XDP programs", pw.stderr), detail
+    want = (MIRROR_NET[0], XDP_SPORT, MIRROR_NET[1], XDP_PORT, "udp")
+    assert [e.tuple for e in evs if e.name == "ip_output"] == [want, want], detail
+    assert not [e for e in evs if e.func.endswith("(xdp)")], detail
+
+
+# --------------------------------------------------------------------------- 12: helpers
+def bpfmap_block(ev: Event) -> dict[str, Any]:
+    """--output-bpfmap's lines under an event (events() files them as its stack):
+    map_id, map_name, key and value (hex dump bytes joined), sizes."""
+    found: dict[str, Any] = {}
+    part = ""
+    for line in ev.stack:
+        if m := re.fullmatch(r"(map_id|map_name): (\S+)", line):
+            found[m[1]] = m[2]
+        elif m := re.fullmatch(r"(key|value)\((\d+)\):", line):
+            part = m[1]
+            found[part], found[part + "_size"] = b"", int(m[2])
+        elif m := re.fullmatch(r"[0-9a-f]{8}  ((?:[0-9a-f]{2} +)+)\|.*\|", line):
+            found[part] += bytes.fromhex(m[1].replace(" ", ""))
+    return found
+
+
+def test_track_bpf_helpers(traces: Traces, vm_kernel: KernelExpect) -> None:
+    """vm_tc_ingress reads each datagram's port with bpf_skb_load_bytes and counts it in a
+    hash map. For the first datagram to the port the lookup finds nothing and the port
+    is added (value 1); for the second the lookup finds 1. pwru shows those calls as
+    events of the tc program's skb, with the map's id, name, key and value; the other
+    scenarios' datagrams run the same program but do not match the filter: no calls."""
+    pw = traces.get("tc", vm_kernel.release)
+    evs, detail = events(pw), show(pw)
+    a, b, port = traces.gl.a, traces.gl.b, TC_PORT[traces.backend]
+    want = (a.ipv4, TC_SPORT, b.ipv4, port, "udp")
+    assert re.search(r"tracing 1 tc programs", pw.stderr), detail
+    assert re.search(r", 3 BPF helpers", pw.stderr), detail  # the attach summary
+    assert {e.tuple for e in evs} == {want}, detail
+    entries = [e for e in evs if e.func == f"{TC_PROG}(tc)"]
+    assert len(entries) == 2, detail
+    key, one = port.to_bytes(4, sys.byteorder), (1).to_bytes(8, sys.byteorder)
+    bounds = [evs.index(e) for e in entries] + [len(evs)]
+    maps = []
+    for n, entry in enumerate(entries):  # each datagram's calls, between its entry and the next
+        window = evs[bounds[n] + 1 : bounds[n + 1]]
+        calls = [e for e in window if e.skb == entry.skb and HELPER_CALL.fullmatch(e.name)]
+        names = [e.name.rsplit("_", 2)[-2] if "_elem" in e.name else e.name for e in calls]
+        blocks = [bpfmap_block(e) for e in calls]
+        if n == 0:  # the port is not there yet: no value; then the update adds it
+            assert names == ["bpf_skb_load_bytes"] * 2 + ["lookup", "update"], detail
+            assert "value" not in blocks[2] and blocks[3]["value"] == one, detail
+        else:
+            assert names == ["bpf_skb_load_bytes"] * 2 + ["lookup"], detail
+            assert blocks[2]["value"] == one, detail
+        assert [b["key"] for b in blocks[2:]] == [key] * (len(blocks) - 2), detail
+        maps += blocks[2:]
+    assert {(m["map_id"], m["map_name"], m["key_size"]) for m in maps} == {
+        (maps[0]["map_id"], HELPER_MAP, 4)
+    }, detail
+
+
+# --------------------------------------------------------------------------- 13: old kernels
+def test_kprobe_events_without_cookies(traces: Traces, vm_kernel: KernelExpect) -> None:
+    """Where kprobes have no BPF cookies (kernels.txt: cookies=no), pwru says that it
+    names kprobe events by the probed address; the drop run's names are real (test 1)."""
+    pw = traces.get("drop", vm_kernel.release)
+    said = "events are named by the probed address" in pw.stderr
+    expected = traces.backend == KPROBE and vm_kernel.expect["cookies"] == "no"
+    assert said == expected, show(pw)
+    assert not [e for e in events(pw) if e.func.startswith(("0x", "probe#"))], show(pw)
+
+
+def test_kmods_needs_module_btf(
+    guest_lab: GuestLab, vm_kernel: KernelExpect, tmp_path: Path
+) -> None:
+    """--kmods veth: probes veth_xmit from the module's BTF where the kernel has it
+    (kernels.txt: modbtf); elsewhere (5.10) pwru refuses in one line, exit 1."""
+    argv = ["--backend", KPROBE, "--kmods", "veth", "--filter-func", "veth_xmit", "udp"]
+    if vm_kernel.expect["modbtf"] == "no":
+        res = pwru_refusal(argv)
+        detail = f"{' '.join(res.args)} -> rc={res.returncode}\n{res.stderr}"
+        assert res.returncode == 1 and res.stdout == "" and "Traceback" not in res.stderr, detail
+        last = res.stderr.rstrip("\n").splitlines()[-1]
+        assert last.startswith("pwru: error: --kmods cannot work here: this kernel has no BTF "
+                               "for modules"), detail  # fmt: skip
+        return
+    pw = PwruRun(argv, tmp_path, READY_TIMEOUT)
+    assert pw.stop(signal.SIGINT, timeout=120) == 0, pw.stderr
+    assert "attached 1 functions with kprobe" in pw.stderr, pw.stderr
 
 
 # --------------------------------------------------------------------------- cleanup
