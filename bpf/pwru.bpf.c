@@ -493,18 +493,23 @@ static __always_inline struct pwru_event *new_event(__u64 addr, __u32 type, __u3
 	return ev;
 }
 
-/* One event for an skb that passed the filters. */
+/*
+ * One event for an skb that passed the filters. ``flags`` says what ``reason`` holds
+ * (PWRU_EVENT_HAS_REASON, _HAS_HOOK, _CLONE; 0: nothing); ``caller`` is the return
+ * address into the function that called the probed one, where the program knows it.
+ */
 static __always_inline int report_skb(void *ctx, struct sk_buff *skb, __u32 type, __u32 probe,
-				      __u64 func_ip, bool has_reason, __u64 reason)
+				      __u64 func_ip, __u32 flags, __u64 reason, __u64 caller)
 {
 	struct pwru_event *ev = new_event((__u64)skb, type, probe);
 
 	if (!ev)
 		return 0;
 	ev->func_ip = func_ip;
-	if (has_reason) {
+	ev->caller_ip = caller;
+	if (flags) {
 		ev->reason = reason;
-		ev->flags |= PWRU_EVENT_HAS_REASON;
+		ev->flags |= flags;
 	}
 	if (CFG.output_meta)
 		set_meta(ev, skb);
@@ -520,11 +525,20 @@ static __always_inline int report_skb(void *ctx, struct sk_buff *skb, __u32 type
 }
 
 static __always_inline int handle_skb(void *ctx, struct sk_buff *skb, __u32 type, __u32 probe,
-				      __u64 func_ip, bool has_reason, __u64 reason)
+				      __u64 func_ip, __u32 flags, __u64 reason, __u64 caller)
 {
 	if (!skb || !filter_skb(skb))
 		return 0;
-	return report_skb(ctx, skb, type, probe, func_ip, has_reason, reason);
+	return report_skb(ctx, skb, type, probe, func_ip, flags, reason, caller);
+}
+
+/* A kprobe's return address: where the probed function was called from. */
+static __always_inline __u64 kprobe_caller(struct pt_regs *ctx)
+{
+	__u64 ip = 0;
+
+	BPF_KPROBE_READ_RET_IP(ip, ctx);
+	return ip;
 }
 
 /* The kernel frees this skb: stop following its address (--filter-track-skb). */
@@ -554,7 +568,7 @@ SEC("pwru_tp/skb" #pos)                                                      \
 int pwru_tp_skb##pos(__u64 *ctx)                                             \
 {                                                                            \
 	return handle_skb(ctx, (struct sk_buff *)ctx[pos], PWRU_EVENT_TRACEPOINT, \
-			  probe_id(), 0, false, 0);                          \
+			  probe_id(), 0, 0, 0, 0);                           \
 }
 
 TP_SKB_PROG(0)
@@ -563,13 +577,26 @@ TP_SKB_PROG(2)
 TP_SKB_PROG(3)
 TP_SKB_PROG(4)
 
-/* kfree_skb(skb, location, reason, ...): the drop reason is argument 2. */
+/* kfree_skb(skb, location, reason, ...): the drop reason is argument 2, and
+ * location (the caller of the freeing function) names where it was dropped. */
 SEC("pwru_tp/kfree_skb")
 int pwru_tp_kfree_skb(__u64 *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	handle_skb(ctx, skb, PWRU_EVENT_TRACEPOINT, probe_id(), 0, true, ctx[2]);
+	handle_skb(ctx, skb, PWRU_EVENT_TRACEPOINT, probe_id(), 0, PWRU_EVENT_HAS_REASON,
+		   ctx[2], ctx[1]);
+	forget_skb(skb);
+	return 0;
+}
+
+/* kfree_skb(skb, location) before drop reasons (5.10-5.16): location alone. */
+SEC("pwru_tp/kfree_skb_noreason")
+int pwru_tp_kfree_skb_noreason(__u64 *ctx)
+{
+	struct sk_buff *skb = (struct sk_buff *)ctx[0];
+
+	handle_skb(ctx, skb, PWRU_EVENT_TRACEPOINT, probe_id(), 0, 0, 0, ctx[1]);
 	forget_skb(skb);
 	return 0;
 }
@@ -580,7 +607,7 @@ int pwru_tp_consume_skb(__u64 *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	handle_skb(ctx, skb, PWRU_EVENT_TRACEPOINT, probe_id(), 0, false, 0);
+	handle_skb(ctx, skb, PWRU_EVENT_TRACEPOINT, probe_id(), 0, 0, 0, 0);
 	forget_skb(skb);
 	return 0;
 }
@@ -598,7 +625,7 @@ int name##pos(struct pt_regs *ctx)                                           \
 {                                                                            \
 	return handle_skb(ctx, (struct sk_buff *)PT_REGS_##parm(ctx), type,  \
 			  bpf_get_attach_cookie(ctx), bpf_get_func_ip(ctx),  \
-			  false, 0);                                         \
+			  0, 0, 0);                                          \
 }
 
 KPROBE_SKB_PROG("pwru_kprobe", pwru_kp_skb, PWRU_EVENT_KPROBE, 0, PARM1)
@@ -613,7 +640,7 @@ KPROBE_SKB_PROG("pwru_kprobe_multi", pwru_km_skb, PWRU_EVENT_KPROBE_MULTI, 3, PA
 KPROBE_SKB_PROG("pwru_kprobe_multi", pwru_km_skb, PWRU_EVENT_KPROBE_MULTI, 4, PARM5)
 
 /*
- * Functions whose drop reason pwru prints:
+ * Functions whose drop reason pwru prints (and the caller, where it was dropped):
  *   kfree_skb_reason(skb, reason)          until 6.10
  *   sk_skb_reason_drop(sk, skb, reason)    6.11+
  */
@@ -623,13 +650,50 @@ int name(struct pt_regs *ctx)                                                 \
 {                                                                             \
 	return handle_skb(ctx, (struct sk_buff *)PT_REGS_##skb_parm(ctx), type, \
 			  bpf_get_attach_cookie(ctx), bpf_get_func_ip(ctx),   \
-			  true, PT_REGS_##reason_parm(ctx));                  \
+			  PWRU_EVENT_HAS_REASON, PT_REGS_##reason_parm(ctx),  \
+			  kprobe_caller(ctx));                                \
 }
 
 KPROBE_REASON_PROG("pwru_kprobe", pwru_kp_kfree_reason, PWRU_EVENT_KPROBE, PARM1, PARM2)
 KPROBE_REASON_PROG("pwru_kprobe", pwru_kp_skdrop_reason, PWRU_EVENT_KPROBE, PARM2, PARM3)
 KPROBE_REASON_PROG("pwru_kprobe_multi", pwru_km_kfree_reason, PWRU_EVENT_KPROBE_MULTI, PARM1, PARM2)
 KPROBE_REASON_PROG("pwru_kprobe_multi", pwru_km_skdrop_reason, PWRU_EVENT_KPROBE_MULTI, PARM2, PARM3)
+
+/* kfree_skb(skb) before drop reasons (5.10-5.16): the caller is where it was dropped. */
+#define KPROBE_KFREE_PROG(sec, name, type)                                    \
+SEC(sec "/kfree")                                                             \
+int name(struct pt_regs *ctx)                                                 \
+{                                                                             \
+	return handle_skb(ctx, (struct sk_buff *)PT_REGS_PARM1(ctx), type,    \
+			  bpf_get_attach_cookie(ctx), bpf_get_func_ip(ctx),   \
+			  0, 0, kprobe_caller(ctx));                          \
+}
+
+KPROBE_KFREE_PROG("pwru_kprobe", pwru_kp_kfree, PWRU_EVENT_KPROBE)
+KPROBE_KFREE_PROG("pwru_kprobe_multi", pwru_km_kfree, PWRU_EVENT_KPROBE_MULTI)
+
+/*
+ * nf_hook_slow(skb, state, ...): with config.diagnose the event carries the hook
+ * (NF_INET_LOCAL_IN, ...) and family (NFPROTO_IPV4, ...), read once the skb matched.
+ */
+#define KPROBE_NFHOOK_PROG(sec, name, type)                                   \
+SEC(sec "/nfhook")                                                            \
+int name(struct pt_regs *ctx)                                                 \
+{                                                                             \
+	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);           \
+	struct nf_hook_state *state = (struct nf_hook_state *)PT_REGS_PARM2(ctx); \
+	__u64 hook = 0;                                                       \
+                                                                              \
+	if (!skb || !filter_skb(skb))                                         \
+		return 0;                                                     \
+	if (CFG.diagnose && state)                                            \
+		hook = (__u64)BPF_CORE_READ(state, pf) << 8 | BPF_CORE_READ(state, hook); \
+	return report_skb(ctx, skb, type, bpf_get_attach_cookie(ctx),         \
+			  bpf_get_func_ip(ctx), hook ? PWRU_EVENT_HAS_HOOK : 0, hook, 0); \
+}
+
+KPROBE_NFHOOK_PROG("pwru_kprobe", pwru_kp_nfhook, PWRU_EVENT_KPROBE)
+KPROBE_NFHOOK_PROG("pwru_kprobe_multi", pwru_km_nfhook, PWRU_EVENT_KPROBE_MULTI)
 
 /*
  * --filter-track-skb: kfree_skbmem(skb) is where every skb's memory goes back.
@@ -644,7 +708,7 @@ int name(struct pt_regs *ctx)                                                 \
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);           \
                                                                               \
 	handle_skb(ctx, skb, type, bpf_get_attach_cookie(ctx), bpf_get_func_ip(ctx), \
-		   false, 0);                                                 \
+		   0, 0, 0);                                                  \
 	forget_skb(skb);                                                      \
 	return 0;                                                             \
 }
@@ -673,13 +737,15 @@ int pwru_kp_nonskb(struct pt_regs *ctx)
 	if (!skb)
 		return 0; /* the owner passed the filters when it took the stack */
 	return report_skb(ctx, (struct sk_buff *)*skb, PWRU_EVENT_KPROBE, bpf_get_attach_cookie(ctx),
-			  bpf_get_func_ip(ctx), false, 0);
+			  bpf_get_func_ip(ctx), 0, 0, 0);
 }
 
 /*
  * --filter-track-skb follows clones and copies: at skb_clone/skb_copy entry
  * remember the original (per task), at return track the new skb when the
  * original is tracked. kretprobe, so it works wherever kprobes do.
+ * With config.diagnose the new skb's birth is an event (PWRU_EVENT_CLONE, .reason =
+ * the original), so the per-packet view can put the clone with its original.
  */
 SEC("pwru_kprobe/clone_enter")
 int pwru_kp_clone(struct pt_regs *ctx)
@@ -692,17 +758,29 @@ int pwru_kp_clone(struct pt_regs *ctx)
 	return 0;
 }
 
+static __always_inline void clone_born(void *ctx, __u64 parent, __u64 child, __u32 type,
+				       __u32 probe)
+{
+	__u8 how = TRACKED_BY_MATCH;
+
+	bpf_map_update_elem(&tracked_skbs, &child, &how, BPF_ANY);
+	if (CFG.diagnose)
+		report_skb(ctx, (struct sk_buff *)child, type, probe, 0, PWRU_EVENT_CLONE, parent, 0);
+}
+
 SEC("pwru_kretprobe/clone_exit")
 int pwru_krp_clone(struct pt_regs *ctx)
 {
 	__u64 task = bpf_get_current_pid_tgid();
-	__u64 child = PT_REGS_RC(ctx);
-	__u8 how = TRACKED_BY_MATCH;
+	__u64 child = PT_REGS_RC(ctx), parent, *found;
 
-	if (bpf_map_delete_elem(&clone_parents, &task))
-		return 0; /* no tracked original (-ENOENT) */
+	found = bpf_map_lookup_elem(&clone_parents, &task);
+	if (!found)
+		return 0; /* no tracked original */
+	parent = *found;
+	bpf_map_delete_elem(&clone_parents, &task);
 	if (child)
-		bpf_map_update_elem(&tracked_skbs, &child, &how, BPF_ANY);
+		clone_born(ctx, parent, child, PWRU_EVENT_KPROBE, bpf_get_attach_cookie(ctx));
 	return 0;
 }
 
@@ -716,10 +794,9 @@ SEC("pwru_fexit/clone")
 int pwru_fexit_clone(__u64 *ctx)
 {
 	__u64 parent = ctx[0], child = ctx[2];
-	__u8 how = TRACKED_BY_MATCH;
 
 	if (CFG.track_skb && child && bpf_map_lookup_elem(&tracked_skbs, &parent))
-		bpf_map_update_elem(&tracked_skbs, &child, &how, BPF_ANY);
+		clone_born(ctx, parent, child, PWRU_EVENT_KPROBE, probe_id());
 	return 0;
 }
 
@@ -730,7 +807,7 @@ int pwru_fexit_clone(__u64 *ctx)
 SEC("pwru_fentry/tc")
 int pwru_fentry_tc(__u64 *ctx)
 {
-	return handle_skb(ctx, (struct sk_buff *)ctx[0], PWRU_EVENT_TC, probe_id(), 0, false, 0);
+	return handle_skb(ctx, (struct sk_buff *)ctx[0], PWRU_EVENT_TC, probe_id(), 0, 0, 0, 0);
 }
 
 /* --filter-trace-xdp: no sk_buff yet, only the xdp_buff the driver built. */

@@ -31,6 +31,8 @@ enum pwru_event_flags {
 	PWRU_EVENT_HAS_TUNNEL = 1 << 2,   /* .tunnel_tuple holds the inner packet */
 	PWRU_EVENT_HAS_STACK = 1 << 3,    /* stack frames follow the event */
 	PWRU_EVENT_FEXIT = 1 << 4,        /* tc/XDP program exit: .reason is its return value */
+	PWRU_EVENT_HAS_HOOK = 1 << 5,     /* nf_hook_slow: .reason = state->pf << 8 | state->hook */
+	PWRU_EVENT_CLONE = 1 << 6,        /* a clone's birth: .skb_addr the new skb, .reason the original */
 };
 
 /* An L3/L4 tuple. Addresses and ports in network byte order, as on the wire. */
@@ -58,7 +60,7 @@ struct pwru_event {
 	__u64 ts;            /* bpf_ktime_get_ns() */
 	__u64 skb_addr;
 	__u64 func_ip;       /* probed function address (kprobe*) or 0 */
-	__u64 caller_ip;     /* return address into the caller, if asked */
+	__u64 caller_ip;     /* return address into the caller, if asked; drops: always */
 	__u64 reason;        /* drop reason, valid with PWRU_EVENT_HAS_REASON */
 	__u32 probe_id;      /* index in the control plane's probe table */
 	__u32 pid;           /* tgid of the current task */
@@ -125,7 +127,8 @@ struct pwru_config {
 	__u8 have_tunnel_filter;  /* filter_pcap_tunnel_l2/l3 were spliced in */
 	__u8 have_skb_expr;       /* filter_skb_expr was spliced in */
 	__u8 output_cb;           /* skb->cb appended */
-	__u8 _pad[6];
+	__u8 diagnose;            /* events carry nf_hook_slow's hook and clone births */
+	__u8 _pad[5];
 };
 
 #define PWRU_MAX_STACK_FRAMES 50

@@ -87,6 +87,8 @@ class Options:
     output_skb_metadata: list[str] = field(default_factory=list)
     output_file: str = ""
     output_json: bool = False
+    summary: bool = False  # a drop report when pwru stops (pwru.diagnose)
+    output_per_packet: bool = False  # one block per packet instead of a line per event
     ready_file: str = ""
     backend: str = ""  # "" = choose automatically
     ringbuf_size_bytes: int = DEFAULT_RINGBUF_MB << 20
@@ -394,6 +396,16 @@ def _add_output(group: argparse._ArgumentGroup) -> None:
     )
     oa("--output-file", default="", metavar="PATH", help="write traces to PATH")
     oa("--output-json", action=BoolFlag, help="output traces as JSON lines")
+    oa(
+        "--summary",
+        action=BoolFlag,
+        help="when pwru stops, report the drops: where, why, and what to check",
+    )
+    oa(
+        "--output-per-packet",
+        action=BoolFlag,
+        help="one block per packet (its clones included): each hop, then its fate",
+    )
     oa("--ready-file", default="", metavar="PATH", help=argparse.SUPPRESS)
     oa(
         "--ringbuf-size",
@@ -533,6 +545,8 @@ def parse_options(argv: Sequence[str]) -> Options:
         output_skb_metadata=ns.output_skb_metadata,
         output_file=ns.output_file,
         output_json=ns.output_json,
+        summary=ns.summary,
+        output_per_packet=ns.output_per_packet,
         ready_file=ns.ready_file,
         backend=ns.backend,
         ringbuf_size_bytes=ns.ringbuf_size << 20,

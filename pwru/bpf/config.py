@@ -54,4 +54,6 @@ def build_config(options: Options, spliced: Spliced) -> Config:
     config.have_tunnel_filter = int(spliced.tunnel)
     config.have_skb_expr = int(spliced.skb_expr)
     config.output_skb_metadata = int(spliced.skb_metadata)
+    # the drop summary and the per-packet view want nf_hook_slow's hook and clone births
+    config.diagnose = int(options.summary or options.output_per_packet)
     return config

@@ -28,6 +28,8 @@ def program_for(tp: SkbTracepoint) -> str | None:
     """The BPF program that reads this tracepoint's sk_buff (and drop reason)."""
     if tp.name == "kfree_skb" and tp.skb_arg == 0 and tp.nargs >= 3:
         return "pwru_tp_kfree_skb"  # (skb, location, reason, ...) since 5.17
+    if tp.name == "kfree_skb" and tp.skb_arg == 0 and tp.nargs == 2:
+        return "pwru_tp_kfree_skb_noreason"  # (skb, location) before
     if tp.name == "consume_skb" and tp.skb_arg == 0:
         return "pwru_tp_consume_skb"  # also ends --filter-track-skb for the skb
     if tp.skb_arg <= MAX_SKB_POSITION:
