@@ -131,8 +131,6 @@ class Session:
             btf_custom_path=options.kernel_btf or None,
         )
         self.stop.check()
-        self._attach()
-        self.stop.check()
         names = SystemNames(
             probe_name=lambda ev: self.table.name(ev.probe_id),
             drop_reasons=kernel_btf.drop_reasons(),
@@ -144,8 +142,13 @@ class Session:
             RecordLayout.of(config),
             limit=options.output_limit_lines,
             name_at=lambda addr: self.ksyms().name_at(addr),
+            lines=not options.output_per_packet,
         )
-        self.printer.sinks = make_sinks(options, self.printer, names)
+        # before attaching: what sinks do to set up (the drop summary reads firewall
+        # counters with iptables-save/nft) is not traced
+        self.printer.sinks = make_sinks(options, self.printer, names, self.table)
+        self._attach()
+        self.stop.check()
         self.ring = RingBuffer(self.obj.events.fd, self.printer.on_record)
         self._signal_ready()
         self.printer.flush()

@@ -7,15 +7,19 @@ from ``on_record`` (the reader hands it back to the poll loop).
 
 Other consumers of the same decoded events (a drop summary, a pcapng writer, a
 per-packet view) are ``Sink``s: each gets every event with its extras, and is
-closed once when the run ends, after the last event.
+closed once when the run ends, after the last event. A sink with a ``tick()``
+(``TimedSink``) is also called once per poll, for work that depends on time.
+Without ``lines`` the printer writes no line per event: the sinks print instead
+(--output-per-packet). Events only sinks want (a clone's birth) get no line.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import IO, Callable, Protocol
+from typing import IO, Callable, Protocol, runtime_checkable
 
+from pwru.bpf.abi import PWRU_EVENT_CLONE
 from pwru.errors import UsageError
 from pwru.output.decode import Event, Extras, RecordLayout, decode_event, decode_extras
 from pwru.output.render import Renderer
@@ -32,6 +36,13 @@ class Sink(Protocol):
     def close(self) -> None:
         """The run ended: write what is left (called once, after the last event)."""
         ...
+
+
+@runtime_checkable
+class TimedSink(Sink, Protocol):
+    """A sink that also acts on time passing (called once per poll, ~100 ms)."""
+
+    def tick(self) -> None: ...
 
 
 class LimitReached(Exception):
@@ -61,6 +72,7 @@ class Printer:
         limit: int = 0,
         name_at: Callable[[int], str | None] = lambda _addr: None,
         sinks: Sequence[Sink] = (),
+        lines: bool = True,
     ) -> None:
         self.renderer = renderer
         self.out = out
@@ -68,9 +80,10 @@ class Printer:
         self.limit = limit  # 0 = unlimited
         self.name_at = name_at  # kernel symbol at an address, for the caller
         self.sinks = list(sinks)
+        self.lines = lines  # a line per event (else only the sinks print)
         self.printed = 0
         self.pending: list[str] = []
-        header = renderer.header()
+        header = renderer.header() if lines else None
         if header is not None:
             self.pending.append(header)
 
@@ -82,14 +95,27 @@ class Printer:
         event = decode_event(data)
         if not self.layout.has_extras and not self.sinks:
             self.pending.append(self.renderer.render(event))
-        else:
-            self._with_extras(event, data)
+        elif not self._with_extras(event, data):
+            return
         self.printed += 1
         if self.full:
             raise LimitReached("output limit reached")
 
-    def _with_extras(self, event: Event, data: bytes) -> None:
+    def _with_extras(self, event: Event, data: bytes) -> bool:
+        """Hand the event to the sinks and, unless only they want it, print its line;
+        whether it counts as a printed event."""
         extras = decode_extras(data, event, self.layout)
+        if event.flags & PWRU_EVENT_CLONE:  # a clone's birth: for the per-packet view
+            for sink in self.sinks:
+                sink.add(event, extras)
+            return False
+        if self.lines:
+            self._render(event, extras)
+        for sink in self.sinks:  # the event as the kernel side sent it
+            sink.add(event, extras)
+        return True
+
+    def _render(self, event: Event, extras: Extras) -> None:
         options = self.renderer.options
         if options.output_caller:
             event = event._replace(caller_ip=caller_of(event, extras.frames, self.name_at))
@@ -103,14 +129,15 @@ class Printer:
                 shinfo_text=extras.shinfo_text,
             )
         )
-        for sink in self.sinks:
-            sink.add(event, extras)
 
     def emit(self, line: str) -> None:
         """Add a line of one's own to the output (a sink's summary, say)."""
         self.pending.append(line)
 
     def flush(self) -> None:
+        for sink in self.sinks:
+            if isinstance(sink, TimedSink):
+                sink.tick()
         if self.pending:
             self.out.write("\n".join(self.pending) + "\n")
             self.out.flush()
