@@ -12,6 +12,9 @@ an address starts a new packet when
 
 * it was dropped or consumed before (only its release may follow),
 * a socket had taken it and it now arrives on or leaves through a device,
+* it was sent on a device and now a socket or the router takes it, without arriving
+  anywhere first, or it arrives on that same device (not loopback),
+* its protocol changed to or from ICMP (an ICMP error is a new skb),
 * it comes back to the place where the story began (same function, netns, device),
 * or nothing happened to it for ``timeout_s`` seconds (event time).
 
@@ -45,7 +48,8 @@ from pwru.output.render import NameResolver
 STORY_TIMEOUT_S = 1.0
 MAX_HOPS = 512  # per story; beyond, the middle is left out (counted in Packet.skipped)
 MAX_OPEN = 65536  # stories in flight; beyond, the oldest is handed out early
-_ENDED_MEMORY = 4096  # addresses whose life ended at a drop/consume, for their teardown
+_ENDED_MEMORY = 4096
+LOOPBACK_IFINDEX = 1  # addresses whose life ended at a drop/consume, for their teardown
 
 
 @dataclass
@@ -61,7 +65,7 @@ class Packet:
     end: str = ""  # "freed", "timeout", "stop", "reused", "evicted"
     skipped: int = 0  # hops left out beyond MAX_HOPS
     first_place: dict[int, tuple[str, int, int]] = field(default_factory=dict)
-    last_step: dict[int, Step] = field(default_factory=dict)
+    last: dict[int, Hop] = field(default_factory=dict)  # each skb's latest hop
 
     @property
     def skb(self) -> int:
@@ -179,10 +183,17 @@ class PacketTracker:
         ev, step = hop.event, hop.step
         if ev.ts - packet.last_ts > self.timeout_ns:
             return True
-        if packet.last_step.get(ev.skb_addr) == Step.DELIVER and step in (
-            Step.RECEIVE,
-            Step.TRANSMIT,
+        last = packet.last.get(ev.skb_addr)
+        if last is None:
+            return False
+        if last.step == Step.DELIVER and step in (Step.RECEIVE, Step.TRANSMIT):
+            return True
+        if last.step == Step.TRANSMIT and (
+            step in (Step.DELIVER, Step.FORWARD)
+            or (step == Step.RECEIVE and _looped(last.event, ev))
         ):
+            return True
+        if _icmp_swap(last.event, ev):
             return True
         if self.free_traced:
             return False
@@ -230,7 +241,7 @@ class PacketTracker:
             packet.skipped += 1
         packet.hops.append(hop)
         packet.last_ts = max(packet.last_ts, ev.ts)
-        packet.last_step[ev.skb_addr] = hop.step
+        packet.last[ev.skb_addr] = hop
         packet.first_place.setdefault(ev.skb_addr, (hop.name, ev.netns, ev.ifindex))
         self.open.move_to_end(packet.id)
 
@@ -238,7 +249,8 @@ class PacketTracker:
         packet.live.discard(addr)
         if self.by_skb.get(addr) is packet:
             del self.by_skb[addr]
-        if how == "freed" and packet.last_step.get(addr) != Step.FREE:
+        last = packet.last.get(addr)
+        if how == "freed" and last is not None and last.step != Step.FREE:
             self.ended[addr] = None  # a drop/consume: its teardown may follow
             if len(self.ended) > _ENDED_MEMORY:
                 self.ended.popitem(last=False)
@@ -253,3 +265,22 @@ class PacketTracker:
         self.open.pop(packet.id, None)
         for listener in self.listeners:
             listener.packet_done(packet)
+
+
+def _looped(sent: Event, now: Event) -> bool:
+    """Sent on a device and now arriving on the same one, not loopback (ifindex 1 in
+    every namespace): the sent packet left (its free unseen), this is another."""
+    same = (sent.netns, sent.ifindex) == (now.netns, now.ifindex)
+    return same and now.ifindex not in (0, LOOPBACK_IFINDEX)
+
+
+_ICMP = (1, 58)
+
+
+def _icmp_swap(before: Event, now: Event) -> bool:
+    """The transport protocol changed to or from ICMP: no NAT or tunnel turns a packet
+    into an ICMP message (those are new skbs), so this is another packet."""
+    a, b = before.tuple, now.tuple
+    if a is None or b is None or not a.l3_proto or not b.l3_proto:
+        return False
+    return a.l4_proto != b.l4_proto and (a.l4_proto in _ICMP or b.l4_proto in _ICMP)

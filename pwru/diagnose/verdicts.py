@@ -9,7 +9,11 @@ consumed, freed). ``skb_fate`` reads an skb's steps, in order, into a ``Verdict`
   which nothing but the freeing of the skb happens. A drop followed by more of the
   packet's path only released a reference (a shared skb) and is not its fate.
 * delivered: the last milestone is a socket taking or reading it (UDP/TCP/raw receive
-  queues with kprobes; skb_copy_datagram_iovec and tcp_probe with tracepoints).
+  queues with kprobes; skb_copy_datagram_iovec and tcp_probe with tracepoints). With
+  tracepoints only, a UDP/TCP packet that arrived and then vanished without a drop, a
+  free or a transmit is taken as delivered (inferred): a socket's receive queue, and
+  UDP's read of a linear skb (copy_linear_skb, then a free without a tracepoint), have
+  no tracepoint.
 * forwarded: routed (ip_forward, ip6_forward) or bridged (br_forward), or, where those
   functions are not seen (tracepoints), received on one device and sent on another in
   the same network namespace; and not seen after that.
@@ -100,10 +104,10 @@ TRANSMIT_FUNCS = frozenset(
         "__dev_queue_xmit",
         "dev_queue_xmit",
         "veth_xmit",
-        # tracepoints
+        # tracepoints (not net_dev_xmit: it fires after the device took the skb, when a
+        # veth has already handed it to its peer)
         "net_dev_queue",
         "net_dev_start_xmit",
-        "net_dev_xmit",
     )
 )
 RECEIVE_PREFIXES = (
@@ -223,7 +227,7 @@ class Verdict:
 
     fate: Fate
     hop: Hop | None
-    inferred: bool = False  # forwarded, seen as "in on one device, out on another"
+    inferred: bool = False  # forwarded or delivered, inferred rather than seen
 
 
 _AFTER_THE_END = (Step.TEARDOWN, Step.FREE, Step.DROP, Step.CONSUME)
@@ -247,7 +251,21 @@ def skb_fate(hops: Sequence[Hop]) -> Verdict:
         return Verdict(Fate.FORWARDED if forward else Fate.TRANSMITTED, last, bool(forward))
     if ending is not None or (hops and hops[-1].step == Step.FREE):
         return Verdict(Fate.CONSUMED, ending or hops[-1])
+    if last is not None and last.step == Step.RECEIVE and _vanished_locally(hops, last):
+        return Verdict(Fate.DELIVERED, last, True)
     return Verdict(Fate.IN_FLIGHT, hops[-1] if hops else None)
+
+
+_L4_SOCKETS = (6, 17, 132)  # TCP, UDP, SCTP
+
+
+def _vanished_locally(hops: Sequence[Hop], arrived: Hop) -> bool:
+    """A UDP/TCP packet that arrived and was not seen again, traced with tracepoints
+    only (which see no socket queue): a socket took it."""
+    tup = arrived.event.tuple
+    if tup is None or tup.l4_proto not in _L4_SOCKETS:
+        return False
+    return all(hop.event.type == PWRU_EVENT_TRACEPOINT for hop in hops)
 
 
 def _final_outcome(hops: Sequence[Hop]) -> Hop | None:
