@@ -9,8 +9,9 @@ PYTHON ?= python3
 .PHONY: all bpf setup check test lint bench vm-matrix clean
 
 # System packages a fresh Debian 12 needs: libbpf (runtime), clang/llvm/bpftool
-# (building and inspecting BPF objects), iproute2/iptables (end-to-end tests).
-APT_PACKAGES := libbpf1 libbpf-dev clang llvm bpftool iproute2 iptables gcc make
+# (building and inspecting BPF objects), iproute2/iptables/nftables (end-to-end tests;
+# the drop summary reads rule counters with iptables-save and nft).
+APT_PACKAGES := libbpf1 libbpf-dev clang llvm bpftool iproute2 iptables nftables gcc make
 
 all: bpf
 

@@ -16,10 +16,11 @@ nft's copies of the tables it showed are left out, so a rule is named once.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,26 +66,36 @@ class Ruleset:
     problems: list[str] = field(default_factory=list)
 
 
-def available_tools() -> list[str]:
-    """Which of iptables-save, ip6tables-save, nft this machine has."""
-    return [t for t in ("iptables-save", "ip6tables-save", NFT) if shutil.which(t)]
+_SBIN = ("/usr/sbin", "/sbin")  # root's tools, also where PATH lacks them
 
 
-def snapshot(place: Place, tools: Sequence[str]) -> Ruleset:
+def available_tools() -> dict[str, str]:
+    """Which of iptables-save, ip6tables-save, nft this machine has: name -> path."""
+    found = {}
+    for name in ("iptables-save", "ip6tables-save", NFT):
+        path = shutil.which(name) or next(
+            (p for p in (os.path.join(d, name) for d in _SBIN) if os.access(p, os.X_OK)), None
+        )
+        if path:
+            found[name] = path
+    return found
+
+
+def snapshot(place: Place, tools: Mapping[str, str]) -> Ruleset:
     """The rules and counters of the namespace, read with the given tools."""
     ruleset = Ruleset()
     managed: set[tuple[str, str]] = set()  # (nft family, table) iptables-nft showed
     for save, tool, version in IPTABLES_TOOLS:
         if save not in tools:
             continue
-        text = _output(place, [save, "-c"], ruleset.problems)
+        text = _output(place, [tools[save], "-c"], ruleset.problems)
         for rule in parse_iptables_save(text, tool):
             ruleset.rules[rule.key] = rule
         if "(nf_tables)" in text:
             family = "ip" if version == 4 else "ip6"
             managed |= {(family, t) for t in re.findall(r"^\*(\S+)", text, re.M)}
     if NFT in tools:
-        text = _output(place, [NFT, "-j", "list", "ruleset"], ruleset.problems)
+        text = _output(place, [tools[NFT], "-j", "list", "ruleset"], ruleset.problems)
         for rule in parse_nft_json(text):
             if (rule.family, rule.table) not in managed:
                 ruleset.rules[rule.key] = rule
@@ -98,7 +109,8 @@ def _output(place: Place, argv: list[str], problems: list[str]) -> str:
         problems.append(f"{argv[0]}: {error}")
         return ""
     if done.returncode != 0:
-        problems.append(f"{' '.join(argv)}: {done.stderr.strip() or f'exit {done.returncode}'}")
+        command = " ".join([os.path.basename(argv[0]), *argv[1:]])
+        problems.append(f"{command}: {done.stderr.strip() or f'exit {done.returncode}'}")
     return done.stdout
 
 

@@ -8,8 +8,8 @@ report is printed after the events: a table and a paragraph per group in text, o
 ``{"summary": {...}}`` line with --output-json (schema: docs/output.md).
 
 What one run cannot know is said in the report ("unknown"): with the tracepoint
-backend the netfilter hook (no nf_hook_slow event), a socket's receive queue, and
-forwarding, which is inferred.
+backend the netfilter hook (no nf_hook_slow event), a socket's receive queue (delivery
+is inferred), and forwarding (inferred too).
 """
 
 from __future__ import annotations
@@ -198,9 +198,9 @@ class DropSummary:
             notes += [
                 "the netfilter hook: the tracepoint backend has no nf_hook_slow event "
                 "(named from the rule's chain where one rule matched)",
-                "a socket's receive queue: with tracepoints a packet counts as delivered "
-                "once a socket read it (skb_copy_datagram_iovec) or TCP took it "
-                "(tcp_probe); unread ones count as consumed or in flight",
+                "a socket's receive queue: tracepoints do not see it; a UDP/TCP packet "
+                "that arrived and then vanished (no drop, free or transmit) counts as "
+                "delivered, inferred",
                 "forwarding is inferred: received on one device and sent on another in "
                 "the same namespace",
             ]

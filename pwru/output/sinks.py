@@ -45,7 +45,7 @@ def make_sinks(
             "firewall rules of %d namespaces read in %.3f s (%s)",
             len(firewall.before),
             firewall.start_seconds,
-            ", ".join(firewall.tools) or "no iptables-save, ip6tables-save or nft",
+            ", ".join(firewall.tools.values()) or "no iptables-save, ip6tables-save or nft",
         )
         summary = DropSummary(
             printer,
