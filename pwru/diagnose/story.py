@@ -18,6 +18,9 @@ an address starts a new packet when
 * it comes back to the place where the story began (same function, netns, device),
 * or nothing happened to it for ``timeout_s`` seconds (event time).
 
+An skb seen only while being freed (kfree_skbmem, skb_release_*: its path did not
+match the filters) is no story and is not handed out.
+
 Clones: with --filter-track-skb and config.diagnose the BPF side reports each clone's
 birth (PWRU_EVENT_CLONE); the clone then belongs to its original's story, which ends
 when every skb of it has ended. A story nobody ends is handed out after ``timeout_s``
@@ -263,6 +266,8 @@ class PacketTracker:
                 del self.by_skb[addr]
         packet.end = packet.end or how
         self.open.pop(packet.id, None)
+        if all(hop.step in (Step.TEARDOWN, Step.FREE) for hop in packet.hops):
+            return  # seen only while being freed (its path did not match): nothing to tell
         for listener in self.listeners:
             listener.packet_done(packet)
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from pwru.diagnose import netfilter
 from pwru.diagnose.netfilter import (
     Ruleset,
     attribute,
@@ -146,3 +149,18 @@ def test_rules_that_can_see_the_packet() -> None:
     assert fits(drop_input, None, None, 4) and not fits(drop_input, None, None, 6)
     inet = nft_rules[1]
     assert fits(inet, 2, 1, 4) and fits(inet, 10, 1, 6) and not fits(inet, 7, 1, 4)
+
+
+def test_missing_tools_are_said_not_fatal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netfilter, "available_tools", dict)
+
+    class NoNamespaces:
+        def paths(self) -> dict[int, str]:
+            raise AssertionError("nothing to read without tools")
+
+    watch = netfilter.FirewallWatch(NoNamespaces(), 0)  # type: ignore[arg-type]
+    assert watch.before == {} and watch.tools == {}
+    found = watch.attribute(4026532002, 2, 1, 4, [3])
+    assert found == (
+        "cannot name the rule: iptables-save, ip6tables-save and nft are not installed"
+    )

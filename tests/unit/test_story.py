@@ -103,6 +103,14 @@ def test_reused_address_after_an_unseen_free() -> None:
     assert s.done[0].fate().fate == Fate.FORWARDED and s.done[0].fate().inferred
 
 
+def test_an_skb_seen_only_at_its_free_is_no_packet() -> None:
+    s = Stories(free_traced=True).feed(
+        ev("skb_release_data", 0, kind=KP), ev("kfree_skbmem", 1, kind=KP), *arrive(5)
+    )
+    s.tracker.close()
+    assert [s.names(i) for i in range(len(s.done))] == [["netif_rx", "netif_receive_skb"]]
+
+
 def test_loopback_send_and_arrival_stay_one_packet() -> None:
     s = Stories().feed(
         ev("net_dev_queue", 0, ifindex=1), ev("net_dev_start_xmit", 1, ifindex=1),
