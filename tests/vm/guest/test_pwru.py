@@ -26,10 +26,10 @@ asserts pwru's one-line error naming CONFIG_FPROBE and exit code 1.
      test 1, with --output-caller naming the calling function as the stack does.
  11. --output-per-packet with clones: the datagram of test 7 and its mirrored clone are one
      packet (the clone's birth reported by the fexit/kretprobe on skb_clone), with two fates.
- 12. --summary --output-per-packet on the SYN of test 1 and the DNAT'ed datagram of test 2:
-     the drop report names the netfilter hook (nf_hook_slow's state), the dropping
-     function (the drop function's return address) and the iptables rule whose counter
-     grew; the DNAT'ed datagram is one packet whose tuple changes on the way.
+ 12. --summary on the SYN of test 1 names the netfilter hook (nf_hook_slow's state), the
+     dropping function (the drop function's return address) and the iptables rule whose
+     counter grew; the DNAT'ed datagram of test 2 is one packet whose tuple changes.
+     (11 and 12 share one run: --filter-track-skb --summary --output-per-packet --output-json.)
 
 How (time: one pwru start costs ~10 s of CPU under TCG — Python, BTF, discovery, load):
 one lab for the module (tests/kernel/netlab.py's Lab: two namespaces on a veth pair) with
@@ -468,23 +468,14 @@ def scenario_args(gl: GuestLab, backend: str) -> dict[str, list[str]]:
             "--output-stack",
             f"tcp and dst port {DROP_PORT}",
         ),
-        "clone-story": args(
-            CLONE_FUNCS,
-            "--filter-track-skb",
-            "--filter-mark",
-            hex(CLONE_MARK),
-            "--output-per-packet",
-            "--output-json",
-            f"udp and dst port {CLONE_PORT}",
-            always=True,
-        ),
-        "summary": args(
-            f"{DROP_FUNCS}|{NAT_FUNCS}",
+        # one run for tests 11 and 12 (each pwru start costs ~10 s of TCG CPU)
+        "diagnose": args(
+            f"{DROP_FUNCS}|{NAT_FUNCS}|{CLONE_FUNCS}",
             "--filter-track-skb",
             "--summary",
             "--output-per-packet",
             "--output-json",
-            f"(tcp and dst port {DROP_PORT}) or ({nat_expr})",
+            f"(tcp and dst port {DROP_PORT}) or ({nat_expr}) or (udp and dst port {CLONE_PORT})",
         ),
     }
 
@@ -820,7 +811,7 @@ def test_per_packet_view_groups_a_clone(traces: Traces, vm_kernel: KernelExpect)
     b, no socket there) and its clone (born in skb_clone, dropped as OTHERHOST in b), each
     with its fate. The clone's birth comes from the clone tracking programs (fexit with
     kprobe, kretprobe with kprobe-multi), which report it with --output-per-packet."""
-    pw = traces.get("clone-story", vm_kernel.release)
+    pw = traces.get("diagnose", vm_kernel.release)
     detail = show(pw)
     a, b = traces.gl.a, traces.gl.b
     packets = [p for p in json_lines(pw, "packet") if p.get("tuple", {}).get("dport") == CLONE_PORT]
@@ -847,7 +838,7 @@ def test_summary_names_hook_function_and_rule(traces: Traces, vm_kernel: KernelE
     hook from nf_hook_slow's state, the dropping function from the return address of the
     drop function (nftables frees the packet itself: nft_do_chain), and names the rule,
     whose counter grew by the one SYN during the trace."""
-    pw = traces.get("summary", vm_kernel.release)
+    pw = traces.get("diagnose", vm_kernel.release)
     detail = show(pw)
     lines = pw.stdout.splitlines()
     assert lines and lines[-1].startswith('{"summary"'), detail
@@ -871,7 +862,7 @@ def test_summary_names_hook_function_and_rule(traces: Traces, vm_kernel: KernelE
 def test_per_packet_view_follows_dnat(traces: Traces, vm_kernel: KernelExpect) -> None:
     """The DNAT'ed datagram of test 2 (--filter-track-skb) is one packet: first seen in a
     with the virtual destination, then with b:7722, ending in b (no socket there)."""
-    pw = traces.get("summary", vm_kernel.release)
+    pw = traces.get("diagnose", vm_kernel.release)
     detail = show(pw)
     a, b = traces.gl.a, traces.gl.b
     nat = [p for p in json_lines(pw, "packet") if p.get("tuple", {}).get("dport") == NAT_PORT]
