@@ -9,11 +9,12 @@ PYTHON ?= python3
 .PHONY: all bpf setup check test lint bench bench-full bench-guest vm-matrix clean wheels image
 
 # System packages a fresh Debian 12 needs: libbpf (runtime), clang/llvm/bpftool
-# (building and inspecting BPF objects), iproute2/iptables (end-to-end tests);
+# (building and inspecting BPF objects), iproute2/iptables/nftables (end-to-end tests;
+# the drop summary reads rule counters with iptables-save and nft);
 # for the wheels, the image and their tests (packaging/): dpkg-dev (apt-get source),
 # binutils (objdump), mmdebstrap (Debian 11, 12 and arm64 roots), podman + runc (the
 # image), qemu-system-arm (the arm64 guest).
-APT_PACKAGES := libbpf1 libbpf-dev clang llvm bpftool iproute2 iptables gcc make \
+APT_PACKAGES := libbpf1 libbpf-dev clang llvm bpftool iproute2 iptables nftables gcc make \
 	dpkg-dev binutils mmdebstrap podman runc qemu-system-arm
 
 all: bpf

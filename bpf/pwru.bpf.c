@@ -607,9 +607,12 @@ static __always_inline void fill_skb(struct pwru_event *ev, void *ctx, struct sk
 	set_extras(ev, ctx, skb);
 }
 
-/* One event for an skb that passed the filters. */
+/*
+ * One event for an skb that passed the filters. ``flags`` says what ``reason`` holds
+ * (PWRU_EVENT_HAS_REASON, _HAS_HOOK, _CLONE; 0: nothing).
+ */
 static __always_inline int report_skb(void *ctx, struct sk_buff *skb, struct site at,
-				      bool has_reason, __u64 reason)
+				      __u32 flags, __u64 reason)
 {
 	struct pwru_event *ev = new_event((__u64)skb, at.type, at.probe, false);
 
@@ -617,9 +620,9 @@ static __always_inline int report_skb(void *ctx, struct sk_buff *skb, struct sit
 		return 0;
 	ev->func_ip = at.func_ip;
 	ev->caller_ip = at.caller_ip;
-	if (has_reason) {
+	if (flags) {
 		ev->reason = reason;
-		ev->flags |= PWRU_EVENT_HAS_REASON;
+		ev->flags |= flags;
 	}
 	fill_skb(ev, ctx, skb);
 	bpf_ringbuf_submit(ev, 0);
@@ -627,19 +630,28 @@ static __always_inline int report_skb(void *ctx, struct sk_buff *skb, struct sit
 }
 
 static __always_inline int handle_skb_at(void *ctx, struct sk_buff *skb, struct site at,
-					 bool has_reason, __u64 reason)
+					 __u32 flags, __u64 reason)
 {
 	if (!skb || !filter_skb(skb))
 		return 0;
-	return report_skb(ctx, skb, at, has_reason, reason);
+	return report_skb(ctx, skb, at, flags, reason);
 }
 
 static __always_inline int handle_skb(void *ctx, struct sk_buff *skb, __u32 type, __u32 probe,
-				      __u64 func_ip, bool has_reason, __u64 reason)
+				      __u64 func_ip, __u32 flags, __u64 reason, __u64 caller)
 {
-	struct site at = { .type = type, .probe = probe, .func_ip = func_ip };
+	struct site at = { .type = type, .probe = probe, .func_ip = func_ip, .caller_ip = caller };
 
-	return handle_skb_at(ctx, skb, at, has_reason, reason);
+	return handle_skb_at(ctx, skb, at, flags, reason);
+}
+
+/* A kprobe's return address: where the probed function was called from. */
+static __always_inline __u64 kprobe_caller(struct pt_regs *ctx)
+{
+	__u64 ip = 0;
+
+	BPF_KPROBE_READ_RET_IP(ip, ctx);
+	return ip;
 }
 
 /* The kernel frees this skb: stop following its address (--filter-track-skb). */
@@ -669,7 +681,7 @@ SEC("pwru_tp/skb" #pos)                                                      \
 int pwru_tp_skb##pos(__u64 *ctx)                                             \
 {                                                                            \
 	return handle_skb(ctx, (struct sk_buff *)ctx[pos], PWRU_EVENT_TRACEPOINT, \
-			  probe_id(), 0, false, 0);                          \
+			  probe_id(), 0, 0, 0, 0);                           \
 }
 
 TP_SKB_PROG(0)
@@ -688,7 +700,7 @@ int pwru_tp_kfree_skb(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 	struct site at = { .type = PWRU_EVENT_TRACEPOINT, .probe = probe_id(), .caller_ip = ctx[1] };
 
-	handle_skb_at(ctx, skb, at, true, ctx[2]);
+	handle_skb_at(ctx, skb, at, PWRU_EVENT_HAS_REASON, ctx[2]);
 	forget_skb(skb);
 	return 0;
 }
@@ -699,7 +711,7 @@ int pwru_tp_consume_skb(__u64 *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 
-	handle_skb(ctx, skb, PWRU_EVENT_TRACEPOINT, probe_id(), 0, false, 0);
+	handle_skb(ctx, skb, PWRU_EVENT_TRACEPOINT, probe_id(), 0, 0, 0, 0);
 	forget_skb(skb);
 	return 0;
 }
@@ -711,7 +723,7 @@ int pwru_tp_consume_skb_loc(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 	struct site at = { .type = PWRU_EVENT_TRACEPOINT, .probe = probe_id(), .caller_ip = ctx[1] };
 
-	handle_skb_at(ctx, skb, at, false, 0);
+	handle_skb_at(ctx, skb, at, 0, 0);
 	forget_skb(skb);
 	return 0;
 }
@@ -723,7 +735,7 @@ int pwru_tp_kfree_skb_noreason(__u64 *ctx)
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
 	struct site at = { .type = PWRU_EVENT_TRACEPOINT, .probe = probe_id(), .caller_ip = ctx[1] };
 
-	handle_skb_at(ctx, skb, at, false, 0);
+	handle_skb_at(ctx, skb, at, 0, 0);
 	forget_skb(skb);
 	return 0;
 }
@@ -740,7 +752,7 @@ SEC(sec "/skb" #pos)                                                         \
 int name##pos(struct pt_regs *ctx)                                           \
 {                                                                            \
 	return handle_skb(ctx, (struct sk_buff *)PT_REGS_##parm(ctx), type,  \
-			  kprobe_id(ctx), kprobe_ip(ctx), false, 0);         \
+			  kprobe_id(ctx), kprobe_ip(ctx), 0, 0, 0);          \
 }
 
 KPROBE_SKB_PROG("pwru_kprobe", pwru_kp_skb, PWRU_EVENT_KPROBE, 0, PARM1)
@@ -755,7 +767,7 @@ KPROBE_SKB_PROG("pwru_kprobe_multi", pwru_km_skb, PWRU_EVENT_KPROBE_MULTI, 3, PA
 KPROBE_SKB_PROG("pwru_kprobe_multi", pwru_km_skb, PWRU_EVENT_KPROBE_MULTI, 4, PARM5)
 
 /*
- * Functions whose drop reason pwru prints:
+ * Functions whose drop reason pwru prints (and the caller, where it was dropped):
  *   kfree_skb_reason(skb, reason)          until 6.10
  *   sk_skb_reason_drop(sk, skb, reason)    6.11+
  */
@@ -764,14 +776,51 @@ SEC(sec "/reason")                                                            \
 int name(struct pt_regs *ctx)                                                 \
 {                                                                             \
 	return handle_skb(ctx, (struct sk_buff *)PT_REGS_##skb_parm(ctx), type, \
-			  kprobe_id(ctx), kprobe_ip(ctx), true,               \
-			  PT_REGS_##reason_parm(ctx));                        \
+			  kprobe_id(ctx), kprobe_ip(ctx),                     \
+			  PWRU_EVENT_HAS_REASON, PT_REGS_##reason_parm(ctx),  \
+			  kprobe_caller(ctx));                                \
 }
 
 KPROBE_REASON_PROG("pwru_kprobe", pwru_kp_kfree_reason, PWRU_EVENT_KPROBE, PARM1, PARM2)
 KPROBE_REASON_PROG("pwru_kprobe", pwru_kp_skdrop_reason, PWRU_EVENT_KPROBE, PARM2, PARM3)
 KPROBE_REASON_PROG("pwru_kprobe_multi", pwru_km_kfree_reason, PWRU_EVENT_KPROBE_MULTI, PARM1, PARM2)
 KPROBE_REASON_PROG("pwru_kprobe_multi", pwru_km_skdrop_reason, PWRU_EVENT_KPROBE_MULTI, PARM2, PARM3)
+
+/* kfree_skb(skb) before drop reasons (5.10-5.16): the caller is where it was dropped. */
+#define KPROBE_KFREE_PROG(sec, name, type)                                    \
+SEC(sec "/kfree")                                                             \
+int name(struct pt_regs *ctx)                                                 \
+{                                                                             \
+	return handle_skb(ctx, (struct sk_buff *)PT_REGS_PARM1(ctx), type,    \
+			  kprobe_id(ctx), kprobe_ip(ctx), 0, 0, kprobe_caller(ctx)); \
+}
+
+KPROBE_KFREE_PROG("pwru_kprobe", pwru_kp_kfree, PWRU_EVENT_KPROBE)
+KPROBE_KFREE_PROG("pwru_kprobe_multi", pwru_km_kfree, PWRU_EVENT_KPROBE_MULTI)
+
+/*
+ * nf_hook_slow(skb, state, ...): with config.diagnose the event carries the hook
+ * (NF_INET_LOCAL_IN, ...) and family (NFPROTO_IPV4, ...), read once the skb matched.
+ */
+#define KPROBE_NFHOOK_PROG(sec, name, ev_type)                                   \
+SEC(sec "/nfhook")                                                            \
+int name(struct pt_regs *ctx)                                                 \
+{                                                                             \
+	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);           \
+	struct nf_hook_state *state = (struct nf_hook_state *)PT_REGS_PARM2(ctx); \
+	__u64 hook = 0;                                                       \
+                                                                              \
+	if (!skb || !filter_skb(skb))                                         \
+		return 0;                                                     \
+	if (CFG.diagnose && state)                                            \
+		hook = (__u64)BPF_CORE_READ(state, pf) << 8 | BPF_CORE_READ(state, hook); \
+	struct site at = { .type = ev_type, .probe = kprobe_id(ctx), .func_ip = kprobe_ip(ctx) }; \
+                                                                              \
+	return report_skb(ctx, skb, at, hook ? PWRU_EVENT_HAS_HOOK : 0, hook);  \
+}
+
+KPROBE_NFHOOK_PROG("pwru_kprobe", pwru_kp_nfhook, PWRU_EVENT_KPROBE)
+KPROBE_NFHOOK_PROG("pwru_kprobe_multi", pwru_km_nfhook, PWRU_EVENT_KPROBE_MULTI)
 
 /*
  * --filter-track-skb: kfree_skbmem(skb) is where every skb's memory goes back.
@@ -785,7 +834,7 @@ int name(struct pt_regs *ctx)                                                 \
 {                                                                             \
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);           \
                                                                               \
-	handle_skb(ctx, skb, type, kprobe_id(ctx), kprobe_ip(ctx), false, 0);  \
+	handle_skb(ctx, skb, type, kprobe_id(ctx), kprobe_ip(ctx), 0, 0, 0);   \
 	forget_skb(skb);                                                      \
 	return 0;                                                             \
 }
@@ -819,13 +868,15 @@ int pwru_kp_nonskb(struct pt_regs *ctx)
 		.func_ip = kprobe_ip(ctx),
 	};
 
-	return report_skb(ctx, (struct sk_buff *)*skb, at, false, 0);
+	return report_skb(ctx, (struct sk_buff *)*skb, at, 0, 0);
 }
 
 /*
  * --filter-track-skb follows clones and copies: at skb_clone/skb_copy entry
  * remember the original (per task), at return track the new skb when the
  * original is tracked. kretprobe, so it works wherever kprobes do.
+ * With config.diagnose the new skb's birth is an event (PWRU_EVENT_CLONE, .reason =
+ * the original), so the per-packet view can put the clone with its original.
  */
 SEC("pwru_kprobe/clone_enter")
 int pwru_kp_clone(struct pt_regs *ctx)
@@ -838,17 +889,30 @@ int pwru_kp_clone(struct pt_regs *ctx)
 	return 0;
 }
 
+static __always_inline void clone_born(void *ctx, __u64 parent, __u64 child, __u32 type,
+				       __u32 probe)
+{
+	__u8 how = TRACKED_BY_MATCH;
+	struct site at = { .type = type, .probe = probe };
+
+	bpf_map_update_elem(&tracked_skbs, &child, &how, BPF_ANY);
+	if (CFG.diagnose)
+		report_skb(ctx, (struct sk_buff *)child, at, PWRU_EVENT_CLONE, parent);
+}
+
 SEC("pwru_kretprobe/clone_exit")
 int pwru_krp_clone(struct pt_regs *ctx)
 {
 	__u64 task = bpf_get_current_pid_tgid();
-	__u64 child = PT_REGS_RC(ctx);
-	__u8 how = TRACKED_BY_MATCH;
+	__u64 child = PT_REGS_RC(ctx), parent, *found;
 
-	if (bpf_map_delete_elem(&clone_parents, &task))
-		return 0; /* no tracked original (-ENOENT) */
+	found = bpf_map_lookup_elem(&clone_parents, &task);
+	if (!found)
+		return 0; /* no tracked original */
+	parent = *found;
+	bpf_map_delete_elem(&clone_parents, &task);
 	if (child)
-		bpf_map_update_elem(&tracked_skbs, &child, &how, BPF_ANY);
+		clone_born(ctx, parent, child, PWRU_EVENT_KPROBE, bpf_get_attach_cookie(ctx));
 	return 0;
 }
 
@@ -862,10 +926,9 @@ SEC("pwru_fexit/clone")
 int pwru_fexit_clone(__u64 *ctx)
 {
 	__u64 parent = ctx[0], child = ctx[2];
-	__u8 how = TRACKED_BY_MATCH;
 
 	if (CFG.track_skb && child && bpf_map_lookup_elem(&tracked_skbs, &parent))
-		bpf_map_update_elem(&tracked_skbs, &child, &how, BPF_ANY);
+		clone_born(ctx, parent, child, PWRU_EVENT_KPROBE, probe_id());
 	return 0;
 }
 
@@ -923,7 +986,7 @@ int pwru_fentry_tc(__u64 *ctx)
 	struct site at = { .type = PWRU_EVENT_TC, .probe = probe_id() };
 
 	if (match)
-		report_skb(ctx, skb, at, false, 0);
+		report_skb(ctx, skb, at, 0, 0);
 	if (CFG.track_bpf_helpers)
 		push_running(match ? (__u64)skb : 0, PWRU_EVENT_TC);
 	return 0;

@@ -32,6 +32,8 @@ enum pwru_event_flags {
 	PWRU_EVENT_HAS_STACK = 1 << 3,    /* stack frames follow the event */
 	PWRU_EVENT_FEXIT = 1 << 4,        /* tc/XDP program exit: .reason is its return value */
 	PWRU_EVENT_HAS_BPFMAP = 1 << 5,   /* struct pwru_bpfmap ends the record (--output-bpfmap) */
+	PWRU_EVENT_HAS_HOOK = 1 << 6,     /* nf_hook_slow: .reason = state->pf << 8 | state->hook */
+	PWRU_EVENT_CLONE = 1 << 7,        /* a clone's birth: .skb_addr the new skb, .reason the original */
 };
 
 /* An L3/L4 tuple. Addresses and ports in network byte order, as on the wire. */
@@ -61,7 +63,7 @@ struct pwru_event {
 	__u64 ts;            /* bpf_ktime_get_ns() */
 	__u64 skb_addr;
 	__u64 func_ip;       /* probed function address (kprobe*) or 0 */
-	__u64 caller_ip;     /* return address into the caller, if asked */
+	__u64 caller_ip;     /* return address into the caller, if asked; drops: always */
 	__u64 reason;        /* drop reason, valid with PWRU_EVENT_HAS_REASON */
 	__u32 probe_id;      /* index in the control plane's probe table, or
 	                      * PWRU_PROBE_BY_ADDR: kprobes without cookies, see func_ip */
@@ -154,7 +156,7 @@ struct pwru_config {
 	__u8 have_xdp_expr;       /* filter_xdp_expr was spliced in */
 	__u8 output_xdp_metadata; /* read_xdp_metadata was spliced in */
 	__u8 track_bpf_helpers;   /* traced tc/XDP programs mark their packet for helpers */
-	__u8 _pad[1];
+	__u8 diagnose;            /* events carry nf_hook_slow's hook and clone births */
 };
 
 #define PWRU_MAX_STACK_FRAMES 50

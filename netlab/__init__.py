@@ -4,6 +4,9 @@ Addresses come from the documentation ranges (192.0.2.0/24, 2001:db8::/64) and
 exist only inside the namespaces the lab creates; nothing leaves the machine.
 Everything the lab creates (namespaces, and with them their links and
 iptables rules) is removed by ``close()``, which fixtures call on teardown.
+
+``add_routed_host()`` puts a third host ``c`` behind ``b`` (198.51.100.0/24, on a
+second veth pair) and makes ``b`` a router between ``a`` and ``c``.
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ class Lab:
     a: Host
     b: Host
     created: list[str] = field(default_factory=list)
+    c: Host | None = None  # behind b, see add_routed_host()
 
     @classmethod
     def create(cls, subnet: int = 2) -> Lab:
@@ -143,6 +147,34 @@ class Lab:
             lab.close()
             raise
         return lab
+
+    def add_routed_host(self, subnet: str = "198.51.100") -> Host:
+        """A third host ``c`` on a second veth pair with ``b`` (b: veth-bc, .1; c:
+        veth-c, .2 of ``subnet``.0/24); b forwards IPv4 between a and c, a routes the
+        subnet via b and c routes everything via b. Static neighbours, as in create()."""
+        b = self.b
+        c = Host(self.a.netns[:-1] + "c", "veth-c", f"{subnet}.2", "")
+        sh("ip", "netns", "add", c.netns)
+        self.created.append(c.netns)
+        self.c = c
+        c.run("ip", "link", "set", "lo", "up")
+        sh("ip", "-n", b.netns, "link", "add", "veth-bc", "type", "veth",
+           "peer", "name", c.ifname, "netns", c.netns)  # fmt: skip
+        router = f"{subnet}.1"
+        b.run("ip", "addr", "add", f"{router}/24", "dev", "veth-bc")
+        c.run("ip", "addr", "add", f"{c.ipv4}/24", "dev", c.ifname)
+        b.run("ip", "link", "set", "veth-bc", "up")
+        c.run("ip", "link", "set", c.ifname, "up")
+        for here, dev, there, there_dev, addr in (
+            (b, "veth-bc", c, c.ifname, c.ipv4),
+            (c, c.ifname, b, "veth-bc", router),
+        ):
+            mac = there.run("cat", f"/sys/class/net/{there_dev}/address").stdout.strip()
+            here.run("ip", "neigh", "replace", addr, "lladdr", mac, "dev", dev, "nud", "permanent")
+        b.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.a.run("ip", "route", "add", f"{subnet}.0/24", "via", b.ipv4)
+        c.run("ip", "route", "add", "default", "via", router)
+        return c
 
     def close(self) -> None:
         # Deleting a namespace removes its links (the veth pair) and its iptables rules.

@@ -114,6 +114,8 @@ class Options:
     output_file_max_age: int = 0  # days; 0 = forever
     output_file_compress: bool = False
     output_json: bool = False
+    summary: bool = False  # a drop report when pwru stops (pwru.diagnose)
+    output_per_packet: bool = False  # one block per packet instead of a line per event
     ready_file: str = ""
     backend: str = ""  # "" = choose automatically
     ringbuf_size_bytes: int = DEFAULT_RINGBUF_MB << 20
@@ -497,6 +499,16 @@ def _add_output(group: argparse._ArgumentGroup) -> None:
         help=f'print xdp metadata (e.g., "xdp->rxq->queue_index"), {MAX_SKB_METADATA} at most',
     )
     oa("--output-json", action=BoolFlag, help="output traces as JSON lines")
+    oa(
+        "--summary",
+        action=BoolFlag,
+        help="when pwru stops, report the drops: where, why, and what to check",
+    )
+    oa(
+        "--output-per-packet",
+        action=BoolFlag,
+        help="one block per packet (its clones included): each hop, then its fate",
+    )
 
 
 def _add_output_file(group: argparse._ArgumentGroup) -> None:

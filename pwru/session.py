@@ -135,8 +135,6 @@ class Session:
             btf_custom_path=options.kernel_btf or None,
         )
         self.stop.check()
-        self._attach()
-        self.stop.check()
         names = SystemNames(
             probe_name=lambda ev: self.table.event_name(ev.probe_id, ev.func_ip),
             drop_reasons=kernel_btf.drop_reasons(),
@@ -148,9 +146,14 @@ class Session:
             RecordLayout.of(config),
             limit=options.output_limit_lines,
             name_at=lambda addr: self.ksyms().name_at(addr),
+            lines=not options.output_per_packet,
         )
-        self.printer.sinks = make_sinks(options, self.printer, names)
+        # before attaching: what sinks do to set up (the drop summary reads firewall
+        # counters with iptables-save/nft) is not traced
+        self.printer.sinks = make_sinks(options, self.printer, names, self.table)
         self.printer.use_line_cache()
+        self._attach()
+        self.stop.check()
         self.ring = open_ring(
             self.obj.events.fd, options.ringbuf_size_bytes, self.printer.on_record
         )

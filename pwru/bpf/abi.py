@@ -47,6 +47,8 @@ PWRU_EVENT_HAS_TUNNEL: Final = 1 << 2  # .tunnel_tuple holds the inner packet
 PWRU_EVENT_HAS_STACK: Final = 1 << 3  # stack frames follow the event
 PWRU_EVENT_FEXIT: Final = 1 << 4  # tc/XDP program exit: .reason is its return value
 PWRU_EVENT_HAS_BPFMAP: Final = 1 << 5  # a RawBpfmap ends the record (--output-bpfmap)
+PWRU_EVENT_HAS_HOOK: Final = 1 << 6  # nf_hook_slow: .reason = state->pf << 8 | state->hook
+PWRU_EVENT_CLONE: Final = 1 << 7  # a clone's birth: .skb_addr the new skb, .reason the original
 PWRU_MAX_STACK_FRAMES: Final = 50
 PWRU_MAX_SKB_TEXT: Final = 65536
 
@@ -96,7 +98,7 @@ class RawEvent(ctypes.Structure):
         ("ts", ctypes.c_uint64),  # bpf_ktime_get_ns()
         ("skb_addr", ctypes.c_uint64),
         ("func_ip", ctypes.c_uint64),
-        ("caller_ip", ctypes.c_uint64),
+        ("caller_ip", ctypes.c_uint64),  # if asked; drop events: always
         ("reason", ctypes.c_uint64),  # valid with PWRU_EVENT_HAS_REASON
         ("probe_id", ctypes.c_uint32),
         ("pid", ctypes.c_uint32),
@@ -170,7 +172,7 @@ class Config(ctypes.Structure):
         ("have_xdp_expr", ctypes.c_uint8),  # filter_xdp_expr was spliced in
         ("output_xdp_metadata", ctypes.c_uint8),  # read_xdp_metadata was spliced in
         ("track_bpf_helpers", ctypes.c_uint8),  # tc/XDP programs mark their packet
-        ("_pad", ctypes.c_uint8 * 1),
+        ("diagnose", ctypes.c_uint8),  # events carry nf_hook_slow's hook and clone births
     ]
 
 

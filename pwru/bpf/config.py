@@ -63,6 +63,8 @@ def build_config(options: Options, spliced: Spliced) -> Config:
     config.output_xdp_metadata = int(spliced.xdp_metadata)
     config.track_bpf_helpers = int(options.filter_track_bpf_helpers)
     set_kprobe_helpers(config)
+    # the drop summary and the per-packet view want nf_hook_slow's hook and clone births
+    config.diagnose = int(options.summary or options.output_per_packet)
     return config
 
 

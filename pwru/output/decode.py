@@ -29,7 +29,9 @@ from pwru.bpf.abi import (
     PACKET_STRUCT,
     PWRU_BPFMAP_DATA_LEN,
     PWRU_BPFMAP_HAS_VALUE,
+    PWRU_EVENT_CLONE,
     PWRU_EVENT_HAS_BPFMAP,
+    PWRU_EVENT_HAS_HOOK,
     PWRU_EVENT_HAS_REASON,
     PWRU_EVENT_HAS_STACK,
     PWRU_EVENT_HAS_TUNNEL,
@@ -67,7 +69,9 @@ class Event(NamedTuple):
     skb_addr: int
     func_ip: int  # probed function address (kprobe*) or 0
     caller_ip: int  # return address into the caller, or 0
-    reason: int | None  # skb drop reason, None when the probe has none
+    # skb drop reason (PWRU_EVENT_HAS_REASON), nf_hook_slow's pf << 8 | hook
+    # (PWRU_EVENT_HAS_HOOK) or a clone's original (PWRU_EVENT_CLONE); None otherwise
+    reason: int | None
     probe_id: int  # index in the control plane's probe table
     pid: int  # tgid
     cpu: int
@@ -94,6 +98,7 @@ _new_event = tuple.__new__
 _ntop = socket.inet_ntop
 _AF_INET = socket.AF_INET
 _AF_INET6 = socket.AF_INET6
+_REASON_FLAGS = PWRU_EVENT_HAS_REASON | PWRU_EVENT_HAS_HOOK | PWRU_EVENT_CLONE
 _tuple_cache: dict[bytes, Tuple5] = {}
 _comm_cache: dict[bytes, str] = {}
 
@@ -159,7 +164,7 @@ def decode_event(data: bytes | bytearray | memoryview) -> Event:
         Event,
         (
             ts, skb_addr, func_ip, caller_ip,
-            reason if flags & PWRU_EVENT_HAS_REASON else None,
+            reason if flags & _REASON_FLAGS else None,
             probe_id, pid, cpu, type_, flags, stack_id,
             netns, mark, ifindex, length, mtu, protocol,
             tup, tunnel, (md0, md1, md2, md3), comm,

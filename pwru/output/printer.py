@@ -7,16 +7,19 @@ from ``on_record`` (the reader hands it back to the poll loop).
 
 Other consumers of the same decoded events (a drop summary, a pcapng writer, a
 per-packet view) are ``Sink``s: each gets every event with its extras, and is
-closed once when the run ends, after the last event.
+closed once when the run ends, after the last event. A sink with a ``tick()``
+(``TimedSink``) is also called once per poll, for work that depends on time.
+Without ``lines`` the printer writes no line per event: the sinks print instead
+(--output-per-packet). Events only sinks want (a clone's birth) get no line.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import IO, Callable, Protocol
+from typing import IO, Callable, Protocol, runtime_checkable
 
-from pwru.bpf.abi import PWRU_EVENT_HAS_BPFMAP
+from pwru.bpf.abi import PWRU_EVENT_CLONE, PWRU_EVENT_HAS_BPFMAP
 from pwru.errors import UsageError
 from pwru.options import Options
 from pwru.output.decode import Event, Extras, RecordLayout, decode_event, decode_extras
@@ -66,6 +69,13 @@ class Sink(Protocol):
         ...
 
 
+@runtime_checkable
+class TimedSink(Sink, Protocol):
+    """A sink that also acts on time passing (called once per poll, ~100 ms)."""
+
+    def tick(self) -> None: ...
+
+
 class LimitReached(Exception):
     """--output-limit-lines events were printed."""
 
@@ -100,6 +110,7 @@ class Printer:
         limit: int = 0,
         name_at: Callable[[int], str | None] = lambda _addr: None,
         sinks: Sequence[Sink] = (),
+        lines: bool = True,
     ) -> None:
         self.renderer = renderer
         self.out = out
@@ -107,10 +118,11 @@ class Printer:
         self.limit = limit  # 0 = unlimited
         self.name_at = name_at  # kernel symbol at an address, for the caller
         self.sinks = list(sinks)
+        self.print_lines = lines  # a line per event (else only the sinks print)
         self.lines: LineCache | None = None  # see use_line_cache()
         self.printed = 0
         self.pending: list[str] = []
-        header = renderer.header()
+        header = renderer.header() if lines else None
         if header is not None:
             self.pending.append(header)
 
@@ -124,15 +136,29 @@ class Printer:
         else:
             event = decode_event(data)
             if self.layout.has_extras or self.sinks or event.flags & PWRU_EVENT_HAS_BPFMAP:
-                self._with_extras(event, data)
+                if not self._with_extras(event, data):
+                    return
             else:
                 self.pending.append(self.renderer.render(event))
         self.printed += 1
         if self.full:
             raise LimitReached("output limit reached")
 
-    def _with_extras(self, event: Event, data: bytes) -> None:
+    def _with_extras(self, event: Event, data: bytes) -> bool:
+        """Hand the event to the sinks and, unless only they want it, print its line;
+        whether it counts as a printed event."""
         extras = decode_extras(data, event, self.layout)
+        if event.flags & PWRU_EVENT_CLONE:  # a clone's birth: for the per-packet view
+            for sink in self.sinks:
+                sink.add(event, extras)
+            return False
+        if self.print_lines:
+            self._render(event, extras)
+        for sink in self.sinks:  # the event as the kernel side sent it
+            sink.add(event, extras)
+        return True
+
+    def _render(self, event: Event, extras: Extras) -> None:
         options = self.renderer.options
         if options.output_caller:
             event = event._replace(caller_ip=caller_of(event, extras.frames, self.name_at))
@@ -148,8 +174,6 @@ class Printer:
                 bpfmap=extras.bpfmap,
             )
         )
-        for sink in self.sinks:
-            sink.add(event, extras)
 
     def use_line_cache(self) -> None:
         """Reuse rendered lines where the run's options allow it (pwru.output.linecache);
@@ -163,6 +187,9 @@ class Printer:
         self.pending.append(line)
 
     def flush(self) -> None:
+        for sink in self.sinks:
+            if isinstance(sink, TimedSink):
+                sink.tick()
         if self.pending:
             self.out.write_lines(self.pending)
             self.pending.clear()

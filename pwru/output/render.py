@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from pwru.bpf.abi import PWRU_EVENT_FEXIT, PWRU_EVENT_TC, PWRU_EVENT_XDP
+from pwru.bpf.abi import PWRU_EVENT_FEXIT, PWRU_EVENT_HAS_REASON, PWRU_EVENT_TC, PWRU_EVENT_XDP
 from pwru.options import Options
 from pwru.output.decode import Bpfmap, Event, Tuple5
 
@@ -248,7 +248,7 @@ class Renderer:
         name = self.names.probe_name(ev)
         if ev.flags & PWRU_EVENT_FEXIT:  # an XDP program's exit: ``reason`` is its verdict
             name += f"({XDP_VERDICTS.get(ev.reason or 0, ev.reason)})"
-        elif ev.reason is not None:
+        elif ev.reason is not None and ev.flags & PWRU_EVENT_HAS_REASON:
             reason = self.names.drop_reason(ev.reason)
             name = f"{name}({reason})" if reason is not None else f"{name} ({ev.reason})"
         if ev.type == PWRU_EVENT_TC:

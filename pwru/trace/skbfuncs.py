@@ -26,6 +26,8 @@ _SPECIAL_PROGRAMS = {
     ("kfree_skb_reason", 0): "kfree_reason",  # until 6.10
     ("sk_skb_reason_drop", 1): "skdrop_reason",  # 6.11+
     ("kfree_skbmem", 0): "free",
+    ("kfree_skb", 0): "kfree",  # before drop reasons (5.10-5.16): the caller is the place
+    ("nf_hook_slow", 0): "nfhook",  # netfilter hook and family, for the drop summary
 }
 PROGRAM_PREFIX = {ProbeKind.KPROBE: "pwru_kp_", ProbeKind.KPROBE_MULTI: "pwru_km_"}
 

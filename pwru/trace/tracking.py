@@ -12,6 +12,11 @@ original per task and a kretprobe tracks the result.
 The fexit program is bound to its target at load time, so whether the kernel
 takes it is known before the object loads (pwru.kernel.features.fexit;
 some kernels refuse every fentry/fexit program with EPERM).
+
+With --summary or --output-per-packet (config.diagnose) the clone programs also
+report each clone's birth as an event of the new skb named after the clone function
+(skb_clone, skb_copy): the fexit programs know their probe by id, the kretprobes by
+their BPF cookie, so both have a probe in the table.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class CloneTracking(ProbeSet):
     def __init__(self, ctx: TraceContext) -> None:
         super().__init__(ctx)
         self.fexit_probes: list[Probe] = []
+        self.kretprobe_ids: dict[str, int] = {}  # clone function -> probe id (cookie)
         self.why_not_fexit = ""
         self.free_traced = False  # kfree_skbmem's own trace program forgets the skb
 
@@ -56,13 +62,13 @@ class CloneTracking(ProbeSet):
                 table.add(f, ProbeKind.FEXIT, FEXIT_PROGRAM, attach_btf_id=tid)
                 for f, tid in targets.items()
             ]
+        self.kretprobe_ids = {f: table.add(f, ProbeKind.KPROBE, _KRETPROBE).id for f in CLONES}
         requests = [LoadRequest(_KPROBE), LoadRequest(_KRETPROBE)]
         if not self.free_traced:
             requests.append(LoadRequest(_FREE))
         if self.fexit_probes:  # bound to the first function; the others get copies
-            requests.append(
-                LoadRequest(FEXIT_PROGRAM, attach_btf_id=self.fexit_probes[0].attach_btf_id)
-            )
+            first = self.fexit_probes[0]
+            requests.append(LoadRequest(FEXIT_PROGRAM, first.id, first.attach_btf_id))
         return requests
 
     @property
@@ -82,8 +88,10 @@ class CloneTracking(ProbeSet):
             for func in CLONES:
                 todo += [(_KPROBE, func, False), (_KRETPROBE, func, True)]
         for program, func, ret in todo:
+            cookie = self.kretprobe_ids.get(func, 0) if ret else 0
             try:
-                self.held.links.append(obj.program(program).attach_kprobe(func, retprobe=ret))
+                link = obj.program(program).attach_kprobe(func, cookie, retprobe=ret)
+                self.held.links.append(link)
             except LibbpfError as error:
                 log.warning("--filter-track-skb: cannot probe %s: %s", func, error)
         return f"clones followed with {how}"

@@ -110,6 +110,11 @@ def test_reason_only_with_flag() -> None:
     assert ev.reason == 2
     ev = decode_event(bytes(raw_event(reason=0, flags=abi.PWRU_EVENT_HAS_REASON)))
     assert ev.reason == 0
+    # the same field carries nf_hook_slow's pf << 8 | hook and a clone's original
+    ev = decode_event(bytes(raw_event(reason=0x201, flags=abi.PWRU_EVENT_HAS_HOOK)))
+    assert ev.reason == 0x201
+    ev = decode_event(bytes(raw_event(reason=0xFFFF8880, flags=abi.PWRU_EVENT_CLONE)))
+    assert ev.reason == 0xFFFF8880
 
 
 def test_comm_and_metadata() -> None:

@@ -94,3 +94,44 @@ def test_no_sink_output_after_an_error() -> None:
     p.on_record(record())
     p.close(flush=False)
     assert sink.events and out.closed_by_printer and out.getvalue() == ""
+
+
+class Ticking(Collect):
+    """A sink that also wants time to pass."""
+
+    ticks = 0
+
+    def tick(self) -> None:
+        self.ticks += 1
+
+
+def test_without_lines_only_the_sinks_print() -> None:
+    """--output-per-packet: no header, no line per event; the events still count for the
+    line limit, and a sink with tick() is called at every flush."""
+    out = Output()
+    renderer = make_renderer(parse_options([]), FakeNames(), wall_offset_ns=0)
+    p = Printer(renderer, StreamOutput(out, owned=True), NO_LAYOUT, limit=3, lines=False)
+    sink = Ticking(p)
+    p.sinks.append(sink)
+    p.on_record(record())
+    p.on_record(record(probe_id=1))
+    p.flush()
+    assert out.getvalue() == "" and sink.ticks == 1 and p.printed == 2
+    with pytest.raises(LimitReached):
+        p.on_record(record())
+    p.close(flush=True)
+    assert out.getvalue() == "closed after 3 events\n" and sink.ticks == 3
+
+
+def test_a_clone_birth_goes_to_the_sinks_only() -> None:
+    out = Output()
+    p = printer(out, "--output-json", limit=1)
+    sink = Collect(p)
+    p.sinks.append(sink)
+    birth = record(flags=abi.PWRU_EVENT_CLONE, reason=0xFFFF888000000100, skb_addr=0x200)
+    p.on_record(birth)  # not printed, not counted towards the limit
+    assert p.printed == 0 and sink.events[0][0].reason == 0xFFFF888000000100
+    with pytest.raises(LimitReached):
+        p.on_record(record())
+    p.flush()
+    assert [json.loads(ln)["skb"] for ln in out.getvalue().splitlines()] == ["0xffff888012345678"]

@@ -172,6 +172,10 @@ def test_text_func_with_reason_and_prog_type() -> None:
     assert r.render(xdp_exit) == prefix + " xdp_prog(XDP_DROP)(xdp)"
     assert r.render(xdp_exit._replace(reason=7)) == prefix + " xdp_prog(7)(xdp)"
     assert r.render(EV._replace(type=abi.PWRU_EVENT_KPROBE_MULTI)) == prefix + " ip_local_out"
+    # nf_hook_slow's hook (--summary) and a clone's original are no drop reasons
+    hook = EV._replace(reason=0x201, flags=abi.PWRU_EVENT_HAS_HOOK)
+    assert r.render(hook) == prefix + " ip_local_out"
+    assert r.render(hook._replace(flags=abi.PWRU_EVENT_CLONE)) == prefix + " ip_local_out"
 
 
 def test_text_caller_column() -> None:

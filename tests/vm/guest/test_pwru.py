@@ -31,6 +31,12 @@ asserts pwru's one-line error naming CONFIG_FPROBE and exit code 1.
      packet, with the map's id, name, key and value.
  13. Kernels without BPF cookies (5.10): kprobe events are named by address, and pwru
      says so; without module BTF, --kmods is refused in one line.
+ 14. --output-per-packet with clones: the datagram of test 7 and its mirrored clone are one
+     packet (the clone's birth reported by the fexit/kretprobe on skb_clone), with two fates.
+ 15. --summary on the SYN of test 1 names the netfilter hook (nf_hook_slow's state), the
+     dropping function (the drop function's return address) and the iptables rule whose
+     counter grew; the DNAT'ed datagram of test 2 is one packet whose tuple changes.
+     (14 and 15 share one run: --filter-track-skb --summary --output-per-packet --output-json.)
 Expectations per kernel (drop function, cookies, module BTF, kprobe-multi) come from
 tests/vm/kernels.txt.
 
@@ -50,6 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import re
 import signal
@@ -507,6 +514,15 @@ def scenario_args(gl: GuestLab, backend: str) -> dict[str, list[str]]:
             "--output-stack",
             f"tcp and dst port {DROP_PORT}",
         ),
+        # one run for tests 11 and 12 (each pwru start costs ~10 s of TCG CPU)
+        "diagnose": args(
+            f"{DROP_FUNCS}|{NAT_FUNCS}|{CLONE_FUNCS}",
+            "--filter-track-skb",
+            "--summary",
+            "--output-per-packet",
+            "--output-json",
+            f"(tcp and dst port {DROP_PORT}) or ({nat_expr}) or (udp and dst port {CLONE_PORT})",
+        ),
     }
 
 
@@ -942,3 +958,90 @@ def test_nothing_left_loaded(traces: Traces, vm_kernel: KernelExpect) -> None:
     for scenario in traces.scenarios.values():  # refused runs: one clear line each
         if scenario.refusal is not None:
             assert_refused(scenario.refusal, vm_kernel.release)
+
+
+# --------------------------------------------------------------------------- 11: clone story
+def json_lines(pw: PwruRun, key: str) -> list[dict[str, Any]]:
+    """The ``{key: ...}`` objects of a JSON run (packets, the summary)."""
+    found = []
+    for line in pw.stdout.splitlines():
+        obj = json.loads(line)
+        if key in obj:
+            found.append(obj[key])
+    return found
+
+
+def test_per_packet_view_groups_a_clone(traces: Traces, vm_kernel: KernelExpect) -> None:
+    """The mirrored datagram of test 7 as one packet: the original (sent in a, arrived in
+    b, no socket there) and its clone (born in skb_clone, dropped as OTHERHOST in b), each
+    with its fate. The clone's birth comes from the clone tracking programs (fexit with
+    kprobe, kretprobe with kprobe-multi), which report it with --output-per-packet."""
+    pw = traces.get("diagnose", vm_kernel.release)
+    detail = show(pw)
+    a, b = traces.gl.a, traces.gl.b
+    packets = [p for p in json_lines(pw, "packet") if p.get("tuple", {}).get("dport") == CLONE_PORT]
+    assert len(packets) == 1, detail
+    packet = packets[0]
+    (clone,) = packet["clones"]
+    assert clone["parent"] == packet["skb"], detail
+    assert clone["verdict"]["fate"] == "dropped", detail
+    assert clone["verdict"]["reason"] == "SKB_DROP_REASON_OTHERHOST", detail
+    hops = packet["hops"]
+    births = [h for h in hops if h["skb"] == clone["skb"] and h["func"] == "skb_clone"]
+    assert len(births) == 1 and births[0]["netns"] == a.inode, detail
+    original = [h for h in hops if h["skb"] == packet["skb"]]
+    assert ("ip_output", a.inode) in {(h["func"], h["netns"]) for h in original}, detail
+    assert ("ip_rcv", b.inode) in {(h["func"], h["netns"]) for h in original}, detail
+    assert hops.index(births[0]) < max(i for i, h in enumerate(hops) if h["skb"] == clone["skb"])
+    assert packet["verdict"]["fate"] == "dropped", detail
+    assert packet["verdict"]["reason"] == "SKB_DROP_REASON_NO_SOCKET", detail
+
+
+# --------------------------------------------------------------------------- 12: summary
+def test_summary_names_hook_function_and_rule(traces: Traces, vm_kernel: KernelExpect) -> None:
+    """The SYN of test 1, dropped by b's iptables rule: with kprobes the summary knows the
+    hook from nf_hook_slow's state, the dropping function from the return address of the
+    drop function (nftables frees the packet itself: nft_do_chain), and names the rule,
+    whose counter grew by the one SYN during the trace."""
+    pw = traces.get("diagnose", vm_kernel.release)
+    detail = show(pw)
+    lines = pw.stdout.splitlines()
+    assert lines and lines[-1].startswith('{"summary"'), detail
+    (summary,) = json_lines(pw, "summary")
+    b = traces.gl.b
+    drops = [d for d in summary["drops"] if d.get("tuple", {}).get("dport") == DROP_PORT]
+    assert len(drops) == 1, detail
+    drop = drops[0]
+    assert drop["reason"] == NETFILTER_DROP and drop["netns"] == b.inode, detail
+    assert drop["hook"] == "ipv4 INPUT" and drop["func"] == "nft_do_chain", detail
+    assert drop["count"] == 1, detail
+    rule = f"`-A INPUT -p tcp -m tcp --dport {DROP_PORT} -j DROP` (iptables, table filter"
+    assert drop["rules"] and drop["rules"][0].startswith(rule), detail
+    assert "its packet counter grew by 1 during the trace" in drop["hint"], detail
+    assert not any("nf_hook_slow" in note for note in summary["unknown"]), detail
+    syn = [p for p in json_lines(pw, "packet") if p.get("tuple", {}).get("dport") == DROP_PORT]
+    hooks = [h for p in syn for h in p["hops"] if h.get("hook")]
+    assert ("nf_hook_slow", "ipv4 INPUT") in {(h["func"], h["hook"]) for h in hooks}, detail
+
+
+def test_per_packet_view_follows_dnat(traces: Traces, vm_kernel: KernelExpect) -> None:
+    """The DNAT'ed datagram of test 2 (--filter-track-skb) is one packet: first seen in a
+    with the virtual destination, then with b:7722, ending in b (no socket there)."""
+    pw = traces.get("diagnose", vm_kernel.release)
+    detail = show(pw)
+    a, b = traces.gl.a, traces.gl.b
+    nat = [p for p in json_lines(pw, "packet") if p.get("tuple", {}).get("dport") == NAT_PORT]
+    assert len(nat) == 1, detail
+    packet = nat[0]
+    dports = [h.get("tuple", {}).get("dport") for h in packet["hops"]]
+    assert dports[0] == NAT_PORT and dports[-1] == NAT_TO_PORT, detail
+    first_natted = dports.index(NAT_TO_PORT)
+    assert set(dports[:first_natted]) == {NAT_PORT} and set(dports[first_natted:]) == {NAT_TO_PORT}
+    assert packet["netns"] == a.inode and packet["hops"][-1]["netns"] == b.inode, detail
+    verdict = packet["verdict"]
+    assert verdict["fate"] == "dropped", detail
+    assert verdict["reason"] == "SKB_DROP_REASON_NO_SOCKET", detail
+    dropped_in = verdict["dropped_in"]  # the return address of the drop function
+    with open("/proc/kallsyms") as f:
+        names = {line.split()[2].split(".", 1)[0] for line in f}
+    assert dropped_in in names, detail
