@@ -97,6 +97,28 @@ struct {
 	__type(value, __u64);
 } clone_parents SEC(".maps");
 
+/*
+ * Records with packet bytes (config.capture_bytes) are built here, one buffer per
+ * nesting level per CPU (a program may be interrupted by another one, e.g. a
+ * tracepoint in a hard interrupt), then copied to the ring at their real length
+ * (see PWRU_SCRATCH_SIZE). Declared by size, without BTF types, so the control
+ * plane can shrink it to nothing when nothing is captured.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, PWRU_SCRATCH_LEVELS);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, PWRU_SCRATCH_SIZE);
+} scratch SEC(".maps");
+
+/* Scratch buffers in use on this CPU (the next free level). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} scratch_depth SEC(".maps");
+
 /* Whether the current XDP packet matched at fentry, for its fexit (per CPU). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -430,6 +452,128 @@ static __always_inline void count_lost(void)
 		__sync_fetch_and_add(lost, 1);
 }
 
+/*
+ * --output-pcap: the packet's bytes as the kernel holds them at this event.
+ *
+ * They start at the MAC header when one is set, else at an IPv4/IPv6 network
+ * header (raw IP), else nothing is captured. The linear area (head .. tail) is
+ * copied first; the rest of the packet is in page fragments, copied through
+ * the direct map where the control plane found it (x86_64), else left out
+ * with PWRU_PACKET_TRUNCATED set. frag_list skbs are never walked.
+ */
+struct pwru_frag {     /* skb_frag_t: struct bio_vec (5.4+) or struct skb_frag (netmem, 6.8+) */
+	__u64 page;    /* struct page *, or netmem_ref (bit 0 set: no page behind it) */
+	__u32 len;
+	__u32 offset;
+};
+
+/*
+ * A copy length of at most config.capture_bytes, in a form the verifier can
+ * follow (the barrier stops clang from folding the bound into a min() the
+ * verifier cannot see through).
+ */
+static __always_inline __u64 capture_len(__u64 n)
+{
+	barrier_var(n);
+	if (n > CFG.capture_bytes)
+		n = CFG.capture_bytes;
+	barrier_var(n);
+	return n;
+}
+
+/* The direct-map address of a struct page's memory, or NULL when unknown. */
+static __always_inline void *page_address(__u64 page, __u64 direct_map, __u64 vmemmap)
+{
+	if (page & 1 || page < vmemmap)
+		return NULL; /* a net_iov (device memory) or not a struct page */
+	return (void *)(direct_map +
+			(((page - vmemmap) / bpf_core_type_size(struct page)) << CFG.page_shift));
+}
+
+/* Copy page fragments after the linear bytes: returns the bytes captured in all. */
+static __always_inline __u64 copy_frags(struct sk_buff *skb, __u8 *out, __u64 copied, __u64 want)
+{
+	void *shinfo = BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end);
+	void *frags = shinfo + bpf_core_field_offset(struct skb_shared_info, frags);
+	__u64 direct_map, vmemmap, n;
+	struct pwru_frag frag;
+	__u32 nr_frags, i;
+	void *src;
+
+	if (!CFG.page_offset_base || !CFG.vmemmap_base ||
+	    bpf_core_type_size(skb_frag_t) != sizeof(frag))
+		return copied;
+	if (bpf_probe_read_kernel(&direct_map, 8, (void *)CFG.page_offset_base) ||
+	    bpf_probe_read_kernel(&vmemmap, 8, (void *)CFG.vmemmap_base))
+		return copied;
+	nr_frags = BPF_CORE_READ((struct skb_shared_info *)shinfo, nr_frags);
+	for (i = 0; i < PWRU_CAPTURE_FRAGS && i < nr_frags && copied < want; i++) {
+		if (bpf_probe_read_kernel(&frag, sizeof(frag), frags + i * sizeof(frag)))
+			break;
+		src = page_address(frag.page, direct_map, vmemmap);
+		if (!src)
+			break;
+		n = capture_len(want - copied < frag.len ? want - copied : frag.len);
+		copied = capture_len(copied);
+		if (bpf_probe_read_kernel(out + copied, n, src + frag.offset))
+			break;
+		copied += n;
+	}
+	return copied;
+}
+
+static __always_inline void set_packet(struct pwru_packet *pkt, struct sk_buff *skb)
+{
+	void *head = BPF_CORE_READ(skb, head);
+	__u64 start, end, tail, want, copied;
+	__u16 l3;
+
+	__builtin_memset(pkt, 0, sizeof(*pkt));
+	if (mac_header_set(skb)) {
+		start = BPF_CORE_READ(skb, mac_header);
+		pkt->link = PWRU_LINK_ETHERNET;
+	} else if (ip_header(skb, &l3)) {
+		start = l3;
+		pkt->link = PWRU_LINK_RAW_IP;
+	} else {
+		return;
+	}
+	/* the packet ends skb->len bytes after skb->data */
+	end = (__u64)((void *)BPF_CORE_READ(skb, data) - head) + BPF_CORE_READ(skb, len);
+	tail = BPF_CORE_READ(skb, tail);
+	if (start >= end || start > tail) {
+		pkt->flags = PWRU_PACKET_TRUNCATED;
+		return;
+	}
+	pkt->len = end - start;
+	want = capture_len(end - start);
+	copied = capture_len(tail - start < want ? tail - start : want);
+	if (bpf_probe_read_kernel(pkt + 1, copied, head + start))
+		copied = 0;
+	if (copied < want)
+		copied = copy_frags(skb, (__u8 *)(pkt + 1), copied, want);
+	pkt->captured = copied;
+	if (copied < want)
+		pkt->flags = PWRU_PACKET_TRUNCATED;
+}
+
+/* XDP: the frame from xdp->data; bytes in fragments (multi-buffer XDP) are left out. */
+static __always_inline void set_xdp_packet(struct pwru_packet *pkt, struct xdp_buff *xdp)
+{
+	void *data = BPF_CORE_READ(xdp, data);
+	__u64 len = BPF_CORE_READ(xdp, data_end) - data, copied = capture_len(len);
+
+	__builtin_memset(pkt, 0, sizeof(*pkt));
+	pkt->link = PWRU_LINK_ETHERNET;
+	pkt->len = len;
+	if (bpf_probe_read_kernel(pkt + 1, copied, data))
+		copied = 0;
+	pkt->captured = copied;
+	if (copied < len ||
+	    (bpf_core_field_exists(xdp->flags) && BPF_CORE_READ(xdp, flags) & 1 /* HAS_FRAGS */))
+		pkt->flags = PWRU_PACKET_TRUNCATED;
+}
+
 /* Size of a ring-buffer record: the event plus what the config appends. */
 #define RECORD_SIZE                                                               \
 	(sizeof(struct pwru_event) + CFG.stack_frames * 8 + CFG.skb_text_len +    \
@@ -472,10 +616,49 @@ static __always_inline void set_extras(struct pwru_event *ev, void *ctx, struct 
 	}
 }
 
-/* A zeroed ring buffer record with the common header, or NULL (counted as lost). */
+/*
+ * Where a record is built: reserved in the ring when its size is fixed; with
+ * packet bytes, a scratch buffer of this nesting level (see scratch).
+ */
+static __always_inline struct pwru_event *new_record(void)
+{
+	__u32 zero = 0, level, *depth;
+	void *slot;
+
+	if (!CFG.capture_bytes)
+		return bpf_ringbuf_reserve(&events, RECORD_SIZE, 0);
+	depth = bpf_map_lookup_elem(&scratch_depth, &zero);
+	if (!depth || *depth >= PWRU_SCRATCH_LEVELS)
+		return NULL;
+	level = *depth;
+	slot = bpf_map_lookup_elem(&scratch, &level);
+	if (slot)
+		*depth = level + 1;
+	return slot;
+}
+
+/* Hand a finished record to the ring (at its real length, with packet bytes). */
+static __always_inline void send_record(struct pwru_event *ev)
+{
+	struct pwru_packet *pkt;
+	__u32 zero = 0, *depth;
+
+	if (!CFG.capture_bytes) {
+		bpf_ringbuf_submit(ev, 0);
+		return;
+	}
+	pkt = (void *)((char *)ev + RECORD_SIZE);
+	if (bpf_ringbuf_output(&events, ev, RECORD_SIZE + sizeof(*pkt) + capture_len(pkt->captured), 0))
+		count_lost();
+	depth = bpf_map_lookup_elem(&scratch_depth, &zero);
+	if (depth && *depth)
+		*depth -= 1;
+}
+
+/* A zeroed record with the common header, or NULL (counted as lost). */
 static __always_inline struct pwru_event *new_event(__u64 addr, __u32 type, __u32 probe)
 {
-	struct pwru_event *ev = bpf_ringbuf_reserve(&events, RECORD_SIZE, 0);
+	struct pwru_event *ev = new_record();
 
 	if (!ev) {
 		count_lost();
@@ -515,7 +698,9 @@ static __always_inline int report_skb(void *ctx, struct sk_buff *skb, __u32 type
 	if (CFG.output_skb_metadata)
 		read_skb_metadata(skb, ev->skb_metadata);
 	set_extras(ev, ctx, skb);
-	bpf_ringbuf_submit(ev, 0);
+	if (CFG.capture_bytes)
+		set_packet((struct pwru_packet *)((char *)ev + RECORD_SIZE), skb);
+	send_record(ev);
 	return 0;
 }
 
@@ -778,7 +963,9 @@ static __always_inline int handle_xdp(void *ctx, struct xdp_buff *xdp, bool exit
 	    parse_tuple(&ev->tuple, data, ETH_HLEN, &l4))
 		ev->flags |= PWRU_EVENT_HAS_TUPLE;
 	set_extras(ev, ctx, NULL);
-	bpf_ringbuf_submit(ev, 0);
+	if (CFG.capture_bytes)
+		set_xdp_packet((struct pwru_packet *)((char *)ev + RECORD_SIZE), xdp);
+	send_record(ev);
 	return 0;
 }
 

@@ -2,8 +2,8 @@
 /*
  * Layouts shared by the BPF programs and the Python control plane.
  *
- * Python declares the same layouts once in pwru/layout.py (ctypes.Structure);
- * tests/unit/test_layout.py checks both sides agree using the BTF of the built
+ * Python declares the same layouts once in pwru/bpf/abi.py (ctypes.Structure);
+ * tests/unit/test_abi.py checks both sides agree using the BTF of the built
  * object, so a change here that is not mirrored there fails the unit tests.
  *
  * Every struct is naturally aligned with explicit padding: no __packed, so the
@@ -94,6 +94,20 @@ enum pwru_packet_flags {
 	PWRU_PACKET_TRUNCATED = 1 << 0, /* bytes past the linear area were wanted but not copied */
 };
 
+/*
+ * Packet bytes make records of varying length: such records are built in a
+ * per-CPU scratch buffer (one per nesting level: task, softirq, hardirq, NMI)
+ * and copied to the ring with bpf_ringbuf_output(), which takes a length known
+ * only at run time. A record must fit its scratch buffer with room for one
+ * more copy of the captured bytes (the verifier bounds the offset and the
+ * length of each copy separately), hence PWRU_MAX_CAPTURE. The buffer size is
+ * the largest value a per-CPU map may have (PCPU_MIN_UNIT_SIZE).
+ */
+#define PWRU_MAX_CAPTURE 9216      /* --capture-bytes at most (a 9000-byte jumbo frame fits) */
+#define PWRU_CAPTURE_FRAGS 8       /* page fragments copied from at most, per event */
+#define PWRU_SCRATCH_SIZE 32768
+#define PWRU_SCRATCH_LEVELS 4
+
 /* Header of the captured bytes at the end of a record (see struct pwru_event). */
 struct pwru_packet {
 	__u32 len;           /* bytes the packet has from the start of data (wire length) */
@@ -126,6 +140,16 @@ struct pwru_config {
 	__u8 have_skb_expr;       /* filter_skb_expr was spliced in */
 	__u8 output_cb;           /* skb->cb appended */
 	__u8 _pad[6];
+	/*
+	 * Packet bytes in page fragments (skb_shinfo(skb)->frags) are read through the
+	 * kernel's direct map: address = *page_offset_base + (page - *vmemmap_base) /
+	 * sizeof(struct page) << page_shift. Both are x86_64 kernel variables (their
+	 * addresses, from kallsyms); 0 = copy the linear part only.
+	 */
+	__u64 page_offset_base;   /* &page_offset_base, or 0 */
+	__u64 vmemmap_base;       /* &vmemmap_base, or 0 */
+	__u32 page_shift;
+	__u32 _pad2;
 };
 
 #define PWRU_MAX_STACK_FRAMES 50

@@ -224,7 +224,8 @@ class PwruRun:
         return [ln for ln in self.stdout.splitlines() if ln.strip()]
 
     def json_events(self) -> list[dict[str, object]]:
-        return [json.loads(ln) for ln in self.lines()]
+        """The events of --output-json (its first line, the saved-trace header, left out)."""
+        return [e for e in map(json.loads, self.lines()) if "pwru_trace" not in e]
 
 
 def pwru_programs_left(timeout: float = 10.0) -> list[str]:

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from pwru.bpf.abi import PWRU_MAX_SKB_METADATA
+from pwru.bpf.abi import PWRU_MAX_CAPTURE, PWRU_MAX_SKB_METADATA
 from pwru.errors import UsageError
 from pwru.trace import BackendName
 
@@ -41,6 +41,11 @@ U32_MAX = 0xFFFFFFFF
 # number of pages; we ask for a power-of-two number of MiB (1 MiB .. 1 GiB).
 DEFAULT_RINGBUF_MB = 16
 MAX_RINGBUF_MB = 1024
+
+# Packet bytes captured per event with --output-pcap when --capture-bytes is not given:
+# a full Ethernet frame of the usual 1500-byte MTU (see docs/output.md for the cost).
+DEFAULT_CAPTURE_BYTES = 1514
+MAX_CAPTURE_BYTES = PWRU_MAX_CAPTURE
 
 _TRUE = frozenset(("1", "t", "true", "y", "yes", "on"))
 _FALSE = frozenset(("0", "f", "false", "n", "no", "off"))
@@ -90,8 +95,20 @@ class Options:
     ready_file: str = ""
     backend: str = ""  # "" = choose automatically
     ringbuf_size_bytes: int = DEFAULT_RINGBUF_MB << 20
+    # saved traces and packet bytes
+    output_pcap: str = ""  # pcapng file of the traced packets
+    capture_bytes: int = 0  # 0 = DEFAULT_CAPTURE_BYTES with --output-pcap, else none
+    read: str = ""  # re-render this saved trace (JSON or pcapng) instead of tracing
     # one line per legacy flag used, with its modern spelling
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def capture_size(self) -> int:
+        """Packet bytes the BPF side copies per event (0 = none): --capture-bytes, else
+        DEFAULT_CAPTURE_BYTES when --output-pcap asks for packets."""
+        if self.capture_bytes:
+            return self.capture_bytes
+        return DEFAULT_CAPTURE_BYTES if self.output_pcap else 0
 
 
 # --- value types -------------------------------------------------------------
@@ -164,6 +181,15 @@ def parse_ringbuf_mb(text: str) -> int:
             f"ring buffer size must be a power of two between 1 and {MAX_RINGBUF_MB} MiB, got {mb}"
         )
     return int(mb)
+
+
+def parse_capture_bytes(text: str) -> int:
+    value = int(_parse_count(1)(text))
+    if value > MAX_CAPTURE_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_CAPTURE_BYTES} bytes per event can be captured, got {value}"
+        )
+    return value
 
 
 def parse_ip(text: str) -> str:
@@ -268,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_general(p)
     _add_filters(p.add_argument_group("filters"))
     _add_output(p.add_argument_group("output"))
+    _add_evidence(p.add_argument_group("saved traces and packets"))
     _add_legacy(p.add_argument_group("legacy flags (old pwru releases; prefer a pcap-filter)"))
     return p
 
@@ -404,6 +431,32 @@ def _add_output(group: argparse._ArgumentGroup) -> None:
     )
 
 
+def _add_evidence(group: argparse._ArgumentGroup) -> None:
+    ea = group.add_argument
+    ea(
+        "--output-pcap",
+        default="",
+        metavar="FILE",
+        help="also write the traced packets to FILE (pcapng: one packet per event, "
+        "with the function and drop reason as its comment)",
+    )
+    ea(
+        "--capture-bytes",
+        default=0,
+        type=parse_capture_bytes,
+        metavar="N",
+        help=f"packet bytes copied per event (default {DEFAULT_CAPTURE_BYTES} with "
+        f"--output-pcap; at most {MAX_CAPTURE_BYTES}); with --output-json they are saved too",
+    )
+    ea(
+        "--read",
+        default="",
+        metavar="FILE",
+        help="show a saved trace (--output-json or --output-pcap file) instead of tracing; "
+        "needs no privileges",
+    )
+
+
 def _add_legacy(group: argparse._ArgumentGroup) -> None:
     ga = group.add_argument
     ga("--filter-src-ip", type=parse_ip, metavar="IP", help="= 'src host IP'")
@@ -536,6 +589,9 @@ def parse_options(argv: Sequence[str]) -> Options:
         ready_file=ns.ready_file,
         backend=ns.backend,
         ringbuf_size_bytes=ns.ringbuf_size << 20,
+        output_pcap=ns.output_pcap,
+        capture_bytes=ns.capture_bytes,
+        read=ns.read,
     )
     _legacy(ns, opts)
     return opts

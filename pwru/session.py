@@ -29,6 +29,7 @@ from pwru.filter.pcap import compile_filters
 from pwru.filter.skbexpr import compile_skb_exprs
 from pwru.kernel import features
 from pwru.kernel.btf import VMLINUX, KernelBtf
+from pwru.kernel.directmap import NO_DIRECT_MAP, direct_map
 from pwru.kernel.kallsyms import Kallsyms
 from pwru.options import Options
 from pwru.output.decode import RecordLayout
@@ -113,7 +114,9 @@ class Session:
         features.raise_fd_limit()
         features.ringbuf().require("pwru")
         config = build_config(
-            options, Spliced(pcap.pcap, pcap.tunnel, skb.has_filter, skb.has_metadata)
+            options,
+            Spliced(pcap.pcap, pcap.tunnel, skb.has_filter, skb.has_metadata),
+            direct_map(self.ksyms()) if options.capture_size else NO_DIRECT_MAP,
         )
         if pcap.bodies:
             log.debug("filters compiled and translated in %.1f ms", pcap.seconds * 1000)

@@ -59,6 +59,12 @@ PWRU_LINK_RAW_IP: Final = 2
 # enum pwru_packet_flags: bits of RawPacket.flags.
 PWRU_PACKET_TRUNCATED: Final = 1 << 0  # bytes past the linear area were wanted, not copied
 
+# Records with packet bytes are built in per-CPU scratch buffers (see bpf/pwru.h).
+PWRU_MAX_CAPTURE: Final = 9216  # --capture-bytes at most
+PWRU_CAPTURE_FRAGS: Final = 8  # page fragments copied from at most, per event
+PWRU_SCRATCH_SIZE: Final = 32768
+PWRU_SCRATCH_LEVELS: Final = 4
+
 # Every probe program loads this 64-bit immediate once; the loader replaces the
 # low 32 bits with the probe's index (see probe_id() in bpf/pwru.bpf.c).
 PWRU_PROBE_ID_MARKER: Final = 0x7077727500000000
@@ -120,7 +126,7 @@ class RawPacket(ctypes.Structure):
 
 
 class Config(ctypes.Structure):
-    """struct pwru_config: run-time configuration in .rodata (48 bytes)."""
+    """struct pwru_config: run-time configuration in .rodata (72 bytes)."""
 
     _fields_ = [
         ("netns", ctypes.c_uint32),  # 0 = any
@@ -142,6 +148,11 @@ class Config(ctypes.Structure):
         ("have_skb_expr", ctypes.c_uint8),
         ("output_cb", ctypes.c_uint8),  # skb->cb appended
         ("_pad", ctypes.c_uint8 * 6),
+        # packet bytes in page fragments, read through the direct map (x86_64)
+        ("page_offset_base", ctypes.c_uint64),  # &page_offset_base, or 0
+        ("vmemmap_base", ctypes.c_uint64),  # &vmemmap_base, or 0
+        ("page_shift", ctypes.c_uint32),
+        ("_pad2", ctypes.c_uint32),
     ]
 
 

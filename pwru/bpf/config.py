@@ -10,7 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pwru.bpf.abi import PWRU_MAX_STACK_FRAMES, Config
+import ctypes
+
+from pwru.bpf.abi import (
+    EVENT_SIZE,
+    PWRU_MAX_STACK_FRAMES,
+    PWRU_SCRATCH_SIZE,
+    PWRU_SKB_CB_LEN,
+    Config,
+    RawPacket,
+)
+from pwru.errors import UsageError
+from pwru.kernel.directmap import NO_DIRECT_MAP, DirectMap
 from pwru.kernel.netns import resolve_ifindex, resolve_netns
 from pwru.options import Options
 
@@ -28,9 +39,12 @@ class Spliced:
     skb_metadata: bool = False
 
 
-def build_config(options: Options, spliced: Spliced) -> Config:
+def build_config(
+    options: Options, spliced: Spliced, direct_map: DirectMap = NO_DIRECT_MAP
+) -> Config:
     """Meta filters and output switches for ``options``; resolves --filter-netns and
-    --filter-ifname (UsageError when they name nothing)."""
+    --filter-ifname (UsageError when they name nothing). ``direct_map``: where page
+    fragments are read from (packet bytes past the linear area)."""
     config = Config()
     if options.filter_netns:
         config.netns = resolve_netns(options.filter_netns)
@@ -54,4 +68,31 @@ def build_config(options: Options, spliced: Spliced) -> Config:
     config.have_tunnel_filter = int(spliced.tunnel)
     config.have_skb_expr = int(spliced.skb_expr)
     config.output_skb_metadata = int(spliced.skb_metadata)
+    _set_capture(config, options.capture_size, direct_map)
     return config
+
+
+def record_size(config: Config) -> int:
+    """Bytes of a record before its packet bytes (struct pwru_event and the extras)."""
+    return (
+        EVENT_SIZE
+        + config.stack_frames * 8
+        + config.skb_text_len
+        + config.shinfo_text_len
+        + (PWRU_SKB_CB_LEN if config.output_cb else 0)
+    )
+
+
+def _set_capture(config: Config, capture: int, direct_map: DirectMap) -> None:
+    """Packet bytes per event; a record must fit the BPF side's scratch buffer with
+    room for a second copy of the bytes (see PWRU_SCRATCH_SIZE in bpf/pwru.h)."""
+    if not capture:
+        return
+    room = (PWRU_SCRATCH_SIZE - record_size(config) - ctypes.sizeof(RawPacket)) // 2
+    if capture > room:
+        raise UsageError(
+            f"--capture-bytes {capture} does not fit beside the other outputs asked for: "
+            f"at most {room} bytes here"
+        )
+    config.capture_bytes = capture
+    config.page_offset_base, config.vmemmap_base, config.page_shift = direct_map

@@ -289,6 +289,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map__set_max_entries": (_I, [_P, _U32]),
     "bpf_map__initial_value": (_P, [_P, ctypes.POINTER(_SZ)]),
     "bpf_map__value_size": (_U32, [_P]),
+    "bpf_map__set_value_size": (_I, [_P, _U32]),
     "bpf_map_lookup_elem": (_I, [_I, _P, _P]),
     "bpf_map_update_elem": (_I, [_I, _P, _P, ctypes.c_uint64]),
     "bpf_map_delete_elem": (_I, [_I, _P]),
@@ -538,6 +539,10 @@ class BpfMap:
 
     def set_max_entries(self, entries: int) -> None:
         _check_ret(lib().bpf_map__set_max_entries(self.ptr, entries), f"resize map {self.name}")
+
+    def set_value_size(self, size: int) -> None:
+        """Before load: values of ``size`` bytes (maps declared by size, without BTF types)."""
+        _check_ret(lib().bpf_map__set_value_size(self.ptr, size), f"resize values of {self.name}")
 
     def _initial_value(self) -> ctypes.Array[ctypes.c_char]:
         size = ctypes.c_size_t(0)

@@ -244,6 +244,10 @@ def load(
             )
         rodata.set_initial_value(bytes(config))
         obj.map("events").set_max_entries(ringbuf_bytes)
+        if not config.capture_bytes:  # the scratch buffers only serve packet bytes
+            scratch = obj.map("scratch")
+            scratch.set_max_entries(1)
+            scratch.set_value_size(8)
         wanted = {r.program: r for r in requests}
         for prog in obj.programs():
             prog.set_autoload(prog.name in wanted)

@@ -79,20 +79,28 @@ class Printer:
         return bool(self.limit) and self.printed >= self.limit
 
     def on_record(self, data: bytes) -> None:
-        event = decode_event(data)
+        """One ring-buffer record: decoded, completed, rendered, given to the sinks."""
+        event = decode_event(data, self.renderer.names)
         if not self.layout.has_extras and not self.sinks:
             self.pending.append(self.renderer.render(event))
+            self.printed += 1  # count(), inline: the hot path
+            if self.full:
+                raise LimitReached("output limit reached")
         else:
-            self._with_extras(event, data)
-        self.printed += 1
-        if self.full:
-            raise LimitReached("output limit reached")
+            self.add(*self.complete(event, data))
 
-    def _with_extras(self, event: Event, data: bytes) -> None:
+    def complete(self, event: Event, data: bytes) -> tuple[Event, Extras]:
+        """The event with what its record carries after it, and the caller found there."""
         extras = decode_extras(data, event, self.layout)
+        if self.renderer.options.output_caller:
+            caller = caller_of(event, extras.frames, self.name_at)
+            return event._replace(caller_ip=caller, extras=extras), extras
+        return event._replace(extras=extras), extras
+
+    def add(self, event: Event, extras: Extras) -> None:
+        """One decoded event: its line, then the sinks (a saved trace read back comes
+        in here). Raises LimitReached after the --output-limit-lines'th event."""
         options = self.renderer.options
-        if options.output_caller:
-            event = event._replace(caller_ip=caller_of(event, extras.frames, self.name_at))
         self.pending.append(
             self.renderer.render(
                 event,
@@ -105,6 +113,12 @@ class Printer:
         )
         for sink in self.sinks:
             sink.add(event, extras)
+        self.count()
+
+    def count(self) -> None:
+        self.printed += 1
+        if self.full:
+            raise LimitReached("output limit reached")
 
     def emit(self, line: str) -> None:
         """Add a line of one's own to the output (a sink's summary, say)."""

@@ -10,7 +10,9 @@ FUNC (with --output-caller) columns widen to the longest value seen so far.
 json  one object per line with pwru's keys, in pwru's order, empty values left out
 (Go's ``omitempty``): skb, cpu, process, func, caller_func, time, netns, mark,
 iface, proto, mtu, len, tuple, tunnel_tuple, stack. Tuple addresses are
-bracketed for IPv6 and ``proto`` is the L4 protocol number, as in pwru.
+bracketed for IPv6 and ``proto`` is the L4 protocol number, as in pwru. The JSON
+output is also pwru's saved-trace format (pwru.output.savedtrace): a header line
+first, and after pwru's keys the few a trace needs to be read back (ts, pid, ...).
 
 Differences from pwru, on purpose:
 
@@ -34,9 +36,10 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from pwru.bpf.abi import PWRU_EVENT_FEXIT, PWRU_EVENT_TC, PWRU_EVENT_XDP
+from pwru.bpf.abi import EVENT_TYPE_NAMES, PWRU_EVENT_FEXIT, PWRU_EVENT_TC, PWRU_EVENT_XDP
 from pwru.options import Options
 from pwru.output.decode import Event, Tuple5
+from pwru.output.savedtrace import header_line, packet_json
 
 XDP_VERDICTS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
 
@@ -324,12 +327,28 @@ class TextRenderer(Renderer):
 
 
 class JsonRenderer(Renderer):
-    """pwru's JSON lines.
+    """pwru's JSON lines, and the saved-trace keys after pwru's (see pwru.output.savedtrace).
 
     Lines are assembled from string pieces rather than through json.dumps (about
     twice as fast); strings go through the json module's own escaping, and the
     tuple objects are encoded once per distinct tuple.
     """
+
+    def __init__(
+        self,
+        options: Options,
+        names: NameResolver,
+        wall_offset_ns: int,
+        metadata: Sequence[MetadataField] = (),
+        *,
+        packets: bool = True,
+    ) -> None:
+        super().__init__(options, names, wall_offset_ns, metadata)
+        self.packets = packets  # write captured bytes (a pcapng file holds its own)
+
+    def header(self) -> str:
+        """The saved-trace header: pwru's version and the options of the run."""
+        return header_line(self.options, self._wall_offset_ns, self._metadata_fields)
 
     def tuple_text(self, tup: Tuple5 | None) -> str:
         return _dumps(tuple_json(tup, self.options.output_tcp_flags))
@@ -356,8 +375,25 @@ class JsonRenderer(Renderer):
             parts.append(',"skb_metadata":' + _json_str("\n" + skb_text))
         if shinfo_text:
             parts.append(',"skb_shared_info":' + _json_str("\n" + shinfo_text))
+        parts += self._saved(ev)
         parts.append("}")
         return "".join(parts)
+
+    def _saved(self, ev: Event) -> list[str]:
+        """The keys pwru lacks that a saved trace needs (pwru.output.savedtrace)."""
+        parts = [
+            f',"ts":{ev.ts},"pid":{ev.pid},"comm":',
+            _json_str(ev.comm),
+            f',"probe_type":"{EVENT_TYPE_NAMES.get(ev.type, ev.type)}"',
+        ]
+        if ev.reason is not None:
+            parts.append(f',"reason":{ev.reason}')
+        if self._metadata_names:
+            parts.append(',"skb_fields":[{},{},{},{}]'.format(*ev.skb_metadata))
+        packet = ev.extras.packet if ev.extras is not None else None
+        if packet is not None and self.packets:
+            parts.append(',"packet":' + packet_json(packet))
+        return parts
 
     def _head(self, ev: Event) -> list[str]:
         """skb, cpu, process, func, caller_func, time."""

@@ -53,6 +53,16 @@ EV = Event(
 )  # fmt: skip
 
 
+# the saved-trace keys after pwru's (pwru.output.savedtrace)
+SAVED_KEYS = ["ts", "pid", "comm", "probe_type"]
+EV_SAVED = ',"ts":1000000000,"pid":12345,"comm":"curl","probe_type":"tracepoint"'
+
+
+def pwru_keys(d: dict[str, object]) -> dict[str, object]:
+    """``d`` without the saved-trace keys (what cilium/pwru prints)."""
+    return {k: v for k, v in d.items() if k not in (*SAVED_KEYS, "reason")}
+
+
 def renderer(*argv: str, offset: int = 0) -> Renderer:
     return make_renderer(parse_options(list(argv)), FakeNames(), wall_offset_ns=offset)
 
@@ -60,7 +70,8 @@ def renderer(*argv: str, offset: int = 0) -> Renderer:
 def test_make_renderer_kinds() -> None:
     assert isinstance(renderer(), TextRenderer)
     assert isinstance(renderer("--output-json"), JsonRenderer)
-    assert renderer("--output-json").header() is None
+    header = json.loads(renderer("--output-json").header())
+    assert list(header) == ["pwru_trace"] and header["pwru_trace"]["format"] == 1
 
 
 # --- text ---------------------------------------------------------------------
@@ -252,20 +263,22 @@ def test_json_default() -> None:
     assert line == (
         '{"skb":"0xffff888012345678","cpu":1,"process":"curl:12345","func":"ip_local_out",'
         '"netns":4026531840,"iface":"eth0:2","proto":2048,"mtu":1500,"len":60,'
-        '"tuple":{"saddr":"10.0.2.15","daddr":"10.0.0.2","sport":41234,"dport":80,"proto":6}}'
+        '"tuple":{"saddr":"10.0.2.15","daddr":"10.0.0.2","sport":41234,"dport":80,"proto":6}'
+        + EV_SAVED
+        + "}"
     )
     assert "\n" not in line
 
 
 def test_json_omits_empty_values() -> None:
     ev = EV._replace(cpu=0, netns=0, mark=0, ifindex=0, protocol=0, mtu=0, len=0, tuple=None)
-    assert json.loads(renderer("--output-json").render(ev)) == {
+    assert pwru_keys(json.loads(renderer("--output-json").render(ev))) == {
         "skb": "0xffff888012345678", "process": "curl:12345", "func": "ip_local_out",
         "iface": "0", "tuple": {},
     }  # fmt: skip
     ev = EV._replace(mark=0xA00)
     r = renderer("--output-json", "--output-meta=false", "--output-tuple=false")
-    assert json.loads(r.render(ev)) == {
+    assert pwru_keys(json.loads(r.render(ev))) == {
         "skb": "0xffff888012345678", "cpu": 1, "process": "curl:12345", "func": "ip_local_out",
     }  # fmt: skip
     assert json.loads(renderer("--output-json").render(ev))["mark"] == 0xA00
@@ -279,7 +292,7 @@ def test_json_tuples_and_flags() -> None:
                           "dport": 53, "proto": 17}  # fmt: skip
     assert d["tunnel_tuple"] == {"saddr": "10.0.2.15", "daddr": "10.0.0.2", "sport": 41234,
                                  "dport": 80, "proto": 6, "flags": "SYN|ACK"}  # fmt: skip
-    assert list(d) == ["skb", "cpu", "process", "func", "tuple", "tunnel_tuple"]
+    assert list(d) == ["skb", "cpu", "process", "func", "tuple", "tunnel_tuple", *SAVED_KEYS]
     d = json.loads(renderer("--output-json").render(EV))
     assert "flags" not in d["tuple"] and "tunnel_tuple" not in d
 
@@ -291,7 +304,8 @@ def test_json_time_func_caller_stack() -> None:
     assert r.render(ev, stack=("a", "b")) == (
         '{"skb":"0xffff888012345678","cpu":1,"process":"curl:12345",'
         '"func":"kfree_skb(SKB_DROP_REASON_NETFILTER_DROP)","caller_func":"__ip_queue_xmit",'
-        '"time":0,"stack":"\\na\\nb"}'
+        '"time":0,"stack":"\\na\\nb"'
+        ',"ts":1000000000,"pid":12345,"comm":"curl","probe_type":"tracepoint","reason":6}'
     )
     assert json.loads(r.render(ev._replace(ts=ev.ts + 5)))["time"] == 5
     cur = renderer("--output-json", "--timestamp=current")
@@ -313,7 +327,8 @@ def test_json_keys_match_pwru_order() -> None:
     ev = EV._replace(mark=1, tunnel_tuple=ICMP4)
     keys = list(json.loads(r.render(ev, stack=("x",))))
     assert keys == ["skb", "cpu", "process", "func", "caller_func", "time", "netns", "mark",
-                    "iface", "proto", "mtu", "len", "tuple", "tunnel_tuple", "stack"]  # fmt: skip
+                    "iface", "proto", "mtu", "len", "tuple", "tunnel_tuple", "stack",
+                    *SAVED_KEYS]  # fmt: skip
 
 
 def test_default_options_render() -> None:
