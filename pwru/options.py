@@ -535,6 +535,14 @@ def _legacy(ns: argparse.Namespace, opts: Options) -> None:
         )
 
 
+def unapplied_filters(options: Options) -> bool:
+    """Whether filters were given (with --read they are not applied: a saved trace is
+    shown whole)."""
+    default = Options()
+    names = [name for name in vars(default) if name.startswith("filter_") or name == "pcap_filter"]
+    return any(getattr(options, name) != getattr(default, name) for name in names)
+
+
 def parse_options(argv: Sequence[str]) -> Options:
     """Parse ``argv`` (without the program name). Raises UsageError."""
     parser = build_parser()

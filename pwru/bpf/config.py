@@ -8,9 +8,8 @@ and prunes the code of everything switched off.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import ctypes
+from dataclasses import dataclass
 
 from pwru.bpf.abi import (
     EVENT_SIZE,
@@ -74,13 +73,9 @@ def build_config(
 
 def record_size(config: Config) -> int:
     """Bytes of a record before its packet bytes (struct pwru_event and the extras)."""
-    return (
-        EVENT_SIZE
-        + config.stack_frames * 8
-        + config.skb_text_len
-        + config.shinfo_text_len
-        + (PWRU_SKB_CB_LEN if config.output_cb else 0)
-    )
+    stack: int = config.stack_frames * 8
+    texts: int = config.skb_text_len + config.shinfo_text_len
+    return EVENT_SIZE + stack + texts + (PWRU_SKB_CB_LEN if config.output_cb else 0)
 
 
 def _set_capture(config: Config, capture: int, direct_map: DirectMap) -> None:

@@ -49,6 +49,15 @@ def open_output(path: str) -> IO[str]:
         raise UsageError(f"cannot write --output-file {path}: {error.strerror}") from None
 
 
+def check_writable(path: str, flag: str) -> None:
+    """A file a sink will write (created now, before anything is loaded), if any."""
+    if path:
+        try:
+            open(path, "ab").close()
+        except OSError as error:
+            raise UsageError(f"cannot write {flag} {path}: {error.strerror}") from None
+
+
 class Printer:
     """Renders every record it is given and writes the lines to ``out``."""
 

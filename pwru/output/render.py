@@ -151,6 +151,16 @@ class Renderer:
         """The column header line, or None when the format has none."""
         return None
 
+    @property
+    def wall_offset_ns(self) -> int:
+        """realtime - monotonic, as used for --timestamp=absolute (saved with a trace)."""
+        return self._wall_offset_ns
+
+    @property
+    def metadata_fields(self) -> tuple[MetadataField, ...]:
+        """The --output-skb-metadata fields as compiled (saved with a trace)."""
+        return self._metadata_fields
+
     def render(
         self,
         ev: Event,
@@ -348,7 +358,7 @@ class JsonRenderer(Renderer):
 
     def header(self) -> str:
         """The saved-trace header: pwru's version and the options of the run."""
-        return header_line(self.options, self._wall_offset_ns, self._metadata_fields)
+        return header_line(self.options, self.wall_offset_ns, self.metadata_fields)
 
     def tuple_text(self, tup: Tuple5 | None) -> str:
         return _dumps(tuple_json(tup, self.options.output_tcp_flags))
@@ -446,13 +456,15 @@ def make_renderer(
     *,
     wall_offset_ns: int | None = None,
     metadata: Sequence[MetadataField] = (),
+    packets: bool = True,
 ) -> Renderer:
     """The renderer for ``options`` (JSON lines with --output-json, else text).
 
     ``wall_offset_ns`` (realtime - monotonic) defaults to the current offset;
-    ``metadata`` describes the --output-skb-metadata slots (pwru.filter.skbexpr).
+    ``metadata`` describes the --output-skb-metadata slots (pwru.filter.skbexpr);
+    ``packets``: JSON lines carry captured packet bytes.
     """
     offset = wall_clock_offset_ns() if wall_offset_ns is None else wall_offset_ns
     if options.output_json:
-        return JsonRenderer(options, names, offset, metadata)
+        return JsonRenderer(options, names, offset, metadata, packets=packets)
     return TextRenderer(options, names, offset, metadata)

@@ -67,8 +67,15 @@ CONTENT_OPTIONS = (
 )
 HIDEABLE_OPTIONS = ("output_meta", "output_tuple")
 # What was traced, besides the filter_* options.
-TRACED_OPTIONS = ("pcap_filter", "kernel_btf", "kmods", "all_kmods", "backend", "ringbuf_size_bytes",
-                  "capture_bytes")
+TRACED_OPTIONS = (
+    "pcap_filter",
+    "kernel_btf",
+    "kmods",
+    "all_kmods",
+    "backend",
+    "ringbuf_size_bytes",
+    "capture_bytes",
+)
 
 LINK_NAMES = {PWRU_LINK_NONE: "none", PWRU_LINK_ETHERNET: "ethernet", PWRU_LINK_RAW_IP: "raw_ip"}
 LINKS = {name: value for value, name in LINK_NAMES.items()}

@@ -9,8 +9,16 @@ from __future__ import annotations
 from pwru.options import Options
 from pwru.output.printer import Printer, Sink
 from pwru.output.render import NameResolver
+from pwru.output.savedtrace import header_line
 
 
 def make_sinks(options: Options, printer: Printer, names: NameResolver) -> list[Sink]:
     """Sinks for ``options``; ``printer`` is where a sink's own lines go."""
-    return []
+    sinks: list[Sink] = []
+    if options.output_pcap:
+        from pwru.output.pcapng import PcapngSink
+
+        renderer = printer.renderer
+        header = header_line(options, renderer.wall_offset_ns, renderer.metadata_fields)
+        sinks.append(PcapngSink.open(options, names, header, renderer.wall_offset_ns))
+    return sinks
