@@ -177,9 +177,7 @@ def _decode_comm(raw: bytes) -> str:
     return comm
 
 
-def decode_event(
-    data: bytes | bytearray | memoryview, names: NameResolver | None = None
-) -> Event:
+def decode_event(data: bytes | bytearray | memoryview, names: NameResolver | None = None) -> Event:
     """Decode one ``struct pwru_event`` record (at least ``EVENT_SIZE`` bytes);
     ``names`` answers the event's questions in words (see ``Event.func``).
 
