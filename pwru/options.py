@@ -18,6 +18,7 @@ with the modern spelling, for the caller to print on stderr.
 from __future__ import annotations
 
 import argparse
+import difflib
 import ipaddress
 import re
 from collections.abc import Sequence
@@ -535,6 +536,57 @@ def _legacy(ns: argparse.Namespace, opts: Options) -> None:
         )
 
 
+def _check_exprs(metadata: Sequence[str], skb_expr: str) -> None:
+    """What argparse cannot check of --output-skb-metadata and --filter-skb-expr."""
+    if len(metadata) > MAX_SKB_METADATA:
+        raise UsageError(
+            f"--output-skb-metadata takes at most {MAX_SKB_METADATA} fields, got {len(metadata)}"
+        )
+    for expr in metadata:
+        if not expr.startswith("skb"):
+            raise UsageError(f"--output-skb-metadata {expr!r} must start with skb, e.g. skb->mark")
+    if skb_expr and not skb_expr.startswith("skb"):
+        raise UsageError(f"--filter-skb-expr {skb_expr!r} must start with skb")
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {"timestamp": TIMESTAMPS, "backend": ("", *BACKENDS)}
+
+
+def options_from(**values: Any) -> Options:
+    """Options for the Python API: ``Options`` fields by name, values as typed (a
+    ``pcap_filter`` string, ``output_meta=False``, ``kmods=["nf_tables"]``); the same
+    checks as the command line's. UsageError for an unknown name or a bad value."""
+    defaults = Options()
+    for name, value in values.items():
+        if name not in vars(defaults) or name == "notes":
+            close = difflib.get_close_matches(name, vars(defaults), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UsageError(f"unknown option {name!r}{hint}")
+        _check_type(name, value, getattr(defaults, name))
+        if name in _CHOICES and value not in _CHOICES[name]:
+            raise UsageError(f"option {name}={value!r}: use one of {', '.join(_CHOICES[name])}")
+    options = Options(**values)
+    _check_exprs(options.output_skb_metadata, options.filter_skb_expr)
+    if not 0 <= options.capture_bytes <= MAX_CAPTURE_BYTES:
+        raise UsageError(f"option capture_bytes={options.capture_bytes}: 0..{MAX_CAPTURE_BYTES}")
+    options.filter_track_skb_by_stackid |= bool(options.filter_non_skb_funcs)
+    return options
+
+
+def _check_type(name: str, value: Any, default: Any) -> None:
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        kind = "list of str" if isinstance(default, list) else type(default).__name__
+        raise UsageError(f"option {name}={value!r}: expected {kind}")
+
+
 def unapplied_filters(options: Options) -> bool:
     """Whether filters were given (with --read they are not applied: a saved trace is
     shown whole)."""
@@ -548,16 +600,7 @@ def parse_options(argv: Sequence[str]) -> Options:
     parser = build_parser()
     args, tail = _pflag_style(parser, argv)
     ns = parser.parse_intermixed_args(args)
-    if len(ns.output_skb_metadata) > MAX_SKB_METADATA:
-        raise UsageError(
-            f"--output-skb-metadata takes at most {MAX_SKB_METADATA} fields, "
-            f"got {len(ns.output_skb_metadata)}"
-        )
-    for expr in ns.output_skb_metadata:
-        if not expr.startswith("skb"):
-            raise UsageError(f"--output-skb-metadata {expr!r} must start with skb, e.g. skb->mark")
-    if ns.filter_skb_expr and not ns.filter_skb_expr.startswith("skb"):
-        raise UsageError(f"--filter-skb-expr {ns.filter_skb_expr!r} must start with skb")
+    _check_exprs(ns.output_skb_metadata, ns.filter_skb_expr)
     mark, mask = ns.filter_mark
     opts = Options(
         version=ns.version,

@@ -88,9 +88,12 @@ def func_matcher(options: Options) -> Callable[[str], bool]:
 class Session:
     """Loads, attaches, reads and prints; close() undoes everything."""
 
-    def __init__(self, options: Options, stop: StopFlag) -> None:
+    def __init__(
+        self, options: Options, stop: StopFlag, printer_class: type[Printer] = Printer
+    ) -> None:
         self.options = options
         self.stop = stop
+        self.printer_class = printer_class  # the Python API's collects events instead
         self.table = ProbeTable()
         self.parts: list[Backend] = []
         self.obj: loader.ProbeObject | None = None
@@ -145,7 +148,7 @@ class Session:
             drop_reasons=kernel_btf.drop_reasons(),
             ksyms=self.ksyms,
         )
-        self.printer = Printer(
+        self.printer = self.printer_class(
             make_renderer(options, names, metadata=skb.fields),
             self.out,
             RecordLayout.of(config),
