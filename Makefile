@@ -9,8 +9,9 @@ PYTHON ?= python3
 .PHONY: all bpf setup check test lint bench vm-matrix clean
 
 # System packages a fresh Debian 12 needs: libbpf (runtime), clang/llvm/bpftool
-# (building and inspecting BPF objects), iproute2/iptables (end-to-end tests).
-APT_PACKAGES := libbpf1 libbpf-dev clang llvm bpftool iproute2 iptables gcc make
+# (building and inspecting BPF objects), iproute2/iptables/ethtool (end-to-end tests),
+# tshark (reads the pcapng files pwru writes; installed without its setuid helper).
+APT_PACKAGES := libbpf1 libbpf-dev clang llvm bpftool iproute2 iptables ethtool tshark gcc make
 
 all: bpf
 
@@ -26,6 +27,7 @@ pwru/bpf/pwru_arm64.bpf.o: $(BPF_DEPS) vmlinux-headers/arm64/vmlinux.h
 
 setup:
 	apt-get update -q
+	echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES)
 	$(PYTHON) -m pip install -q -e '.[dev]'
 	bash tests/vm/setup-host.sh

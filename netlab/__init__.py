@@ -250,6 +250,34 @@ def pwru_programs_loaded() -> list[str]:
     ]
 
 
+def bpf_prog_ids_of(pid: int) -> set[int]:
+    """Ids of the BPF programs process ``pid`` holds open (fds of programs and links),
+    from /proc/<pid>/fdinfo: unlike a name match, blind to other processes' pwru runs."""
+    ids = set()
+    fdinfo = Path(f"/proc/{pid}/fdinfo")
+    for entry in fdinfo.iterdir():
+        try:
+            text = entry.read_text()
+        except OSError:
+            continue  # closed meanwhile
+        for line in text.splitlines():
+            if line.startswith("prog_id:"):
+                ids.add(int(line.split()[1]))
+    return ids
+
+
+def bpf_progs_alive(ids: set[int], timeout: float = 10.0) -> set[int]:
+    """Which of ``ids`` are still loaded once ``timeout`` has passed (programs are freed
+    an RCU grace period after their last reference goes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = sh("bpftool", "-j", "prog", "show").stdout
+        alive = ids & {int(p["id"]) for p in json.loads(out or "[]")}
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
+
+
 def ip_of(addr: str) -> str:
     """Normalise an address the way pwru prints it."""
     return (

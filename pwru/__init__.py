@@ -13,5 +13,6 @@ __version__ = "0.1.0"
 
 # The Python API (docs/python.md); after __version__, which its modules import.
 from pwru.api import Event, Options, Tracer, read_trace  # noqa: E402
+from pwru.errors import PwruError, UsageError  # noqa: E402
 
-__all__ = ["Event", "Options", "Tracer", "__version__", "read_trace"]
+__all__ = ["Event", "Options", "PwruError", "Tracer", "UsageError", "__version__", "read_trace"]
