@@ -41,7 +41,7 @@ vm-matrix:
 	bash tests/vm/matrix.sh
 
 lint:
-	$(PYTHON) -m ruff check pwru tests bench netlab
+	$(PYTHON) -m ruff check pwru tests bench netlab examples
 	$(PYTHON) -m mypy
 
 bench:

@@ -13,6 +13,7 @@ Traffic stays inside two network namespaces made for the run (veth pair).
   with and without the packet window.
 * filter overhead: the flood's rate while pwru runs a filter that matches none
   of it, plain and with --filter-track-skb-by-stackid (map lookups per hit).
+* pcap: events/s written with --output-pcap against the text path, same flood.
 """
 
 from __future__ import annotations
@@ -215,6 +216,38 @@ def bench_filter_overhead(lab: Lab, workdir: Path, seconds: float) -> dict[str, 
     }
 
 
+def count_pcap_packets(path: Path) -> int:
+    """Enhanced Packet Blocks in a pcapng file pwru wrote."""
+    from pwru.output import pcapng
+
+    with path.open("rb") as source:
+        return sum(1 for b in pcapng.read_blocks(source, str(path)) if b.kind == pcapng.EPB)
+
+
+def bench_pcap(lab: Lab, workdir: Path, seconds: float, rate: float) -> dict[str, float]:
+    """Events/s written with --output-pcap (the text going to /dev/null) against the text
+    path alone, under the same flood (pwru tracing the receiving namespace)."""
+    lab.b.run("iptables", "-A", "INPUT", "-p", "udp", "--dport", "9999", "-j", "DROP")
+    results: dict[str, float] = {}
+    text, pcap = workdir / "pcap-bench.txt", workdir / "pcap-bench.pcapng"
+    for label, extra, counted in (
+        ("text", ["--output-file", str(text)], lambda: sum(1 for _ in text.open()) - 1),
+        ("pcap", ["--output-file", "/dev/null", "--output-pcap", str(pcap)],
+         lambda: count_pcap_packets(pcap)),
+    ):  # fmt: skip
+        run = PwruRun(["--filter-netns", lab.b.netns_path, *extra], workdir)
+        sent, elapsed = flood(lab, seconds, rate)
+        trace_end = time.perf_counter()
+        run.stop()
+        drained = time.perf_counter() - trace_end
+        events = counted()
+        lost_match = re.search(r"(\d+) events lost", run.stderr)
+        results[f"{label}_events_per_s"] = events / (elapsed + drained)
+        results[f"{label}_events_lost"] = int(lost_match.group(1)) if lost_match else 0
+    results["pcap_vs_text"] = results["pcap_events_per_s"] / results["text_events_per_s"]
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -239,6 +272,7 @@ def main() -> None:
             results.update(bench_filter())
             results.update(bench_filter_run())
             results.update(bench_filter_overhead(lab, Path(tmp), args.seconds))
+            results.update(bench_pcap(lab, Path(tmp), args.seconds, args.rate))
     finally:
         lab.close()
     if args.json:

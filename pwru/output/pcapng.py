@@ -56,6 +56,7 @@ _SHB_BODY = struct.Struct("=IHHq")  # magic, major, minor, section length (-1: u
 _IDB_BODY = struct.Struct("=HHI")  # link type, reserved, snaplen
 _EPB_BODY = struct.Struct("=IIIII")  # interface, ts high, ts low, captured, original
 _END = _OPTION.pack(OPT_END, 0)
+_PADS = (b"", b"\0", b"\0\0", b"\0\0\0")  # by -length % 4
 
 
 def option(code: int, value: bytes) -> bytes:
@@ -99,10 +100,14 @@ class PcapngWriter:
     ) -> None:
         """One Enhanced Packet Block (``length``: the packet's true length)."""
         head = _EPB_BODY.pack(interface, ts_ns >> 32, ts_ns & 0xFFFFFFFF, len(data), length)
-        opts = b"".join([option(OPT_COMMENT, c.encode()) for c in comments])
-        body = b"".join((head, data, b"\0" * (-len(data) % 4), opts, _END))
+        chunks = [head, data, _PADS[-len(data) % 4]]
+        for comment in comments:  # option() inlined: this runs once per event
+            raw = comment.encode()
+            chunks += (_OPTION.pack(OPT_COMMENT, len(raw)), raw, _PADS[-len(raw) % 4])
+        chunks.append(_END)
+        body = b"".join(chunks)
         total = len(body) + 12
-        self.out.write(b"".join((_BLOCK.pack(EPB, total), body, _U32.pack(total))))
+        self.out.write(_BLOCK.pack(EPB, total) + body + _U32.pack(total))
 
 
 def event_comment(ev: Event, packet: Packet | None) -> str:

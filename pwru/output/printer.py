@@ -49,6 +49,14 @@ def open_output(path: str) -> IO[str]:
         raise UsageError(f"cannot write --output-file {path}: {error.strerror}") from None
 
 
+def _with_extras(event: Event, extras: Extras) -> Event:
+    """``event._replace(extras=extras)``, a third of the time (once per event)."""
+    return _new_event(Event, (*event[:-1], extras))
+
+
+_new_event = tuple.__new__
+
+
 def check_writable(path: str, flag: str) -> None:
     """A file a sink will write (created now, before anything is loaded), if any."""
     if path:
@@ -104,7 +112,7 @@ class Printer:
         if self.renderer.options.output_caller:
             caller = caller_of(event, extras.frames, self.name_at)
             return event._replace(caller_ip=caller, extras=extras), extras
-        return event._replace(extras=extras), extras
+        return _with_extras(event, extras), extras
 
     def add(self, event: Event, extras: Extras) -> None:
         """One decoded event: its line, then the sinks (a saved trace read back comes
