@@ -122,7 +122,7 @@ class Session:
         config = build_config(
             options,
             Spliced(pcap.pcap, pcap.tunnel, skb.has_filter, skb.has_metadata),
-            direct_map(self.ksyms()) if options.capture_size else NO_DIRECT_MAP,
+            direct_map() if options.capture_size else NO_DIRECT_MAP,
         )
         if pcap.bodies:
             log.debug("filters compiled and translated in %.1f ms", pcap.seconds * 1000)

@@ -23,7 +23,6 @@ import pytest
 import pwru
 from netlab import Host, Lab, PwruRun, bpf_prog_ids_of, bpf_progs_alive, pwru_command
 from pwru.kernel.directmap import NO_DIRECT_MAP, direct_map
-from pwru.kernel.kallsyms import Kallsyms
 from pwru.output.pcapng import MISSING
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,7 +110,7 @@ def ping(host: Host, dst: str, count: int) -> None:
 
 def frags_copied() -> bool:
     """Whether pwru reads page fragments on this kernel (pwru.kernel.directmap)."""
-    return direct_map(Kallsyms.load()) != NO_DIRECT_MAP
+    return direct_map() != NO_DIRECT_MAP
 
 
 def test_pcapng_of_udp_tcp_icmp_reads_in_tshark(lab: Lab, workdir: Path) -> None:

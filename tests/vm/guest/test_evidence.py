@@ -23,7 +23,6 @@ import pytest
 
 from netlab import Lab, PwruRun
 from pwru.kernel.directmap import NO_DIRECT_MAP, direct_map
-from pwru.kernel.kallsyms import Kallsyms
 from pwru.output import pcapng
 from tests.kernel.test_evidence import FRAG_SIZE, RAW_FRAME, mac, tcp_exchange
 
@@ -45,7 +44,7 @@ def packets(path: Path, func: str) -> list[pcapng.Block]:
 
 @pytest.mark.parametrize("backend", sorted(ARRIVAL))
 def test_fragments_are_copied(backend: str, tmp_path: Path) -> None:
-    assert direct_map(Kallsyms.load()) != NO_DIRECT_MAP, "this kernel lists no page_offset_base"
+    assert direct_map() != NO_DIRECT_MAP, "this kernel lists no page_offset_base"
     lab = Lab.create(subnet=61)
     try:
         for host in (lab.a, lab.b):
