@@ -26,6 +26,9 @@ from pwru.kernel.directmap import NO_DIRECT_MAP, direct_map
 from pwru.output import pcapng
 from tests.kernel.test_evidence import FRAG_SIZE, RAW_FRAME, mac, tcp_exchange
 
+from .conftest import run as run_tool
+from .conftest import tool
+
 pytestmark = pytest.mark.vm
 
 READY_TIMEOUT = 300.0  # one pwru start under TCG on a busy host
@@ -45,6 +48,7 @@ def packets(path: Path, func: str) -> list[pcapng.Block]:
 @pytest.mark.parametrize("backend", sorted(ARRIVAL))
 def test_fragments_are_copied(backend: str, tmp_path: Path) -> None:
     assert direct_map() != NO_DIRECT_MAP, "this kernel lists no page_offset_base"
+    run_tool(tool("modprobe"), "veth")  # a guest loads no module by itself
     lab = Lab.create(subnet=61)
     try:
         for host in (lab.a, lab.b):
