@@ -514,8 +514,9 @@ static __always_inline __u64 copy_frags(struct sk_buff *skb, __u8 *out, __u64 co
 		if (!src)
 			break;
 		n = capture_len(want - copied < frag.len ? want - copied : frag.len);
-		copied = capture_len(copied);
-		if (bpf_probe_read_kernel(out + copied, n, src + frag.offset))
+		/* a mask, not a comparison, bounds the offset: copied < want is known here,
+		 * and a clamp would add a branch some verifiers (6.1) follow when impossible */
+		if (bpf_probe_read_kernel(out + (copied & PWRU_CAPTURE_MASK), n, src + frag.offset))
 			break;
 		copied += n;
 	}

@@ -98,12 +98,14 @@ enum pwru_packet_flags {
  * Packet bytes make records of varying length: such records are built in a
  * per-CPU scratch buffer (one per nesting level: task, softirq, hardirq, NMI)
  * and copied to the ring with bpf_ringbuf_output(), which takes a length known
- * only at run time. A record must fit its scratch buffer with room for one
- * more copy of the captured bytes (the verifier bounds the offset and the
- * length of each copy separately), hence PWRU_MAX_CAPTURE. The buffer size is
- * the largest value a per-CPU map may have (PCPU_MIN_UNIT_SIZE).
+ * only at run time. The verifier bounds the offset and the length of each copy
+ * of fragment bytes separately: the offset by PWRU_CAPTURE_MASK, the length by
+ * config.capture_bytes. So a record must fit its scratch buffer with room for
+ * PWRU_CAPTURE_MASK + 1 + capture_bytes bytes after the event and its extras.
+ * The buffer size is the largest value a per-CPU map may have (PCPU_MIN_UNIT_SIZE).
  */
 #define PWRU_MAX_CAPTURE 9216      /* --capture-bytes at most (a 9000-byte jumbo frame fits) */
+#define PWRU_CAPTURE_MASK 0x3fff   /* covers every offset below PWRU_MAX_CAPTURE */
 #define PWRU_CAPTURE_FRAGS 8       /* page fragments copied from at most, per event */
 #define PWRU_SCRATCH_SIZE 32768
 #define PWRU_SCRATCH_LEVELS 4

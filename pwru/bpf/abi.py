@@ -61,6 +61,7 @@ PWRU_PACKET_TRUNCATED: Final = 1 << 0  # bytes past the linear area were wanted,
 
 # Records with packet bytes are built in per-CPU scratch buffers (see bpf/pwru.h).
 PWRU_MAX_CAPTURE: Final = 9216  # --capture-bytes at most
+PWRU_CAPTURE_MASK: Final = 0x3FFF  # bounds offsets into the captured bytes (verifier)
 PWRU_CAPTURE_FRAGS: Final = 8  # page fragments copied from at most, per event
 PWRU_SCRATCH_SIZE: Final = 32768
 PWRU_SCRATCH_LEVELS: Final = 4

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from pwru.bpf.abi import (
     EVENT_SIZE,
+    PWRU_CAPTURE_MASK,
     PWRU_MAX_STACK_FRAMES,
     PWRU_SCRATCH_SIZE,
     PWRU_SKB_CB_LEN,
@@ -80,10 +81,11 @@ def record_size(config: Config) -> int:
 
 def _set_capture(config: Config, capture: int, direct_map: DirectMap) -> None:
     """Packet bytes per event; a record must fit the BPF side's scratch buffer with
-    room for a second copy of the bytes (see PWRU_SCRATCH_SIZE in bpf/pwru.h)."""
+    room for what the verifier allows a copy to reach (see PWRU_SCRATCH_SIZE in bpf/pwru.h)."""
     if not capture:
         return
-    room = (PWRU_SCRATCH_SIZE - record_size(config) - ctypes.sizeof(RawPacket)) // 2
+    after = ctypes.sizeof(RawPacket) + PWRU_CAPTURE_MASK + 1
+    room = PWRU_SCRATCH_SIZE - record_size(config) - after
     if capture > room:
         raise UsageError(
             f"--capture-bytes {capture} does not fit beside the other outputs asked for: "

@@ -22,8 +22,17 @@ import pytest
 
 import pwru
 from netlab import Host, Lab, PwruRun, bpf_prog_ids_of, bpf_progs_alive, pwru_command
-from pwru.kernel.directmap import NO_DIRECT_MAP, direct_map
+from pwru.bpf import loader
+from pwru.bpf.config import Spliced, build_config
+from pwru.bpf.loader import LoadRequest
+from pwru.kernel.btf import KernelBtf
+from pwru.kernel.directmap import NO_DIRECT_MAP, DirectMap, direct_map
+from pwru.kernel.kallsyms import Kallsyms
+from pwru.options import parse_options
 from pwru.output.pcapng import MISSING
+from pwru.trace.backend import TraceContext
+from pwru.trace.probes import ProbeTable
+from pwru.trace.tracepoint import TracepointBackend
 
 ROOT = Path(__file__).resolve().parents[2]
 TCP_PAYLOAD = b"pwru-tcp-payload-0123456789"
@@ -332,3 +341,18 @@ def test_example_counts_functions_for_a_port(lab: Lab) -> None:
     counts = {" ".join(line.split()[1:]): int(line.split()[0]) for line in out.splitlines()}
     assert counts["netif_receive_skb"] == 3 and counts["kfree_skb"] == 3, out
     assert counts["kfree_skb SKB_DROP_REASON_NO_SOCKET (dropped)"] == 3, out
+
+
+@pytest.mark.parametrize(
+    "argv", [[], ["--output-skb", "--output-skb-shared-info", "--output-stack"]]
+)
+def test_fragment_copying_passes_this_kernels_verifier(argv: list[str]) -> None:
+    """This kernel lists no direct map (see frags_copied), so runs here prune the code
+    that reads page fragments: load it anyway, with stand-in addresses, never attached."""
+    options = parse_options([*argv, "--output-pcap", "/dev/null"])
+    config = build_config(options, Spliced(), DirectMap(1, 1, 12))
+    btf = KernelBtf.load()
+    ctx = TraceContext(options, btf, btf, Kallsyms.load, lambda _name: True)
+    requests = TracepointBackend(ctx).plan(ProbeTable())
+    requests += [LoadRequest(p) for p in ("pwru_kp_skb0", "pwru_km_kfree_reason")]
+    loader.load(config, requests, {}, 4096).close()
