@@ -99,13 +99,14 @@ struct {
 
 /*
  * Records with packet bytes (config.capture_bytes) are built here, one buffer per
- * nesting level per CPU (a program may be interrupted by another one, e.g. a
- * tracepoint in a hard interrupt), then copied to the ring at their real length
- * (see PWRU_SCRATCH_SIZE). Declared by size, without BTF types, so the control
- * plane can shrink it to nothing when nothing is captured.
+ * CPU and nesting level (a program may be interrupted by another one, e.g. a
+ * tracepoint in a hard interrupt): entry cpu * PWRU_SCRATCH_LEVELS + level. Then
+ * they are copied to the ring at their real length (see PWRU_SCRATCH_SIZE). The
+ * control plane sizes it for the possible CPUs, or shrinks it to nothing when
+ * nothing is captured (declared by size, without BTF types, for that).
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, PWRU_SCRATCH_LEVELS);
 	__uint(key_size, sizeof(__u32));
 	__uint(value_size, PWRU_SCRATCH_SIZE);
@@ -468,9 +469,11 @@ struct pwru_frag {     /* skb_frag_t: struct bio_vec (5.4+) or struct skb_frag (
 };
 
 /*
- * A copy length of at most config.capture_bytes, in a form the verifier can
- * follow (the barrier stops clang from folding the bound into a min() the
- * verifier cannot see through).
+ * At most config.capture_bytes of n bytes (the barrier stops clang from folding the
+ * bound into a min() the verifier cannot see through). Copy lengths and offsets
+ * are bounded for the verifier by PWRU_CAPTURE_MASK, never by comparing them with
+ * a bound they are already known to keep: older verifiers (6.1) follow such an
+ * impossible branch with impossible bounds and reject the program.
  */
 static __always_inline __u64 capture_len(__u64 n)
 {
@@ -513,9 +516,7 @@ static __always_inline __u64 copy_frags(struct sk_buff *skb, __u8 *out, __u64 co
 		src = page_address(frag.page, direct_map, vmemmap);
 		if (!src)
 			break;
-		n = capture_len(want - copied < frag.len ? want - copied : frag.len);
-		/* a mask, not a comparison, bounds the offset: copied < want is known here,
-		 * and a clamp would add a branch some verifiers (6.1) follow when impossible */
+		n = (want - copied < frag.len ? want - copied : frag.len) & PWRU_CAPTURE_MASK;
 		if (bpf_probe_read_kernel(out + (copied & PWRU_CAPTURE_MASK), n, src + frag.offset))
 			break;
 		copied += n;
@@ -548,7 +549,7 @@ static __always_inline void set_packet(struct pwru_packet *pkt, struct sk_buff *
 	}
 	pkt->len = end - start;
 	want = capture_len(end - start);
-	copied = capture_len(tail - start < want ? tail - start : want);
+	copied = (tail - start < want ? tail - start : want) & PWRU_CAPTURE_MASK;
 	if (bpf_probe_read_kernel(pkt + 1, copied, head + start))
 		copied = 0;
 	if (copied < want)
@@ -562,7 +563,7 @@ static __always_inline void set_packet(struct pwru_packet *pkt, struct sk_buff *
 static __always_inline void set_xdp_packet(struct pwru_packet *pkt, struct xdp_buff *xdp)
 {
 	void *data = BPF_CORE_READ(xdp, data);
-	__u64 len = BPF_CORE_READ(xdp, data_end) - data, copied = capture_len(len);
+	__u64 len = BPF_CORE_READ(xdp, data_end) - data, copied = capture_len(len) & PWRU_CAPTURE_MASK;
 
 	__builtin_memset(pkt, 0, sizeof(*pkt));
 	pkt->link = PWRU_LINK_ETHERNET;
@@ -623,7 +624,7 @@ static __always_inline void set_extras(struct pwru_event *ev, void *ctx, struct 
  */
 static __always_inline struct pwru_event *new_record(void)
 {
-	__u32 zero = 0, level, *depth;
+	__u32 zero = 0, level, key, *depth;
 	void *slot;
 
 	if (!CFG.capture_bytes)
@@ -632,7 +633,8 @@ static __always_inline struct pwru_event *new_record(void)
 	if (!depth || *depth >= PWRU_SCRATCH_LEVELS)
 		return NULL;
 	level = *depth;
-	slot = bpf_map_lookup_elem(&scratch, &level);
+	key = bpf_get_smp_processor_id() * PWRU_SCRATCH_LEVELS + level;
+	slot = bpf_map_lookup_elem(&scratch, &key);
 	if (slot)
 		*depth = level + 1;
 	return slot;
@@ -649,7 +651,8 @@ static __always_inline void send_record(struct pwru_event *ev)
 		return;
 	}
 	pkt = (void *)((char *)ev + RECORD_SIZE);
-	if (bpf_ringbuf_output(&events, ev, RECORD_SIZE + sizeof(*pkt) + capture_len(pkt->captured), 0))
+	if (bpf_ringbuf_output(&events, ev,
+			       RECORD_SIZE + sizeof(*pkt) + (pkt->captured & PWRU_CAPTURE_MASK), 0))
 		count_lost();
 	depth = bpf_map_lookup_elem(&scratch_depth, &zero);
 	if (depth && *depth)

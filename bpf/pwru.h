@@ -96,18 +96,17 @@ enum pwru_packet_flags {
 
 /*
  * Packet bytes make records of varying length: such records are built in a
- * per-CPU scratch buffer (one per nesting level: task, softirq, hardirq, NMI)
+ * scratch buffer of their CPU and nesting level (task, softirq, hardirq, NMI)
  * and copied to the ring with bpf_ringbuf_output(), which takes a length known
  * only at run time. The verifier bounds the offset and the length of each copy
- * of fragment bytes separately: the offset by PWRU_CAPTURE_MASK, the length by
- * config.capture_bytes. So a record must fit its scratch buffer with room for
- * PWRU_CAPTURE_MASK + 1 + capture_bytes bytes after the event and its extras.
- * The buffer size is the largest value a per-CPU map may have (PCPU_MIN_UNIT_SIZE).
+ * of packet bytes by PWRU_CAPTURE_MASK, so a buffer holds the event, its extras
+ * (at most 8864 bytes: 50 stack frames, two 4096-byte skb texts, skb->cb), the
+ * packet header and twice PWRU_CAPTURE_MASK + 1 bytes.
  */
 #define PWRU_MAX_CAPTURE 9216      /* --capture-bytes at most (a 9000-byte jumbo frame fits) */
-#define PWRU_CAPTURE_MASK 0x3fff   /* covers every offset below PWRU_MAX_CAPTURE */
+#define PWRU_CAPTURE_MASK 0x3fff   /* covers every offset and length below PWRU_MAX_CAPTURE */
 #define PWRU_CAPTURE_FRAGS 8       /* page fragments copied from at most, per event */
-#define PWRU_SCRATCH_SIZE 32768
+#define PWRU_SCRATCH_SIZE 43008    /* 42 KiB */
 #define PWRU_SCRATCH_LEVELS 4
 
 /* Header of the captured bytes at the end of a record (see struct pwru_event). */

@@ -59,11 +59,12 @@ PWRU_LINK_RAW_IP: Final = 2
 # enum pwru_packet_flags: bits of RawPacket.flags.
 PWRU_PACKET_TRUNCATED: Final = 1 << 0  # bytes past the linear area were wanted, not copied
 
-# Records with packet bytes are built in per-CPU scratch buffers (see bpf/pwru.h).
+# Records with packet bytes are built in scratch buffers, one per CPU and nesting
+# level (see bpf/pwru.h).
 PWRU_MAX_CAPTURE: Final = 9216  # --capture-bytes at most
-PWRU_CAPTURE_MASK: Final = 0x3FFF  # bounds offsets into the captured bytes (verifier)
+PWRU_CAPTURE_MASK: Final = 0x3FFF  # bounds offsets and lengths of copies (verifier)
 PWRU_CAPTURE_FRAGS: Final = 8  # page fragments copied from at most, per event
-PWRU_SCRATCH_SIZE: Final = 32768
+PWRU_SCRATCH_SIZE: Final = 43008
 PWRU_SCRATCH_LEVELS: Final = 4
 
 # Every probe program loads this 64-bit immediate once; the loader replaces the

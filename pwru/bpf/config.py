@@ -80,16 +80,15 @@ def record_size(config: Config) -> int:
 
 
 def _set_capture(config: Config, capture: int, direct_map: DirectMap) -> None:
-    """Packet bytes per event; a record must fit the BPF side's scratch buffer with
-    room for what the verifier allows a copy to reach (see PWRU_SCRATCH_SIZE in bpf/pwru.h)."""
+    """Packet bytes per event; the record must leave room in the BPF side's scratch
+    buffer for what the verifier lets a copy reach (see PWRU_SCRATCH_SIZE in bpf/pwru.h)."""
     if not capture:
         return
-    after = ctypes.sizeof(RawPacket) + PWRU_CAPTURE_MASK + 1
-    room = PWRU_SCRATCH_SIZE - record_size(config) - after
-    if capture > room:
+    reach = ctypes.sizeof(RawPacket) + 2 * (PWRU_CAPTURE_MASK + 1)
+    if record_size(config) + reach > PWRU_SCRATCH_SIZE:
         raise UsageError(
-            f"--capture-bytes {capture} does not fit beside the other outputs asked for: "
-            f"at most {room} bytes here"
+            "packet bytes do not fit beside the other outputs asked for "
+            f"({record_size(config)} bytes of event, stack and skb texts)"
         )
     config.capture_bytes = capture
     config.page_offset_base, config.vmemmap_base, config.page_shift = direct_map

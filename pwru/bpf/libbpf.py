@@ -526,6 +526,11 @@ class BpfLink:
             self.ptr = None
 
 
+def possible_cpus() -> int:
+    """CPUs the kernel may bring up (per-CPU map values come in this number)."""
+    return _check_ret(lib().libbpf_num_possible_cpus(), "count possible CPUs")
+
+
 class BpfMap:
     """A map inside an opened BpfObject (a borrowed libbpf pointer)."""
 
@@ -564,7 +569,7 @@ class BpfMap:
 
     def lookup_percpu_u64(self, key: int) -> list[int]:
         """Per-CPU values of a u32-keyed PERCPU_ARRAY of u64."""
-        ncpu = _check_ret(lib().libbpf_num_possible_cpus(), "count possible CPUs")
+        ncpu = possible_cpus()
         values = (ctypes.c_uint64 * ncpu)()
         k = ctypes.c_uint32(key)
         _check_ret(
