@@ -39,6 +39,24 @@ PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 
 
 @dataclass
+class Numbered:
+    """Names numbered in the order they are first seen."""
+
+    names: list[str] = field(default_factory=list)
+    numbers: dict[str, int] = field(default_factory=dict)
+
+    def number(self, name: str) -> int:
+        found = self.numbers.get(name)
+        if found is None:
+            found = self.numbers[name] = len(self.names)
+            self.names.append(name)
+        return found
+
+    def name(self, number: int, default: str) -> str:
+        return self.names[number] if 0 <= number < len(self.names) else default
+
+
+@dataclass
 class TraceNames:
     """Names as the trace recorded them (implements pwru.output.render.NameResolver).
 
@@ -46,16 +64,14 @@ class TraceNames:
     and stack frame "addresses"); this table turns them back into the names.
     """
 
-    probes: list[str] = field(default_factory=list)
-    probe_ids: dict[str, int] = field(default_factory=dict)
+    probes: Numbered = field(default_factory=Numbered)
+    symbols: Numbered = field(default_factory=lambda: Numbered(["0x0"], {"0x0": 0}))
     reasons: dict[int, str] = field(default_factory=dict)
     ifaces: dict[tuple[int, int], str] = field(default_factory=dict)
     processes: dict[tuple[int, str], str] = field(default_factory=dict)
-    symbols: list[str] = field(default_factory=lambda: ["0x0"])
-    symbol_ids: dict[str, int] = field(default_factory=lambda: {"0x0": 0})
 
     def probe_name(self, ev: Event) -> str:
-        return self.probes[ev.probe_id]
+        return self.probes.name(ev.probe_id, f"probe#{ev.probe_id}")
 
     def drop_reason(self, value: int) -> str | None:
         return self.reasons.get(value)
@@ -67,21 +83,7 @@ class TraceNames:
         return self.processes.get((pid, comm), f"{comm}:{pid}")
 
     def symbol(self, addr: int) -> str:
-        return self.symbols[addr] if 0 <= addr < len(self.symbols) else f"{addr:#x}"
-
-    def probe_id(self, name: str) -> int:
-        found = self.probe_ids.get(name)
-        if found is None:
-            found = self.probe_ids[name] = len(self.probes)
-            self.probes.append(name)
-        return found
-
-    def symbol_id(self, name: str) -> int:
-        found = self.symbol_ids.get(name)
-        if found is None:
-            found = self.symbol_ids[name] = len(self.symbols)
-            self.symbols.append(name)
-        return found
+        return self.symbols.name(addr, f"{addr:#x}")
 
 
 def _tuple(obj: Any) -> Tuple5 | None:
@@ -135,7 +137,7 @@ class EventReader:
         if "process" in d:
             names.processes[(pid, comm)] = str(d["process"])
         tup, tunnel = _tuple(d.get("tuple")), _tuple(d.get("tunnel_tuple"))
-        frames = [names.symbol_id(f) for f in str(d.get("stack", "")).split("\n") if f]
+        frames = [names.symbols.number(f) for f in str(d.get("stack", "")).split("\n") if f]
         flags |= (PWRU_EVENT_HAS_TUPLE if tup else 0) | (PWRU_EVENT_HAS_TUNNEL if tunnel else 0)
         flags |= PWRU_EVENT_HAS_STACK if frames else 0
         md = [int(v) for v in d.get("skb_fields", ())] + [0, 0, 0, 0]
@@ -148,7 +150,7 @@ class EventReader:
         caller = d.get("caller_func")
         event = Event(
             int(d.get("ts", 0)), int(str(d["skb"]), 16), 0,
-            names.symbol_id(str(caller)) if caller is not None else 0,
+            names.symbols.number(str(caller)) if caller is not None else 0,
             None if reason is None else int(reason), probe, pid, int(d.get("cpu", 0)), kind,
             flags, -1, netns, int(d.get("mark", 0)), ifindex, int(d.get("len", 0)),
             int(d.get("mtu", 0)), int(d.get("proto", 0)), tup, tunnel,
@@ -162,7 +164,7 @@ class EventReader:
         if marker and func.endswith(marker):
             func = func[: -len(marker)]
         if reason is None:
-            return self.names.probe_id(func), 0
+            return self.names.probes.number(func), 0
         flags = PWRU_EVENT_HAS_REASON
         unnamed = f" ({reason})"
         if func.endswith(unnamed) and kind != PWRU_EVENT_XDP:
@@ -173,7 +175,7 @@ class EventReader:
                 flags |= PWRU_EVENT_FEXIT  # reason is the program's verdict
             else:
                 self.names.reasons[int(str(reason))] = name
-        return self.names.probe_id(func), flags
+        return self.names.probes.number(func), flags
 
 
 def _text(value: Any) -> str:

@@ -344,17 +344,7 @@ class JsonRenderer(Renderer):
     tuple objects are encoded once per distinct tuple.
     """
 
-    def __init__(
-        self,
-        options: Options,
-        names: NameResolver,
-        wall_offset_ns: int,
-        metadata: Sequence[MetadataField] = (),
-        *,
-        packets: bool = True,
-    ) -> None:
-        super().__init__(options, names, wall_offset_ns, metadata)
-        self.packets = packets  # write captured bytes (a pcapng file holds its own)
+    packets = True  # write captured bytes (False: a pcapng file holds its own)
 
     def header(self) -> str:
         """The saved-trace header: pwru's version and the options of the run."""
@@ -466,5 +456,7 @@ def make_renderer(
     """
     offset = wall_clock_offset_ns() if wall_offset_ns is None else wall_offset_ns
     if options.output_json:
-        return JsonRenderer(options, names, offset, metadata, packets=packets)
+        renderer = JsonRenderer(options, names, offset, metadata)
+        renderer.packets = packets
+        return renderer
     return TextRenderer(options, names, offset, metadata)
