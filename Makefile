@@ -9,13 +9,14 @@ PYTHON ?= python3
 .PHONY: all bpf setup check test lint bench bench-full bench-guest vm-matrix clean wheels image
 
 # System packages a fresh Debian 12 needs: libbpf (runtime), clang/llvm/bpftool
-# (building and inspecting BPF objects), iproute2/iptables/nftables (end-to-end tests;
-# the drop summary reads rule counters with iptables-save and nft);
+# (building and inspecting BPF objects), iproute2/iptables/nftables/ethtool (end-to-end
+# tests; the drop summary reads rule counters with iptables-save and nft), tshark (reads
+# the pcapng files pwru writes; installed without its setuid helper);
 # for the wheels, the image and their tests (packaging/): dpkg-dev (apt-get source),
 # binutils (objdump), mmdebstrap (Debian 11, 12 and arm64 roots), podman + runc (the
 # image), qemu-system-arm (the arm64 guest).
-APT_PACKAGES := libbpf1 libbpf-dev clang llvm bpftool iproute2 iptables nftables gcc make \
-	dpkg-dev binutils mmdebstrap podman runc qemu-system-arm
+APT_PACKAGES := libbpf1 libbpf-dev clang llvm bpftool iproute2 iptables nftables ethtool \
+	tshark gcc make dpkg-dev binutils mmdebstrap podman runc qemu-system-arm
 
 all: bpf
 
@@ -31,6 +32,7 @@ pwru/bpf/pwru_arm64.bpf.o: $(BPF_DEPS) vmlinux-headers/arm64/vmlinux.h
 
 setup:
 	apt-get update -q
+	echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(APT_PACKAGES)
 	$(PYTHON) -m pip install -q -e '.[dev]'
 	bash tests/vm/setup-host.sh
@@ -44,7 +46,7 @@ vm-matrix:
 	bash tests/vm/matrix.sh
 
 lint:
-	$(PYTHON) -m ruff check pwru tests bench netlab
+	$(PYTHON) -m ruff check pwru tests bench netlab examples
 	$(PYTHON) -m mypy
 
 # Benchmarks (root; docs/benchmarks.md). BENCH_ARGS=--guest adds the 6.12 guest part.

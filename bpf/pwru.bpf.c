@@ -101,6 +101,29 @@ struct {
 	__type(value, __u64);
 } clone_parents SEC(".maps");
 
+/*
+ * Records with packet bytes (config.capture_bytes) are built here, one buffer per
+ * CPU and nesting level (a program may be interrupted by another one, e.g. a
+ * tracepoint in a hard interrupt): entry cpu * PWRU_SCRATCH_LEVELS + level. Then
+ * they are copied to the ring at their real length (see PWRU_SCRATCH_SIZE). The
+ * control plane sizes it for the possible CPUs, or shrinks it to nothing when
+ * nothing is captured (declared by size, without BTF types, for that).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PWRU_SCRATCH_LEVELS);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, PWRU_SCRATCH_SIZE);
+} scratch SEC(".maps");
+
+/* Scratch buffers in use on this CPU (the next free level). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} scratch_depth SEC(".maps");
+
 /* Whether the current XDP packet matched at fentry, for its fexit (per CPU). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -510,15 +533,135 @@ static __always_inline void count_lost(void)
 		__sync_fetch_and_add(lost, 1);
 }
 
-/* Bytes of the captured packet part (struct pwru_packet + data), when asked for. */
-#define PACKET_PART_SIZE \
-	(CFG.capture_bytes ? sizeof(struct pwru_packet) + CFG.capture_bytes : 0)
+/*
+ * --output-pcap: the packet's bytes as the kernel holds them at this event.
+ *
+ * They start at the MAC header when one is set, else at an IPv4/IPv6 network
+ * header (raw IP), else nothing is captured. The linear area (head .. tail) is
+ * copied first; the rest of the packet is in page fragments, copied through
+ * the direct map where the control plane found it (x86_64), else left out
+ * with PWRU_PACKET_TRUNCATED set. frag_list skbs are never walked.
+ */
+struct pwru_frag {     /* skb_frag_t: struct bio_vec (5.4+) or struct skb_frag (netmem, 6.8+) */
+	__u64 page;    /* struct page *, or netmem_ref (bit 0 set: no page behind it) */
+	__u32 len;
+	__u32 offset;
+};
 
-/* Size of a ring-buffer record: the event plus what the config appends (a map
- * helper's record has a struct pwru_bpfmap after that, see bpfmap_part()). */
+/*
+ * At most config.capture_bytes of n bytes (the barrier stops clang from folding the
+ * bound into a min() the verifier cannot see through). Copy lengths and offsets
+ * are bounded for the verifier by PWRU_CAPTURE_MASK, never by comparing them with
+ * a bound they are already known to keep: older verifiers (6.1) follow such an
+ * impossible branch with impossible bounds and reject the program.
+ */
+static __always_inline __u64 capture_len(__u64 n)
+{
+	barrier_var(n);
+	if (n > CFG.capture_bytes)
+		n = CFG.capture_bytes;
+	barrier_var(n);
+	return n;
+}
+
+/* The direct-map address of a struct page's memory, or NULL when unknown. */
+static __always_inline void *page_address(__u64 page, __u64 direct_map, __u64 vmemmap)
+{
+	if (page & 1 || page < vmemmap)
+		return NULL; /* a net_iov (device memory) or not a struct page */
+	return (void *)(direct_map +
+			(((page - vmemmap) / bpf_core_type_size(struct page)) << CFG.page_shift));
+}
+
+/* Copy page fragments after the linear bytes: returns the bytes captured in all. */
+static __always_inline __u64 copy_frags(struct sk_buff *skb, __u8 *out, __u64 copied, __u64 want)
+{
+	void *shinfo = BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, end);
+	void *frags = shinfo + bpf_core_field_offset(struct skb_shared_info, frags);
+	__u64 direct_map, vmemmap, n;
+	struct pwru_frag frag;
+	__u32 nr_frags, i;
+	void *src;
+
+	if (!CFG.page_offset_base || !CFG.vmemmap_base ||
+	    bpf_core_type_size(skb_frag_t) != sizeof(frag))
+		return copied;
+	if (bpf_probe_read_kernel(&direct_map, 8, (void *)CFG.page_offset_base) ||
+	    bpf_probe_read_kernel(&vmemmap, 8, (void *)CFG.vmemmap_base))
+		return copied;
+	nr_frags = BPF_CORE_READ((struct skb_shared_info *)shinfo, nr_frags);
+	for (i = 0; i < PWRU_CAPTURE_FRAGS && i < nr_frags && copied < want; i++) {
+		if (bpf_probe_read_kernel(&frag, sizeof(frag), frags + i * sizeof(frag)))
+			break;
+		src = page_address(frag.page, direct_map, vmemmap);
+		if (!src)
+			break;
+		n = (want - copied < frag.len ? want - copied : frag.len) & PWRU_CAPTURE_MASK;
+		if (bpf_probe_read_kernel(out + (copied & PWRU_CAPTURE_MASK), n, src + frag.offset))
+			break;
+		copied += n;
+	}
+	return copied;
+}
+
+static __always_inline void set_packet(struct pwru_packet *pkt, struct sk_buff *skb)
+{
+	void *head = BPF_CORE_READ(skb, head);
+	__u64 start, end, tail, want, copied;
+	__u16 l3;
+
+	__builtin_memset(pkt, 0, sizeof(*pkt));
+	if (mac_header_set(skb)) {
+		start = BPF_CORE_READ(skb, mac_header);
+		pkt->link = PWRU_LINK_ETHERNET;
+	} else if (ip_header(skb, &l3)) {
+		start = l3;
+		pkt->link = PWRU_LINK_RAW_IP;
+	} else {
+		return;
+	}
+	/* the packet ends skb->len bytes after skb->data */
+	end = (__u64)((void *)BPF_CORE_READ(skb, data) - head) + BPF_CORE_READ(skb, len);
+	tail = BPF_CORE_READ(skb, tail);
+	if (start >= end || start > tail) {
+		pkt->flags = PWRU_PACKET_TRUNCATED;
+		return;
+	}
+	pkt->len = end - start;
+	want = capture_len(end - start);
+	copied = (tail - start < want ? tail - start : want) & PWRU_CAPTURE_MASK;
+	if (bpf_probe_read_kernel(pkt + 1, copied, head + start))
+		copied = 0;
+	if (copied < want)
+		copied = copy_frags(skb, (__u8 *)(pkt + 1), copied, want);
+	pkt->captured = copied;
+	if (copied < want)
+		pkt->flags = PWRU_PACKET_TRUNCATED;
+}
+
+/* XDP: the frame from xdp->data; bytes in fragments (multi-buffer XDP) are left out. */
+static __always_inline void set_xdp_packet(struct pwru_packet *pkt, struct xdp_buff *xdp)
+{
+	void *data = BPF_CORE_READ(xdp, data);
+	__u64 len = BPF_CORE_READ(xdp, data_end) - data, copied = capture_len(len) & PWRU_CAPTURE_MASK;
+
+	__builtin_memset(pkt, 0, sizeof(*pkt));
+	pkt->link = PWRU_LINK_ETHERNET;
+	pkt->len = len;
+	if (bpf_probe_read_kernel(pkt + 1, copied, data))
+		copied = 0;
+	pkt->captured = copied;
+	if (copied < len ||
+	    (bpf_core_field_exists(xdp->flags) && BPF_CORE_READ(xdp, flags) & 1 /* HAS_FRAGS */))
+		pkt->flags = PWRU_PACKET_TRUNCATED;
+}
+
+/* Size of a record before its packet part: the event plus what the config appends.
+ * With --output-pcap the packet part (struct pwru_packet + captured bytes) follows;
+ * a map helper's record ends with a struct pwru_bpfmap (see bpfmap_part()). */
 #define RECORD_SIZE                                                               \
 	(sizeof(struct pwru_event) + CFG.stack_frames * 8 + CFG.skb_text_len +    \
-	 CFG.shinfo_text_len + (CFG.output_cb ? PWRU_SKB_CB_LEN : 0) + PACKET_PART_SIZE)
+	 CFG.shinfo_text_len + (CFG.output_cb ? PWRU_SKB_CB_LEN : 0))
 
 /* Append the stack, the BTF-printed skb / shared info and skb->cb the config asks
  * for (empty texts and a zeroed cb without an skb: XDP events). */
@@ -560,13 +703,55 @@ static __always_inline void set_extras(struct pwru_event *ev, void *ctx, struct 
 		__builtin_memset(extra, 0, sizeof(struct pwru_packet));
 }
 
-/* A zeroed ring buffer record with the common header, or NULL (counted as lost);
+/*
+ * Where a record is built: reserved in the ring when its size is fixed; with
+ * packet bytes, a scratch buffer of this nesting level (see scratch).
+ */
+static __always_inline struct pwru_event *new_record(__u32 tail)
+{
+	__u32 zero = 0, level, key, *depth;
+	void *slot;
+
+	if (!CFG.capture_bytes)
+		return bpf_ringbuf_reserve(&events, RECORD_SIZE + tail, 0);
+	depth = bpf_map_lookup_elem(&scratch_depth, &zero);
+	if (!depth || *depth >= PWRU_SCRATCH_LEVELS)
+		return NULL;
+	level = *depth;
+	key = bpf_get_smp_processor_id() * PWRU_SCRATCH_LEVELS + level;
+	slot = bpf_map_lookup_elem(&scratch, &key);
+	if (slot)
+		*depth = level + 1;
+	return slot;
+}
+
+/* Hand a finished record to the ring (at its real length, with packet bytes);
+ * ``tail``: the bytes after the packet part (a struct pwru_bpfmap, or 0). */
+static __always_inline void send_record(struct pwru_event *ev, __u32 tail)
+{
+	struct pwru_packet *pkt;
+	__u32 zero = 0, *depth;
+
+	if (!CFG.capture_bytes) {
+		bpf_ringbuf_submit(ev, 0);
+		return;
+	}
+	pkt = (void *)((char *)ev + RECORD_SIZE);
+	if (bpf_ringbuf_output(&events, ev,
+			       RECORD_SIZE + sizeof(*pkt) + (pkt->captured & PWRU_CAPTURE_MASK) + tail,
+			       0))
+		count_lost();
+	depth = bpf_map_lookup_elem(&scratch_depth, &zero);
+	if (depth && *depth)
+		*depth -= 1;
+}
+
+/* A zeroed record with the common header, or NULL (counted as lost);
  * ``bpfmap``: with room for a struct pwru_bpfmap at its end. */
 static __always_inline struct pwru_event *new_event(__u64 addr, __u32 type, __u32 probe,
 						    bool bpfmap)
 {
-	struct pwru_event *ev = bpf_ringbuf_reserve(
-		&events, RECORD_SIZE + (bpfmap ? sizeof(struct pwru_bpfmap) : 0), 0);
+	struct pwru_event *ev = new_record(bpfmap ? sizeof(struct pwru_bpfmap) : 0);
 
 	if (!ev) {
 		count_lost();
@@ -625,7 +810,9 @@ static __always_inline int report_skb(void *ctx, struct sk_buff *skb, struct sit
 		ev->flags |= flags;
 	}
 	fill_skb(ev, ctx, skb);
-	bpf_ringbuf_submit(ev, 0);
+	if (CFG.capture_bytes)
+		set_packet((struct pwru_packet *)((char *)ev + RECORD_SIZE), skb);
+	send_record(ev, 0);
 	return 0;
 }
 
@@ -1055,7 +1242,9 @@ static __always_inline int handle_xdp(void *ctx, struct xdp_buff *xdp, bool exit
 		ev->flags |= PWRU_EVENT_HAS_REASON | PWRU_EVENT_FEXIT;
 	}
 	fill_xdp(ev, ctx, xdp);
-	bpf_ringbuf_submit(ev, 0);
+	if (CFG.capture_bytes)
+		set_xdp_packet((struct pwru_packet *)((char *)ev + RECORD_SIZE), xdp);
+	send_record(ev, 0);
 	return 0;
 }
 
@@ -1124,14 +1313,17 @@ int pwru_kp_helper(struct pt_regs *ctx)
 		return 0;
 	ev = packet_event(ctx, packet, type, kprobe_id(ctx), kprobe_ip(ctx), false);
 	if (ev)
-		bpf_ringbuf_submit(ev, 0);
+		send_record(ev, 0);
 	return 0;
 }
 
 /* --output-bpfmap: the struct pwru_bpfmap at the end of a map helper's record. */
 static __always_inline struct pwru_bpfmap *bpfmap_part(struct pwru_event *ev)
 {
-	return (struct pwru_bpfmap *)((char *)ev + RECORD_SIZE);
+	/* after the packet part, empty in a helper's record (set_extras zeroed it) */
+	__u32 packet = CFG.capture_bytes ? sizeof(struct pwru_packet) : 0;
+
+	return (struct pwru_bpfmap *)((char *)ev + RECORD_SIZE + packet);
 }
 
 /* At most PWRU_BPFMAP_DATA_LEN of ``size`` bytes at ``from`` (zeros if unreadable). */
@@ -1176,7 +1368,7 @@ static __always_inline int report_map_change(struct pt_regs *ctx, bool has_value
 		m->flags |= PWRU_BPFMAP_HAS_VALUE;
 	}
 	ev->flags |= PWRU_EVENT_HAS_BPFMAP;
-	bpf_ringbuf_submit(ev, 0);
+	send_record(ev, sizeof(struct pwru_bpfmap));
 	return 0;
 }
 
@@ -1256,7 +1448,7 @@ int pwru_krp_map_lookup(struct pt_regs *ctx)
 		m->flags |= PWRU_BPFMAP_HAS_VALUE;
 	}
 	ev->flags |= PWRU_EVENT_HAS_BPFMAP;
-	bpf_ringbuf_submit(ev, 0);
+	send_record(ev, sizeof(struct pwru_bpfmap));
 	return 0;
 }
 

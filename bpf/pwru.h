@@ -101,6 +101,21 @@ enum pwru_packet_flags {
 	PWRU_PACKET_TRUNCATED = 1 << 0, /* bytes past the linear area were wanted but not copied */
 };
 
+/*
+ * Packet bytes make records of varying length: such records are built in a
+ * scratch buffer of their CPU and nesting level (task, softirq, hardirq, NMI)
+ * and copied to the ring with bpf_ringbuf_output(), which takes a length known
+ * only at run time. The verifier bounds the offset and the length of each copy
+ * of packet bytes by PWRU_CAPTURE_MASK, so a buffer holds the event, its extras
+ * (at most 8864 bytes: 50 stack frames, two 4096-byte skb texts, skb->cb), the
+ * packet header and twice PWRU_CAPTURE_MASK + 1 bytes.
+ */
+#define PWRU_MAX_CAPTURE 9216      /* --capture-bytes at most (a 9000-byte jumbo frame fits) */
+#define PWRU_CAPTURE_MASK 0x3fff   /* covers every offset and length below PWRU_MAX_CAPTURE */
+#define PWRU_CAPTURE_FRAGS 8       /* page fragments copied from at most, per event */
+#define PWRU_SCRATCH_SIZE 43008    /* 42 KiB */
+#define PWRU_SCRATCH_LEVELS 4
+
 /* Header of the captured bytes at the end of a record (see struct pwru_event). */
 struct pwru_packet {
 	__u32 len;           /* bytes the packet has from the start of data (wire length) */
@@ -157,6 +172,16 @@ struct pwru_config {
 	__u8 output_xdp_metadata; /* read_xdp_metadata was spliced in */
 	__u8 track_bpf_helpers;   /* traced tc/XDP programs mark their packet for helpers */
 	__u8 diagnose;            /* events carry nf_hook_slow's hook and clone births */
+	/*
+	 * Packet bytes in page fragments (skb_shinfo(skb)->frags) are read through the
+	 * kernel's direct map: address = *page_offset_base + (page - *vmemmap_base) /
+	 * sizeof(struct page) << page_shift. Both are x86_64 kernel variables (their
+	 * addresses, from kallsyms); 0 = copy the linear part only.
+	 */
+	__u64 page_offset_base;   /* &page_offset_base, or 0 */
+	__u64 vmemmap_base;       /* &vmemmap_base, or 0 */
+	__u32 page_shift;
+	__u32 _pad2;
 };
 
 #define PWRU_MAX_STACK_FRAMES 50

@@ -256,7 +256,8 @@ class PwruRun:
         return [ln for ln in self.stdout.splitlines() if ln.strip()]
 
     def json_events(self) -> list[dict[str, object]]:
-        return [json.loads(ln) for ln in self.lines()]
+        """The events of --output-json (its first line, the saved-trace header, left out)."""
+        return [e for e in map(json.loads, self.lines()) if "pwru_trace" not in e]
 
 
 def pwru_programs_left(timeout: float = 10.0) -> list[str]:
@@ -279,6 +280,34 @@ def pwru_programs_loaded() -> list[str]:
         for p in json.loads(out or "[]")
         if str(p.get("name", "")).startswith("pwru_")
     ]
+
+
+def bpf_prog_ids_of(pid: int) -> set[int]:
+    """Ids of the BPF programs process ``pid`` holds open (fds of programs and links),
+    from /proc/<pid>/fdinfo: unlike a name match, blind to other processes' pwru runs."""
+    ids = set()
+    fdinfo = Path(f"/proc/{pid}/fdinfo")
+    for entry in fdinfo.iterdir():
+        try:
+            text = entry.read_text()
+        except OSError:
+            continue  # closed meanwhile
+        for line in text.splitlines():
+            if line.startswith("prog_id:"):
+                ids.add(int(line.split()[1]))
+    return ids
+
+
+def bpf_progs_alive(ids: set[int], timeout: float = 10.0) -> set[int]:
+    """Which of ``ids`` are still loaded once ``timeout`` has passed (programs are freed
+    an RCU grace period after their last reference goes)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = sh("bpftool", "-j", "prog", "show").stdout
+        alive = ids & {int(p["id"]) for p in json.loads(out or "[]")}
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.1)
 
 
 def ip_of(addr: str) -> str:

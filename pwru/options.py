@@ -18,13 +18,14 @@ with the modern spelling, for the caller to print on stderr.
 from __future__ import annotations
 
 import argparse
+import difflib
 import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NoReturn
 
-from pwru.bpf.abi import PWRU_MAX_SKB_METADATA, PWRU_MAX_SKB_TEXT
+from pwru.bpf.abi import PWRU_MAX_CAPTURE, PWRU_MAX_SKB_METADATA, PWRU_MAX_SKB_TEXT
 from pwru.errors import UsageError
 from pwru.trace import BackendName
 
@@ -56,6 +57,11 @@ MAX_NETNS_NAME_LEN = 255
 # --output-file rotation, as cilium/pwru (lumberjack): megabytes (MiB) per file,
 # 0 = 100; backups kept (0 = all); days kept (0 = forever)
 DEFAULT_OUTPUT_FILE_MB = 100
+
+# Packet bytes captured per event with --output-pcap when --capture-bytes is not given:
+# a full Ethernet frame of the usual 1500-byte MTU (see docs/output.md for the cost).
+DEFAULT_CAPTURE_BYTES = 1514
+MAX_CAPTURE_BYTES = PWRU_MAX_CAPTURE
 
 _TRUE = frozenset(("1", "t", "true", "y", "yes", "on"))
 _FALSE = frozenset(("0", "f", "false", "n", "no", "off"))
@@ -119,6 +125,10 @@ class Options:
     ready_file: str = ""
     backend: str = ""  # "" = choose automatically
     ringbuf_size_bytes: int = DEFAULT_RINGBUF_MB << 20
+    # saved traces and packet bytes
+    output_pcap: str = ""  # pcapng file of the traced packets
+    capture_bytes: int = 0  # 0 = DEFAULT_CAPTURE_BYTES with --output-pcap, else none
+    read: str = ""  # re-render this saved trace (JSON or pcapng) instead of tracing
     # one line per legacy flag used, with its modern spelling
     notes: list[str] = field(default_factory=list)
 
@@ -127,6 +137,14 @@ class Options:
         """skb->cb is a metadata column: with --output-skb-cb and, as in cilium/pwru,
         with --filter-trace-tc."""
         return self.output_meta and (self.output_skb_cb or self.filter_trace_tc)
+
+    @property
+    def capture_size(self) -> int:
+        """Packet bytes the BPF side copies per event (0 = none): --capture-bytes, else
+        DEFAULT_CAPTURE_BYTES when --output-pcap asks for packets."""
+        if self.capture_bytes:
+            return self.capture_bytes
+        return DEFAULT_CAPTURE_BYTES if self.output_pcap else 0
 
 
 # --- value types -------------------------------------------------------------
@@ -221,6 +239,15 @@ def parse_ringbuf_mb(text: str) -> int:
             f"ring buffer size must be a power of two between 1 and {MAX_RINGBUF_MB} MiB, got {mb}"
         )
     return int(mb)
+
+
+def parse_capture_bytes(text: str) -> int:
+    value = int(_parse_count(1)(text))
+    if value > MAX_CAPTURE_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_CAPTURE_BYTES} bytes per event can be captured, got {value}"
+        )
+    return value
 
 
 def parse_ip(text: str) -> str:
@@ -329,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     output = p.add_argument_group("output")
     _add_output(output)
     _add_output_file(output)
+    _add_evidence(p.add_argument_group("saved traces and packets"))
     _add_legacy(p.add_argument_group("legacy flags (old pwru releases; prefer a pcap-filter)"))
     return p
 
@@ -559,6 +587,32 @@ def _add_output_file(group: argparse._ArgumentGroup) -> None:
     )
 
 
+def _add_evidence(group: argparse._ArgumentGroup) -> None:
+    ea = group.add_argument
+    ea(
+        "--output-pcap",
+        default="",
+        metavar="FILE",
+        help="also write the traced packets to FILE (pcapng: one packet per event, "
+        "with the function and drop reason as its comment)",
+    )
+    ea(
+        "--capture-bytes",
+        default=0,
+        type=parse_capture_bytes,
+        metavar="N",
+        help=f"packet bytes copied per event (default {DEFAULT_CAPTURE_BYTES} with "
+        f"--output-pcap; at most {MAX_CAPTURE_BYTES}); with --output-json they are saved too",
+    )
+    ea(
+        "--read",
+        default="",
+        metavar="FILE",
+        help="show a saved trace (--output-json or --output-pcap file) instead of tracing; "
+        "needs no privileges",
+    )
+
+
 def _add_legacy(group: argparse._ArgumentGroup) -> None:
     ga = group.add_argument
     ga("--filter-src-ip", type=parse_ip, metavar="IP", help="= 'src host IP'")
@@ -643,7 +697,7 @@ _COMPUTED = frozenset(
 )
 
 
-def _check_exprs(ns: argparse.Namespace) -> None:
+def _check_exprs(ns: argparse.Namespace | Options) -> None:
     """The skb/xdp expressions start where they must; XDP ones need XDP tracing."""
     for kind, example in (("skb", "skb->mark"), ("xdp", "xdp->rxq->queue_index")):
         fields = getattr(ns, f"output_{kind}_metadata")
@@ -665,7 +719,7 @@ def _check_exprs(ns: argparse.Namespace) -> None:
         raise UsageError(f"{flag} applies to XDP programs: add --filter-trace-xdp")
 
 
-def _check_helpers(ns: argparse.Namespace) -> None:
+def _check_helpers(ns: argparse.Namespace | Options) -> None:
     """Helpers are shown for the packets of traced tc/XDP programs; map arguments for
     the helpers pwru traces."""
     if ns.filter_track_bpf_helpers and not (ns.filter_trace_tc or ns.filter_trace_xdp):
@@ -677,6 +731,53 @@ def _check_helpers(ns: argparse.Namespace) -> None:
         raise UsageError(
             "--output-bpfmap prints map helpers' arguments: add --filter-track-bpf-helpers"
         )
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {"timestamp": TIMESTAMPS, "backend": ("", *BACKENDS)}
+
+
+def options_from(**values: Any) -> Options:
+    """Options for the Python API: ``Options`` fields by name, values as typed (a
+    ``pcap_filter`` string, ``output_meta=False``, ``kmods=["nf_tables"]``); the same
+    checks as the command line's. UsageError for an unknown name or a bad value."""
+    defaults = Options()
+    for name, value in values.items():
+        if name not in vars(defaults) or name == "notes":
+            close = difflib.get_close_matches(name, vars(defaults), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UsageError(f"unknown option {name!r}{hint}")
+        _check_type(name, value, getattr(defaults, name))
+        if name in _CHOICES and value not in _CHOICES[name]:
+            raise UsageError(f"option {name}={value!r}: use one of {', '.join(_CHOICES[name])}")
+    options = Options(**values)
+    _check_exprs(options)
+    _check_helpers(options)
+    if not 0 <= options.capture_bytes <= MAX_CAPTURE_BYTES:
+        raise UsageError(f"option capture_bytes={options.capture_bytes}: 0..{MAX_CAPTURE_BYTES}")
+    options.filter_track_skb_by_stackid |= bool(options.filter_non_skb_funcs)
+    return options
+
+
+def _check_type(name: str, value: Any, default: Any) -> None:
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    elif isinstance(default, list):
+        ok = isinstance(value, list) and all(isinstance(item, str) for item in value)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        kind = "list of str" if isinstance(default, list) else type(default).__name__
+        raise UsageError(f"option {name}={value!r}: expected {kind}")
+
+
+def unapplied_filters(options: Options) -> bool:
+    """Whether filters were given (with --read they are not applied: a saved trace is
+    shown whole)."""
+    default = Options()
+    names = [name for name in vars(default) if name.startswith("filter_") or name == "pcap_filter"]
+    return any(getattr(options, name) != getattr(default, name) for name in names)
 
 
 def parse_options(argv: Sequence[str]) -> Options:

@@ -24,17 +24,20 @@ from typing import Callable
 from pwru.bpf import loader
 from pwru.bpf.config import Spliced, build_config
 from pwru.bpf.ringbuf import Ring, open_ring
-from pwru.errors import EnvironmentProblem
+from pwru.errors import EnvironmentProblem, UsageError
 from pwru.filter.pcap import compile_filters
 from pwru.filter.skbexpr import compile_skb_exprs
 from pwru.kernel import features
 from pwru.kernel.btf import VMLINUX, KernelBtf
+from pwru.kernel.directmap import NO_DIRECT_MAP, direct_map
 from pwru.kernel.kallsyms import Kallsyms
-from pwru.options import Options
+from pwru.options import Options, unapplied_filters
 from pwru.output.decode import RecordLayout
 from pwru.output.names import SystemNames
-from pwru.output.printer import LimitReached, Output, Printer, open_output
+from pwru.output.printer import LimitReached, Output, Printer, check_writable, open_output
+from pwru.output.readback import open_trace
 from pwru.output.render import make_renderer
+from pwru.output.savedtrace import reading_options
 from pwru.output.sinks import make_sinks
 from pwru.trace import select
 from pwru.trace.backend import Backend, TraceContext
@@ -43,6 +46,7 @@ from pwru.trace.probes import ProbeTable
 log = logging.getLogger("pwru")
 
 POLL_MS = 100
+REPLAY_BATCH = 1000  # lines written at once when a saved trace is read back
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -84,9 +88,12 @@ def func_matcher(options: Options) -> Callable[[str], bool]:
 class Session:
     """Loads, attaches, reads and prints; close() undoes everything."""
 
-    def __init__(self, options: Options, stop: StopFlag) -> None:
+    def __init__(
+        self, options: Options, stop: StopFlag, printer_class: type[Printer] = Printer
+    ) -> None:
         self.options = options
         self.stop = stop
+        self.printer_class = printer_class  # the Python API's collects events instead
         self.table = ProbeTable()
         self.parts: list[Backend] = []
         self.obj: loader.ProbeObject | None = None
@@ -118,10 +125,12 @@ class Session:
                 pcap.pcap, pcap.tunnel, skb.has_filter, skb.has_metadata,
                 skb.has_xdp_filter, skb.has_xdp_metadata,
             ),  # fmt: skip
+            direct_map() if options.capture_size else NO_DIRECT_MAP,
         )
         if pcap.bodies:
             log.debug("filters compiled and translated in %.1f ms", pcap.seconds * 1000)
         self.out = open_output(options)
+        check_writable(options.output_pcap, "--output-pcap")
         # tp_btf programs attach by the running kernel's own BTF ids
         running_btf = KernelBtf.load(VMLINUX) if options.kernel_btf else kernel_btf
         wanted = func_matcher(options)
@@ -140,7 +149,7 @@ class Session:
             drop_reasons=kernel_btf.drop_reasons(),
             ksyms=self.ksyms,
         )
-        self.printer = Printer(
+        self.printer = self.printer_class(
             make_renderer(options, names, metadata=skb.fields, xdp_metadata=skb.xdp_fields),
             self.out,
             RecordLayout.of(config),
@@ -220,8 +229,54 @@ class Session:
             note(f"{lost} events lost: the ring buffer was full (a larger --ringbuf-size helps)")
 
 
+def replay(options: Options) -> int:
+    """--read: show a saved trace with the usual outputs; no privileges, no BPF."""
+    trace = open_trace(options.read)
+    shown = reading_options(trace.header.options, options)
+    if shown.output_pcap and not trace.header.options.capture_bytes:
+        trace.close()
+        raise UsageError(
+            f"{options.read} holds no packet bytes for --output-pcap "
+            "(it was recorded without --output-pcap or --capture-bytes)"
+        )
+    if unapplied_filters(options):
+        note("--read shows the whole trace: filters given with it are not applied")
+    try:
+        out = open_output(shown)
+    except UsageError:
+        trace.close()
+        raise
+    renderer = make_renderer(
+        shown,
+        trace.names,
+        wall_offset_ns=trace.header.wall_offset_ns,
+        metadata=trace.header.metadata,
+    )
+    printer = Printer(
+        renderer,
+        out,
+        RecordLayout(),
+        limit=shown.output_limit_lines,
+        lines=not shown.output_per_packet,
+    )
+    try:
+        printer.sinks = make_sinks(shown, printer, trace.names)
+        for event, extras in trace.events():
+            printer.add(event, extras)
+            if len(printer.pending) >= REPLAY_BATCH:
+                printer.flush()
+    except LimitReached:
+        pass
+    finally:
+        trace.close()
+        printer.close(flush=True)  # what was read before any damage is shown
+    return 0
+
+
 def run(options: Options) -> int:
     """Trace until a signal or the line limit; returns the exit code."""
+    if options.read:
+        return replay(options)
     stop = StopFlag()
     previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
     session = Session(options, stop)

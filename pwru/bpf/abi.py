@@ -62,6 +62,14 @@ PWRU_LINK_RAW_IP: Final = 2
 # enum pwru_packet_flags: bits of RawPacket.flags.
 PWRU_PACKET_TRUNCATED: Final = 1 << 0  # bytes past the linear area were wanted, not copied
 
+# Records with packet bytes are built in scratch buffers, one per CPU and nesting
+# level (see bpf/pwru.h).
+PWRU_MAX_CAPTURE: Final = 9216  # --capture-bytes at most
+PWRU_CAPTURE_MASK: Final = 0x3FFF  # bounds offsets and lengths of copies (verifier)
+PWRU_CAPTURE_FRAGS: Final = 8  # page fragments copied from at most, per event
+PWRU_SCRATCH_SIZE: Final = 43008
+PWRU_SCRATCH_LEVELS: Final = 4
+
 # Every probe program loads this 64-bit immediate once; the loader replaces the
 # low 32 bits with the probe's index (see probe_id() in bpf/pwru.bpf.c).
 PWRU_PROBE_ID_MARKER: Final = 0x7077727500000000
@@ -146,7 +154,7 @@ class RawBpfmap(ctypes.Structure):
 
 
 class Config(ctypes.Structure):
-    """struct pwru_config: run-time configuration in .rodata (48 bytes)."""
+    """struct pwru_config: run-time configuration in .rodata (72 bytes)."""
 
     _fields_ = [
         ("netns", ctypes.c_uint32),  # 0 = any
@@ -173,6 +181,11 @@ class Config(ctypes.Structure):
         ("output_xdp_metadata", ctypes.c_uint8),  # read_xdp_metadata was spliced in
         ("track_bpf_helpers", ctypes.c_uint8),  # tc/XDP programs mark their packet
         ("diagnose", ctypes.c_uint8),  # events carry nf_hook_slow's hook and clone births
+        # packet bytes in page fragments, read through the direct map (x86_64)
+        ("page_offset_base", ctypes.c_uint64),  # &page_offset_base, or 0
+        ("vmemmap_base", ctypes.c_uint64),  # &vmemmap_base, or 0
+        ("page_shift", ctypes.c_uint32),
+        ("_pad2", ctypes.c_uint32),
     ]
 
 

@@ -8,10 +8,21 @@ and prunes the code of everything switched off.
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass
 
-from pwru.bpf.abi import PWRU_MAX_STACK_FRAMES, Config
+from pwru.bpf.abi import (
+    EVENT_SIZE,
+    PWRU_CAPTURE_MASK,
+    PWRU_MAX_STACK_FRAMES,
+    PWRU_SCRATCH_SIZE,
+    PWRU_SKB_CB_LEN,
+    Config,
+    RawPacket,
+)
+from pwru.errors import UsageError
 from pwru.kernel import features
+from pwru.kernel.directmap import NO_DIRECT_MAP, DirectMap
 from pwru.kernel.netns import resolve_ifindex, resolve_netns
 from pwru.options import Options
 
@@ -30,9 +41,12 @@ class Spliced:
     xdp_metadata: bool = False
 
 
-def build_config(options: Options, spliced: Spliced) -> Config:
+def build_config(
+    options: Options, spliced: Spliced, direct_map: DirectMap = NO_DIRECT_MAP
+) -> Config:
     """Meta filters and output switches for ``options``; resolves --filter-netns and
-    --filter-ifname (UsageError when they name nothing)."""
+    --filter-ifname (UsageError when they name nothing). ``direct_map``: where page
+    fragments are read from (packet bytes past the linear area)."""
     config = Config()
     if options.filter_netns:
         config.netns = resolve_netns(options.filter_netns)
@@ -65,6 +79,7 @@ def build_config(options: Options, spliced: Spliced) -> Config:
     set_kprobe_helpers(config)
     # the drop summary and the per-packet view want nf_hook_slow's hook and clone births
     config.diagnose = int(options.summary or options.output_per_packet)
+    _set_capture(config, options.capture_size, direct_map)
     return config
 
 
@@ -74,3 +89,25 @@ def set_kprobe_helpers(config: Config) -> None:
     if features.kprobes():
         config.kprobe_cookie = int(bool(features.attach_cookies()))
         config.kprobe_func_ip = int(bool(features.kprobe_func_ip()))
+
+
+def record_size(config: Config) -> int:
+    """Bytes of a record before its packet bytes (struct pwru_event and the extras)."""
+    stack: int = config.stack_frames * 8
+    texts: int = config.skb_text_len + config.shinfo_text_len
+    return EVENT_SIZE + stack + texts + (PWRU_SKB_CB_LEN if config.output_cb else 0)
+
+
+def _set_capture(config: Config, capture: int, direct_map: DirectMap) -> None:
+    """Packet bytes per event; the record must leave room in the BPF side's scratch
+    buffer for what the verifier lets a copy reach (see PWRU_SCRATCH_SIZE in bpf/pwru.h)."""
+    if not capture:
+        return
+    reach = ctypes.sizeof(RawPacket) + 2 * (PWRU_CAPTURE_MASK + 1)
+    if record_size(config) + reach > PWRU_SCRATCH_SIZE:
+        raise UsageError(
+            "packet bytes do not fit beside the other outputs asked for "
+            f"({record_size(config)} bytes of event, stack and skb texts)"
+        )
+    config.capture_bytes = capture
+    config.page_offset_base, config.vmemmap_base, config.page_shift = direct_map

@@ -294,6 +294,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "bpf_map__set_max_entries": (_I, [_P, _U32]),
     "bpf_map__initial_value": (_P, [_P, ctypes.POINTER(_SZ)]),
     "bpf_map__value_size": (_U32, [_P]),
+    "bpf_map__set_value_size": (_I, [_P, _U32]),
     "bpf_map_lookup_elem": (_I, [_I, _P, _P]),
     "bpf_map_update_elem": (_I, [_I, _P, _P, ctypes.c_uint64]),
     "bpf_map_delete_elem": (_I, [_I, _P]),
@@ -596,6 +597,11 @@ class BpfLink:
             self.ptr = None
 
 
+def possible_cpus() -> int:
+    """CPUs the kernel may bring up (per-CPU map values come in this number)."""
+    return _check_ret(lib().libbpf_num_possible_cpus(), "count possible CPUs")
+
+
 class BpfMap:
     """A map inside an opened BpfObject (a borrowed libbpf pointer)."""
 
@@ -609,6 +615,10 @@ class BpfMap:
 
     def set_max_entries(self, entries: int) -> None:
         _check_ret(lib().bpf_map__set_max_entries(self.ptr, entries), f"resize map {self.name}")
+
+    def set_value_size(self, size: int) -> None:
+        """Before load: values of ``size`` bytes (maps declared by size, without BTF types)."""
+        _check_ret(lib().bpf_map__set_value_size(self.ptr, size), f"resize values of {self.name}")
 
     def _initial_value(self) -> ctypes.Array[ctypes.c_char]:
         size = ctypes.c_size_t(0)
@@ -630,7 +640,7 @@ class BpfMap:
 
     def lookup_percpu_u64(self, key: int) -> list[int]:
         """Per-CPU values of a u32-keyed PERCPU_ARRAY of u64."""
-        ncpu = _check_ret(lib().libbpf_num_possible_cpus(), "count possible CPUs")
+        ncpu = possible_cpus()
         values = (ctypes.c_uint64 * ncpu)()
         k = ctypes.c_uint32(key)
         _check_ret(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pwru.bpf import libbpf
-from pwru.bpf.abi import CONFIG_SIZE, Config
+from pwru.bpf.abi import CONFIG_SIZE, PWRU_SCRATCH_LEVELS, Config
 from pwru.bpf.splice import Program, has_probe_id, patch_probe_id, replace_functions
 from pwru.errors import EnvironmentProblem
 from pwru.trace.probes import Probe
@@ -245,6 +245,12 @@ def load(
             )
         rodata.set_initial_value(bytes(config))
         obj.map("events").set_max_entries(ringbuf_bytes)
+        scratch = obj.map("scratch")  # records with packet bytes: one per CPU and level
+        if config.capture_bytes:
+            scratch.set_max_entries(libbpf.possible_cpus() * PWRU_SCRATCH_LEVELS)
+        else:
+            scratch.set_max_entries(1)
+            scratch.set_value_size(8)
         wanted = {r.program: r for r in requests}
         for prog in obj.programs():
             prog.set_autoload(prog.name in wanted)

@@ -12,6 +12,11 @@ only in records flagged PWRU_EVENT_HAS_BPFMAP).
 
 All integers are host order; ``Event.protocol`` is ``ntohs(skb->protocol)``;
 ``Tuple5`` addresses are text (dotted IPv4, compressed IPv6, no brackets).
+
+An ``Event`` is what every consumer gets: the renderers, the sinks, a saved trace
+read back (pwru.output.readback) and the Python API. It carries the run's
+``NameResolver`` so that ``ev.func``, ``ev.iface``, ``ev.process`` and
+``ev.reason_name`` answer in words, looked up only when asked.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import socket
 import struct
 import sys
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from pwru.bpf.abi import (
     BPFMAP_STRUCT,
@@ -41,6 +46,9 @@ from pwru.bpf.abi import (
     TUPLE_STRUCT,
     Config,
 )
+
+if TYPE_CHECKING:
+    from pwru.output.render import NameResolver
 
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
@@ -88,6 +96,53 @@ class Event(NamedTuple):
     tunnel_tuple: Tuple5 | None  # None unless PWRU_EVENT_HAS_TUNNEL
     skb_metadata: SkbMetadata  # values of --output-skb-metadata
     comm: str  # current task's comm
+    names: NameResolver | None = None  # the run's names for probes, reasons, ...
+    extras: Extras | None = None  # what followed the event in its record, if decoded
+
+    # Words for the numbers (API users, sinks); the renderers ask ``names`` directly.
+
+    @property
+    def skb(self) -> int:
+        """Address of the sk_buff (or xdp_buff)."""
+        return self.skb_addr
+
+    @property
+    def time(self) -> int:
+        """bpf_ktime_get_ns() at the event: CLOCK_MONOTONIC nanoseconds."""
+        return self.ts
+
+    @property
+    def func(self) -> str:
+        """The kernel function or tracepoint (or tc/XDP program) of the event."""
+        if self.names is None:
+            return f"{self.func_ip:#x}" if self.func_ip else f"probe#{self.probe_id}"
+        return self.names.probe_name(self)
+
+    @property
+    def reason_name(self) -> str | None:
+        """The drop reason's name (``SKB_DROP_REASON_...``), None without one."""
+        if self.reason is None or self.names is None:
+            return None
+        return self.names.drop_reason(self.reason)
+
+    @property
+    def iface(self) -> str:
+        """``name:ifindex`` of the skb's device, like pwru's IFACE column."""
+        if self.names is None:
+            return str(self.ifindex)
+        return self.names.iface(self.netns, self.ifindex)
+
+    @property
+    def process(self) -> str:
+        """``exe:pid`` of the task the event ran in, like pwru's PROCESS column."""
+        if self.names is None:
+            return f"{self.comm}:{self.pid}"
+        return self.names.process(self.pid, self.comm)
+
+    @property
+    def packet(self) -> Packet | None:
+        """The captured packet bytes (--output-pcap, --capture-bytes), or None."""
+        return self.extras.packet if self.extras is not None else None
 
 
 _CACHE_LIMIT = 4096
@@ -133,8 +188,9 @@ def _decode_comm(raw: bytes) -> str:
     return comm
 
 
-def decode_event(data: bytes | bytearray | memoryview) -> Event:
-    """Decode one ``struct pwru_event`` record (at least ``EVENT_SIZE`` bytes).
+def decode_event(data: bytes | bytearray | memoryview, names: NameResolver | None = None) -> Event:
+    """Decode one ``struct pwru_event`` record (at least ``EVENT_SIZE`` bytes);
+    ``names`` answers the event's questions in words (see ``Event.func``).
 
     Raises ``struct.error`` when ``data`` is too short.
     """
@@ -167,7 +223,7 @@ def decode_event(data: bytes | bytearray | memoryview) -> Event:
             reason if flags & _REASON_FLAGS else None,
             probe_id, pid, cpu, type_, flags, stack_id,
             netns, mark, ifindex, length, mtu, protocol,
-            tup, tunnel, (md0, md1, md2, md3), comm,
+            tup, tunnel, (md0, md1, md2, md3), comm, names, None,
         ),
     )  # fmt: skip
 

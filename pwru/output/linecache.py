@@ -26,7 +26,7 @@ from pwru.options import Options
 from pwru.output.decode import RecordLayout, decode_event
 from pwru.output.render import JsonRenderer, Renderer, TextRenderer
 
-_SKB = struct.Struct("=Q")  # struct pwru_event.skb_addr, at offset 8
+_TS_SKB = struct.Struct("=QQ")  # struct pwru_event.ts and .skb_addr, at offset 0
 # after ts and skb_addr: func_ip and caller_ip (names without cookies, CALLER) .. comm
 _KEY_START = 16
 _LIMIT = 1 << 16  # tails kept at most
@@ -39,7 +39,8 @@ class LineCache:
     def __init__(self, renderer: Renderer) -> None:
         self.renderer = renderer
         self.json = isinstance(renderer, JsonRenderer)
-        self._tails: dict[bytes, str] = {}
+        # text: (tail, ""); JSON: the tail around the saved trace's "ts" value
+        self._tails: dict[bytes, tuple[str, str]] = {}
         self._widths = self._width_state()
         self._expires = time.monotonic() + _LIFETIME_S
 
@@ -58,23 +59,33 @@ class LineCache:
         tail = self._tails.get(data[_KEY_START:EVENT_SIZE])
         if tail is None:
             return self._miss(data)
-        skb = _SKB.unpack_from(data, 8)[0]
+        ts, skb = _TS_SKB.unpack_from(data)
         if self.json:
-            return f'{{"skb":"{skb:#x}"{tail}'
-        return f"{skb:<#18x} {tail}"
+            return f'{{"skb":"{skb:#x}"{tail[0]}{ts}{tail[1]}'
+        return f"{skb:<#18x} {tail[0]}"
 
     def _miss(self, data: bytes) -> str:
-        event = decode_event(data)
+        event = decode_event(data, self.renderer.names)
         line = self.renderer.render(event)
         widths = self._width_state()
         if widths != self._widths:  # a column widened: every cached tail is too narrow
             self._widths = widths
             self._tails.clear()
         head = f'{{"skb":"{event.skb_addr:#x}"' if self.json else f"{event.skb_addr:<#18x} "
-        if line.startswith(head):
-            if len(self._tails) >= _LIMIT:
-                self._tails.clear()
-            self._tails[data[_KEY_START:EVENT_SIZE]] = line[len(head) :]
+        if not line.startswith(head):
+            return line
+        tail = line[len(head) :]
+        if self.json:
+            ts = f',"ts":{event.ts},'
+            if tail.count(ts) != 1:
+                return line
+            before, after = tail.split(ts)
+            parts = (before + ',"ts":', "," + after)
+        else:
+            parts = (tail, "")
+        if len(self._tails) >= _LIMIT:
+            self._tails.clear()
+        self._tails[data[_KEY_START:EVENT_SIZE]] = parts
         return line
 
     def expire(self) -> None:

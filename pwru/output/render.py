@@ -16,6 +16,8 @@ netns, netns_name, mark, iface, proto, mtu, len, cb, tuple, tunnel_tuple, stack,
 skb_metadata; ours beside them: skb_cb (all of skb->cb) after cb, and
 skb_metadata_values (--output-skb-metadata) and bpfmap (--output-bpfmap: the map's
 id, name, key and value sizes, key/value as hex strings) at the end.
+The JSON output is also pwru's saved-trace format (pwru.output.savedtrace): a header
+line first, and after pwru's keys the few a trace needs to be read back (ts, pid, ...).
 
 Rendering is per event, so the hot path uses cached strings (tuples, centered
 interface names) and plain f-strings.
@@ -30,9 +32,16 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from pwru.bpf.abi import PWRU_EVENT_FEXIT, PWRU_EVENT_HAS_REASON, PWRU_EVENT_TC, PWRU_EVENT_XDP
+from pwru.bpf.abi import (
+    EVENT_TYPE_NAMES,
+    PWRU_EVENT_FEXIT,
+    PWRU_EVENT_HAS_REASON,
+    PWRU_EVENT_TC,
+    PWRU_EVENT_XDP,
+)
 from pwru.options import Options
 from pwru.output.decode import Bpfmap, Event, Tuple5
+from pwru.output.savedtrace import header_line, packet_json
 
 XDP_VERDICTS = {0: "XDP_ABORTED", 1: "XDP_DROP", 2: "XDP_PASS", 3: "XDP_TX", 4: "XDP_REDIRECT"}
 
@@ -213,6 +222,16 @@ class Renderer:
     def header(self) -> str | None:
         """The column header line, or None when the format has none."""
         return None
+
+    @property
+    def wall_offset_ns(self) -> int:
+        """realtime - monotonic, as used for --timestamp=absolute (saved with a trace)."""
+        return self._wall_offset_ns
+
+    @property
+    def metadata_fields(self) -> tuple[MetadataField, ...]:
+        """The --output-skb-metadata fields as compiled (saved with a trace)."""
+        return self._metadata_fields
 
     def render(
         self,
@@ -418,12 +437,18 @@ class TextRenderer(Renderer):
 
 
 class JsonRenderer(Renderer):
-    """pwru's JSON lines.
+    """pwru's JSON lines, and the saved-trace keys after pwru's (see pwru.output.savedtrace).
 
     Lines are assembled from string pieces rather than through json.dumps (about
     twice as fast); strings go through the json module's own escaping, and the
     tuple objects are encoded once per distinct tuple.
     """
+
+    packets = True  # write captured bytes (False: a pcapng file holds its own)
+
+    def header(self) -> str:
+        """The saved-trace header: pwru's version and the options of the run."""
+        return header_line(self.options, self.wall_offset_ns, self.metadata_fields)
 
     def tuple_text(self, tup: Tuple5 | None) -> str:
         return _dumps(tuple_json(tup, self.options.output_tcp_flags))
@@ -456,8 +481,25 @@ class JsonRenderer(Renderer):
             parts.append(',"skb_metadata_values":' + _dumps(values))
         if bpfmap is not None:  # ours: pwru prints map arguments in text only
             parts.append(',"bpfmap":' + _dumps(bpfmap_json(bpfmap)))
+        parts += self._saved(ev)
         parts.append("}")
         return "".join(parts)
+
+    def _saved(self, ev: Event) -> list[str]:
+        """The keys pwru lacks that a saved trace needs (pwru.output.savedtrace)."""
+        parts = [
+            f',"ts":{ev.ts},"pid":{ev.pid},"comm":',
+            _json_str(ev.comm),
+            f',"probe_type":"{EVENT_TYPE_NAMES.get(ev.type, ev.type)}"',
+        ]
+        if ev.reason is not None:
+            parts.append(f',"reason":{ev.reason}')
+        if self._metadata_names:
+            parts.append(',"skb_fields":[{},{},{},{}]'.format(*ev.skb_metadata))
+        packet = ev.extras.packet if ev.extras is not None else None
+        if packet is not None and self.packets:
+            parts.append(',"packet":' + packet_json(packet))
+        return parts
 
     def _head(self, ev: Event, shinfo_text: str) -> list[str]:
         """skb, skb_shared_info, cpu, process, func, caller_func, time."""
@@ -541,14 +583,18 @@ def make_renderer(
     wall_offset_ns: int | None = None,
     metadata: Sequence[MetadataField] = (),
     xdp_metadata: Sequence[MetadataField] = (),
+    packets: bool = True,
 ) -> Renderer:
     """The renderer for ``options`` (JSON lines with --output-json, else text).
 
     ``wall_offset_ns`` (realtime - monotonic) defaults to the current offset;
     ``metadata`` / ``xdp_metadata`` describe the --output-skb-metadata and
-    --output-xdp-metadata slots (pwru.filter.skbexpr).
+    --output-xdp-metadata slots (pwru.filter.skbexpr); ``packets``: JSON lines carry
+    captured packet bytes.
     """
     offset = wall_clock_offset_ns() if wall_offset_ns is None else wall_offset_ns
     if options.output_json:
-        return JsonRenderer(options, names, offset, metadata, xdp_metadata)
+        renderer = JsonRenderer(options, names, offset, metadata, xdp_metadata)
+        renderer.packets = packets
+        return renderer
     return TextRenderer(options, names, offset, metadata, xdp_metadata)

@@ -20,6 +20,7 @@ from pwru.kernel.netns import resolve_netns
 from pwru.options import Options
 from pwru.output.printer import Printer, Sink
 from pwru.output.render import NameResolver
+from pwru.output.savedtrace import header_line
 from pwru.trace.probes import Probe, ProbeKind
 
 log = logging.getLogger("pwru")
@@ -32,8 +33,15 @@ def make_sinks(
 ) -> list[Sink]:
     """Sinks for ``options``; ``printer`` is where a sink's own lines go; ``probes``:
     what the run traces (whether skb frees are seen decides where a packet ends)."""
+    sinks: list[Sink] = []
+    if options.output_pcap:
+        from pwru.output.pcapng import PcapngSink
+
+        renderer = printer.renderer
+        header = header_line(options, renderer.wall_offset_ns, renderer.metadata_fields)
+        sinks.append(PcapngSink.open(options, names, header, renderer.wall_offset_ns))
     if not (options.summary or options.output_per_packet):
-        return []
+        return sinks
     namespaces = Namespaces()
     listeners: list[PacketListener] = []
     if options.output_per_packet:
@@ -58,4 +66,5 @@ def make_sinks(
         listeners.append(summary)
     kprobes = (ProbeKind.KPROBE, ProbeKind.KPROBE_MULTI)
     free_traced = any(p.name == FREE and p.kind in kprobes for p in probes)
-    return [PacketTracker(names, listeners, free_traced=free_traced)]
+    sinks.append(PacketTracker(names, listeners, free_traced=free_traced))
+    return sinks

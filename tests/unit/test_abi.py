@@ -32,10 +32,10 @@ STRUCTS: dict[str, type[ctypes.Structure]] = {
 def test_sizes() -> None:
     assert ctypes.sizeof(abi.RawTuple) == 40
     assert ctypes.sizeof(abi.RawEvent) == 216
-    assert ctypes.sizeof(abi.Config) == 48
+    assert ctypes.sizeof(abi.Config) == 72
     assert abi.EVENT_STRUCT.size == abi.EVENT_SIZE == 216
     assert abi.TUPLE_STRUCT.size == 40
-    assert abi.CONFIG_SIZE == 48
+    assert abi.CONFIG_SIZE == 72
     assert ctypes.sizeof(abi.RawBpfmap) == abi.BPFMAP_STRUCT.size == 544
 
 

@@ -21,6 +21,7 @@ def records(n: int, seed: int = 7) -> list[bytes]:
     out = []
     for i in range(n):
         ev = raw_event(
+            ts=1_000_000 + i * 997,
             probe_id=rnd.randrange(4),
             skb_addr=0xFFFF888000000000 + rnd.randrange(32) * 256,
             cpu=rnd.randrange(2),

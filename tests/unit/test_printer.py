@@ -82,8 +82,9 @@ def test_sinks_get_every_event_and_close_after_the_lines() -> None:
     assert [ev.probe_id for ev, _ in sink.events] == [0, 1]
     assert all(extras.cb == cb for _, extras in sink.events)
     lines = out.getvalue().splitlines()
-    assert [json.loads(ln)["func"] for ln in lines[:2]] == ["ip_local_out", "kfree_skb"]
-    assert lines[2:] == ["closed after 2 events"]
+    assert "pwru_trace" in json.loads(lines[0])  # the saved-trace header
+    assert [json.loads(ln)["func"] for ln in lines[1:3]] == ["ip_local_out", "kfree_skb"]
+    assert lines[3:] == ["closed after 2 events"]
 
 
 def test_no_sink_output_after_an_error() -> None:
@@ -134,4 +135,5 @@ def test_a_clone_birth_goes_to_the_sinks_only() -> None:
     with pytest.raises(LimitReached):
         p.on_record(record())
     p.flush()
-    assert [json.loads(ln)["skb"] for ln in out.getvalue().splitlines()] == ["0xffff888012345678"]
+    events = [json.loads(ln) for ln in out.getvalue().splitlines()][1:]  # after the header
+    assert [e["skb"] for e in events] == ["0xffff888012345678"]

@@ -62,6 +62,16 @@ EV = Event(
 )  # fmt: skip
 
 
+# the saved-trace keys after pwru's (pwru.output.savedtrace)
+SAVED_KEYS = ["ts", "pid", "comm", "probe_type"]
+EV_SAVED = ',"ts":1000000000,"pid":12345,"comm":"curl","probe_type":"tracepoint"'
+
+
+def pwru_keys(d: dict[str, object]) -> dict[str, object]:
+    """``d`` without the saved-trace keys (what cilium/pwru prints)."""
+    return {k: v for k, v in d.items() if k not in (*SAVED_KEYS, "reason")}
+
+
 def renderer(*argv: str, offset: int = 0) -> Renderer:
     return make_renderer(parse_options(list(argv)), FakeNames(), wall_offset_ns=offset)
 
@@ -69,7 +79,8 @@ def renderer(*argv: str, offset: int = 0) -> Renderer:
 def test_make_renderer_kinds() -> None:
     assert isinstance(renderer(), TextRenderer)
     assert isinstance(renderer("--output-json"), JsonRenderer)
-    assert renderer("--output-json").header() is None
+    header = json.loads(renderer("--output-json").header())
+    assert list(header) == ["pwru_trace"] and header["pwru_trace"]["format"] == 1
 
 
 # --- text ---------------------------------------------------------------------
@@ -265,20 +276,22 @@ def test_json_default() -> None:
     assert line == (
         '{"skb":"0xffff888012345678","cpu":1,"process":"curl:12345","func":"ip_local_out",'
         '"netns":4026531840,"iface":"eth0:2","proto":2048,"mtu":1500,"len":60,'
-        '"tuple":{"saddr":"10.0.2.15","daddr":"10.0.0.2","sport":41234,"dport":80,"proto":6}}'
+        '"tuple":{"saddr":"10.0.2.15","daddr":"10.0.0.2","sport":41234,"dport":80,"proto":6}'
+        + EV_SAVED
+        + "}"
     )
     assert "\n" not in line
 
 
 def test_json_omits_empty_values() -> None:
     ev = EV._replace(cpu=0, netns=0, mark=0, ifindex=0, protocol=0, mtu=0, len=0, tuple=None)
-    assert json.loads(renderer("--output-json").render(ev)) == {
+    assert pwru_keys(json.loads(renderer("--output-json").render(ev))) == {
         "skb": "0xffff888012345678", "process": "curl:12345", "func": "ip_local_out",
         "iface": "0", "tuple": {},
     }  # fmt: skip
     ev = EV._replace(mark=0xA00)
     r = renderer("--output-json", "--output-meta=false", "--output-tuple=false")
-    assert json.loads(r.render(ev)) == {
+    assert pwru_keys(json.loads(r.render(ev))) == {
         "skb": "0xffff888012345678", "cpu": 1, "process": "curl:12345", "func": "ip_local_out",
     }  # fmt: skip
     assert json.loads(renderer("--output-json").render(ev))["mark"] == 0xA00
@@ -292,7 +305,7 @@ def test_json_tuples_and_flags() -> None:
                           "dport": 53, "proto": 17}  # fmt: skip
     assert d["tunnel_tuple"] == {"saddr": "10.0.2.15", "daddr": "10.0.0.2", "sport": 41234,
                                  "dport": 80, "proto": 6, "flags": "SYN|ACK"}  # fmt: skip
-    assert list(d) == ["skb", "cpu", "process", "func", "tuple", "tunnel_tuple"]
+    assert list(d) == ["skb", "cpu", "process", "func", "tuple", "tunnel_tuple", *SAVED_KEYS]
     d = json.loads(renderer("--output-json").render(EV))
     assert "flags" not in d["tuple"] and "tunnel_tuple" not in d
 
@@ -304,7 +317,8 @@ def test_json_time_func_caller_stack() -> None:
     assert r.render(ev, stack=("a", "b")) == (
         '{"skb":"0xffff888012345678","cpu":1,"process":"curl:12345",'
         '"func":"kfree_skb(SKB_DROP_REASON_NETFILTER_DROP)","caller_func":"__ip_queue_xmit",'
-        '"time":0,"stack":"\\na\\nb"}'
+        '"time":0,"stack":"\\na\\nb"'
+        ',"ts":1000000000,"pid":12345,"comm":"curl","probe_type":"tracepoint","reason":6}'
     )
     assert json.loads(r.render(ev._replace(ts=ev.ts + 5)))["time"] == 5
     cur = renderer("--output-json", "--timestamp=current")
@@ -326,7 +340,8 @@ def test_json_keys_match_pwru_order() -> None:
     ev = EV._replace(mark=1, tunnel_tuple=ICMP4)
     keys = list(json.loads(r.render(ev, stack=("x",))))
     assert keys == ["skb", "cpu", "process", "func", "caller_func", "time", "netns", "mark",
-                    "iface", "proto", "mtu", "len", "tuple", "tunnel_tuple", "stack"]  # fmt: skip
+                    "iface", "proto", "mtu", "len", "tuple", "tunnel_tuple", "stack",
+                    *SAVED_KEYS]  # fmt: skip
 
 
 def test_default_options_render() -> None:
@@ -407,7 +422,8 @@ def test_json_skb_metadata_values_are_ours() -> None:
     r = renderer("--output-json", "--output-skb-metadata", "skb->mark,skb->dev->ifindex")
     d = json.loads(r.render(EV._replace(skb_metadata=(66, 2, 0, 0))))
     assert d["skb_metadata_values"] == {"skb->mark": 66, "skb->dev->ifindex": 2}
-    assert list(d)[-1] == "skb_metadata_values"
+    keys = list(d)
+    assert keys[keys.index("ts") - 1] == "skb_metadata_values"  # last before the saved trace's
 
 
 def test_json_every_key_in_pwrus_order() -> None:
@@ -421,6 +437,8 @@ def test_json_every_key_in_pwrus_order() -> None:
         "skb", "skb_shared_info", "cpu", "process", "func", "caller_func", "time", "netns",
         "netns_name", "mark", "iface", "proto", "mtu", "len", "cb", "skb_cb", "tuple",
         "tunnel_tuple", "stack", "skb_metadata", "skb_metadata_values",
+        # the saved trace's (pwru.output.savedtrace)
+        "ts", "pid", "comm", "probe_type", "skb_fields",
     ]  # fmt: skip
     assert d["tuple"]["flags"] == "SYN|ACK"
 # --- map helpers and XDP metadata ------------------------------------------------
