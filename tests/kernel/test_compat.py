@@ -320,7 +320,10 @@ JSON_TYPES = {
     "iface": str, "proto": int, "mtu": int, "len": int, "cb": list, "tuple": dict,
     "tunnel_tuple": dict, "stack": str, "skb_metadata": str,
     "skb_cb": str, "skb_metadata_values": dict,
+    # the saved trace's (docs/output.md, Saved traces and pcapng)
+    "ts": int, "pid": int, "comm": str, "probe_type": str, "reason": int, "skb_fields": list,
 }  # fmt: skip
+SAVED_TRACE_KEYS = {"ts", "pid", "comm", "probe_type", "reason"}
 
 
 def pwru_keys(flags: Flags, event: Json) -> list[str]:
@@ -339,7 +342,7 @@ def test_json_keys_are_pwrus_plus_ours(lab: Lab, start: Start) -> None:
     assert lab.a.tcp_connect(lab.b.ipv4, 7806) == "refused"
     assert full.stop() == 0 and plain.stop() == 0
     for run, flags, ours in (
-        (full, set(every), {"skb_cb", "skb_metadata_values", "skb_shared_info"}),
+        (full, set(every), {"skb_cb", "skb_metadata_values", "skb_shared_info", "skb_fields"}),
         (plain, set(), set()),
     ):
         drop = next(e for e in run.json_events() if str(e["func"]).startswith("kfree_skb("))
@@ -347,7 +350,7 @@ def test_json_keys_are_pwrus_plus_ours(lab: Lab, start: Start) -> None:
         if not flags:
             expected.remove("cb")  # left out unless asked, as pwru does since v1.0.12
         assert [k for k in drop if k in expected] == expected, (list(drop), expected)
-        assert set(drop) - set(expected) == ours, list(drop)
+        assert set(drop) - set(expected) == ours | SAVED_TRACE_KEYS, list(drop)
         assert {k: type(v) for k, v in drop.items()} == {k: JSON_TYPES[k] for k in drop}
         assert list(drop["tuple"]) == PWRU_TUPLE_KEYS[: 6 if "--output-tcp-flags" in flags else 5]
     drop = next(e for e in full.json_events() if str(e["func"]).startswith("kfree_skb("))
