@@ -109,14 +109,15 @@ OUTPUTS = ("text", "json", "pcap")
 
 
 def output_args(output: str, path: Path) -> list[str]:
-    """pwru's flags to write ``output`` to ``path`` (pcap: the flag-to-be --output-pcap)."""
+    """pwru's flags to write ``output`` to ``path``."""
     if output == "pcap":
         return ["--output-pcap", str(path)]
     return ["--output-file", str(path)] + (["--output-json"] if output == "json" else [])
 
 
 def measured_outputs() -> list[str]:
-    """text and JSON; pcap (the hook) once ``pwru --help`` lists --output-pcap."""
+    """text, JSON, and pcap where ``pwru --help`` lists --output-pcap ($PWRU_BIN may be
+    an older pwru)."""
     helped = subprocess.run([*pwru_command(), "--help"], capture_output=True, text=True)
     return [o for o in OUTPUTS if o != "pcap" or "--output-pcap" in helped.stdout]
 
@@ -126,7 +127,7 @@ def count_events(path: Path, output: str) -> int:
         return pcapcount.records(path)
     with path.open("rb") as f:
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
-    return lines - 1 if output == "text" else lines  # text starts with a header line
+    return lines - 1  # text starts with its column header, JSON with the saved-trace header
 
 
 def run_pwru(lab: Lab, workdir: Path, output: str, seconds: float) -> Drained:

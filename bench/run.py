@@ -7,7 +7,7 @@ Traffic stays inside two network namespaces made for the run (veth pair), from
 ``flood`` (bench/c, sendmmsg) in a to b, where iptables drops it.
 
 * pipeline: time to ready, and the earlier whole-pipeline numbers (bench/pipeline.py).
-* drain: events/s pwru writes (text, JSON, pcap once it exists) against a minimal C
+* drain: events/s pwru writes (text, JSON, --output-pcap) against a minimal C
   libbpf consumer of the same tracepoints, same flood (bench/drain.py).
 * burst: the same consumers each emptying a full 64 MiB ring with the CPUs to
   themselves (drain capacity, the flood stopped; bench/drain.py).
