@@ -18,6 +18,7 @@ from pwru.bpf.abi import (
     PWRU_SCRATCH_SIZE,
     PWRU_SKB_CB_LEN,
     Config,
+    RawBpfmap,
     RawPacket,
 )
 from pwru.errors import UsageError
@@ -79,7 +80,7 @@ def build_config(
     set_kprobe_helpers(config)
     # the drop summary and the per-packet view want nf_hook_slow's hook and clone births
     config.diagnose = int(options.summary or options.output_per_packet)
-    _set_capture(config, options.capture_size, direct_map)
+    _set_capture(config, options.capture_size, direct_map, bpfmap=options.output_bpfmap)
     return config
 
 
@@ -98,12 +99,15 @@ def record_size(config: Config) -> int:
     return EVENT_SIZE + stack + texts + (PWRU_SKB_CB_LEN if config.output_cb else 0)
 
 
-def _set_capture(config: Config, capture: int, direct_map: DirectMap) -> None:
+def _set_capture(config: Config, capture: int, direct_map: DirectMap, bpfmap: bool) -> None:
     """Packet bytes per event; the record must leave room in the BPF side's scratch
-    buffer for what the verifier lets a copy reach (see PWRU_SCRATCH_SIZE in bpf/pwru.h)."""
+    buffer for what the verifier lets a copy reach (see PWRU_SCRATCH_SIZE in bpf/pwru.h)
+    and, with --output-bpfmap, for a map helper's struct pwru_bpfmap after the packet."""
     if not capture:
         return
     reach = ctypes.sizeof(RawPacket) + 2 * (PWRU_CAPTURE_MASK + 1)
+    if bpfmap:
+        reach += ctypes.sizeof(RawBpfmap)
     if record_size(config) + reach > PWRU_SCRATCH_SIZE:
         raise UsageError(
             "packet bytes do not fit beside the other outputs asked for "

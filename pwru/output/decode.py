@@ -250,13 +250,6 @@ class RecordLayout:
         )
 
     @property
-    def size(self) -> int:
-        """Bytes of a record with this layout (a map helper's part follows them)."""
-        packet = PACKET_STRUCT.size + self.capture_bytes if self.capture_bytes else 0
-        texts = self.skb_text_len + self.shinfo_text_len
-        return EVENT_SIZE + 8 * self.stack_frames + texts + self.cb * PWRU_SKB_CB_LEN + packet
-
-    @property
     def has_extras(self) -> bool:
         return bool(
             self.stack_frames
@@ -349,5 +342,9 @@ def decode_extras(data: bytes | memoryview, event: Event, layout: RecordLayout) 
         cb = bytes(data[offset : offset + PWRU_SKB_CB_LEN])
         offset += PWRU_SKB_CB_LEN
     packet = _packet(data, offset) if layout.capture_bytes else None
-    bpfmap = _bpfmap(data, layout.size) if event.flags & PWRU_EVENT_HAS_BPFMAP else None
+    bpfmap = None
+    if event.flags & PWRU_EVENT_HAS_BPFMAP:  # after the packet part (empty in its record)
+        if layout.capture_bytes:
+            offset += PACKET_STRUCT.size + (len(packet.data) if packet is not None else 0)
+        bpfmap = _bpfmap(data, offset)
     return Extras(frames, skb_text, shinfo, cb, packet, bpfmap)

@@ -188,19 +188,22 @@ def raw_bpfmap(key: bytes, value: bytes, flags: int, key_size: int, value_size: 
 
 
 def test_bpfmap_ends_the_record() -> None:
-    """A map helper's record: the usual layout (the packet part at its full reserved
-    size), then struct pwru_bpfmap; key and value cut to the map's sizes."""
+    """A map helper's record: the usual layout, its packet part (empty in such a record:
+    the BPF side sends records at their real length), then struct pwru_bpfmap; key and
+    value cut to the map's sizes."""
     ev = raw_event(flags=abi.PWRU_EVENT_HAS_BPFMAP | abi.PWRU_EVENT_HAS_STACK)
     frames = struct.pack("2Q", 0xFFFFFFFF81000010, 0)
-    packet = bytes(abi.RawPacket(len=60, captured=4, link=abi.PWRU_LINK_ETHERNET)) + bytes(16)
+    packet = bytes(abi.RawPacket(len=0, captured=0, link=0))
     part = raw_bpfmap(b"\x1d\x41\0\0junk", b"\x02" + bytes(7), abi.PWRU_BPFMAP_HAS_VALUE, 4, 8)
     data = bytes(ev) + frames + bytes(abi.PWRU_SKB_CB_LEN) + packet + part
     layout = RecordLayout(stack_frames=2, cb=True, capture_bytes=16)
-    assert layout.size == abi.EVENT_SIZE + 16 + abi.PWRU_SKB_CB_LEN + 8 + 16
     extras = decode_extras(data, decode_event(data), layout)
     assert extras.frames == [0xFFFFFFFF81000010]
-    assert extras.packet is not None and extras.packet.len == 60
+    assert extras.packet is not None and extras.packet.data == b""
     assert extras.bpfmap == Bpfmap(42, "vm_tc_ports", 4, 8, b"\x1d\x41\0\0", b"\x02" + bytes(7))
+    no_capture = bytes(ev) + frames + bytes(abi.PWRU_SKB_CB_LEN) + part
+    layout = RecordLayout(stack_frames=2, cb=True)
+    assert decode_extras(no_capture, decode_event(no_capture), layout).bpfmap == extras.bpfmap
 
 
 def test_bpfmap_without_value_or_flag() -> None:
