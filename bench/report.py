@@ -149,7 +149,8 @@ def host_goals(r: Mapping[str, Any]) -> list[Goal]:
                 m["rss_max_mib"] * 1.048576 <= 60 and m["rss_widest_pct"] <= 5,
                 f"{m['soak_seconds']:.0f} s: start {m['rss_start_mib']:.1f}, end "
                 f"{m['rss_end_mib']:.1f} MiB, drift {m['rss_drift_pct']:+.1f}% (widest "
-                f"{m['rss_widest_pct']:.1f}%), ready {m['rss_ready_mib']:.1f} MiB, "
+                f"{m['rss_widest_pct']:.1f}%), ready {m['rss_ready_mib']:.1f} MiB "
+                f"(of it the ring buffer's mapping: {m.get('rss_ring_mib', 0):.1f}), "
                 f"lost {m['lost']}",
             )
         )

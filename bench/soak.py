@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.drain import lost_printed
 from bench.loss import events_per_packet
-from bench.tools import Flood, rss_kib
+from bench.tools import Flood, mapped_ring_kib, rss_kib
 from netlab import Lab, PwruRun
 
 
@@ -25,6 +25,7 @@ def bench_memory(
     samples: list[tuple[float, float]] = []  # (seconds into the flood, MiB)
     try:
         ready_mib = rss_kib(run.proc.pid) / 1024
+        ring_mib = mapped_ring_kib(run.proc.pid) / 1024
         flood = Flood(lab, seconds + 1, events_per_s / per_packet)
         try:
             for at in range(1, int(seconds // every) + 1):
@@ -39,6 +40,7 @@ def bench_memory(
     return {
         "events_per_s_offered": flooded.pps * per_packet,
         "rss_ready_mib": ready_mib,
+        "rss_ring_mib": ring_mib,
         "rss_start_mib": first,
         "rss_end_mib": last,
         "rss_max_mib": max(mib for _, mib in samples),

@@ -287,6 +287,20 @@ class RingWatch:
         self.pages.close()
 
 
+def mapped_ring_kib(pid: int) -> int:
+    """Resident KiB of the process's BPF map mappings: the ring buffer's pages (kernel
+    memory; its data pages are mapped twice, so they count twice). Any consumer of
+    the ring, the C one included, has them."""
+    total, in_map = 0, False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and not head[0].endswith(":"):
+            in_map = line.rstrip().endswith("anon_inode:bpf-map")
+        elif in_map and head[0] == "Rss:":
+            total += int(head[1])
+    return total
+
+
 def rss_kib(pid: int, field: str = "VmRSS") -> int:
     """A memory figure of a process from /proc/<pid>/status (VmRSS, VmHWM), in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
