@@ -27,7 +27,7 @@ from pwru.kernel import features
 from pwru.kernel.btf import KernelBtf, Kind
 from pwru.kernel.kallsyms import Kallsyms
 from pwru.trace.backend import ProbeSet, Stopped, TraceContext
-from pwru.trace.kprobe import attach_each
+from pwru.trace.kprobe import attach_keeping
 from pwru.trace.probes import Probe, ProbeKind, ProbeTable
 from pwru.trace.tcxdp import TcXdpPrograms
 
@@ -138,17 +138,10 @@ class BpfHelperProbes(ProbeSet):
         return f"{len(found)} BPF helpers the traced programs call: {names}{more}"
 
     def attach(self, obj: ProbeObject, stopped: Stopped) -> str:
-        attached = 0
+        def failed(probe: Probe, error: OSError) -> None:
+            log.warning("--filter-track-bpf-helpers: cannot probe %s: %s", probe.name, error)
 
-        def done(probe: Probe, result: libbpf.BpfLink | OSError) -> None:
-            nonlocal attached
-            if isinstance(result, OSError):
-                log.warning("--filter-track-bpf-helpers: cannot probe %s: %s", probe.name, result)
-            else:
-                self.held.links.append(result)
-                attached += 1
-
-        attach_each(obj, self.probes, BATCH, stopped, done)
+        attached = attach_keeping(obj, self.probes, BATCH, stopped, self.held, failed)
         returns = obj.program(LOOKUP_RETURN) if self.lookups else None
         for probe in self.lookups:
             assert returns is not None

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pwru.bpf import libbpf
 from pwru.bpf.loader import ProbeObject
 from pwru.kernel import features
-from pwru.trace.backend import Stopped
+from pwru.trace.backend import Held, Stopped
 from pwru.trace.probes import Probe, ProbeKind
 from pwru.trace.skbfuncs import SkbFunctionProbes, errno_name
 
@@ -88,19 +88,40 @@ def attach_each(
         progress.finish()
 
 
+def attach_keeping(
+    obj: ProbeObject,
+    probes: Sequence[Probe],
+    batch: int,
+    stopped: Stopped,
+    held: Held,
+    failed: Callable[[Probe, OSError], None],
+) -> int:
+    """attach_each, keeping every link in ``held`` and telling ``failed`` of each
+    error; how many attached."""
+    attached = 0
+
+    def done(probe: Probe, result: libbpf.BpfLink | OSError) -> None:
+        nonlocal attached
+        if isinstance(result, OSError):
+            failed(probe, result)
+        else:
+            held.links.append(result)
+            attached += 1
+
+    attach_each(obj, probes, batch, stopped, done)
+    return attached
+
+
 class KprobeBackend(SkbFunctionProbes):
     """Every wanted skb function, one kprobe each."""
 
     kind = ProbeKind.KPROBE
 
     def attach(self, obj: ProbeObject, stopped: Stopped) -> str:
-        def done(probe: Probe, result: libbpf.BpfLink | OSError) -> None:
-            if isinstance(result, OSError):
-                log.debug("kprobe: skipping %s: %s", probe.name, result)
-                self.skip(errno_name(result))
-            else:
-                self.held.links.append(result)
-                self.attached += 1
+        def failed(probe: Probe, error: OSError) -> None:
+            log.debug("kprobe: skipping %s: %s", probe.name, error)
+            self.skip(errno_name(error))
 
-        attach_each(obj, self.probes, self.ctx.options.filter_kprobe_batch, stopped, done)
+        batch = self.ctx.options.filter_kprobe_batch
+        self.attached += attach_keeping(obj, self.probes, batch, stopped, self.held, failed)
         return self.summary()

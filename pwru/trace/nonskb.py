@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import logging
 
-from pwru.bpf import libbpf
 from pwru.bpf.loader import LoadRequest, ProbeObject
 from pwru.errors import UsageError
 from pwru.trace.backend import ProbeSet, Stopped
-from pwru.trace.kprobe import attach_each
+from pwru.trace.kprobe import attach_keeping
 from pwru.trace.probes import Probe, ProbeKind, ProbeTable
 
 log = logging.getLogger("pwru")
@@ -36,15 +35,8 @@ class NonSkbProbes(ProbeSet):
         return [LoadRequest(PROGRAM)]
 
     def attach(self, obj: ProbeObject, stopped: Stopped) -> str:
-        attached = 0
+        def failed(probe: Probe, error: OSError) -> None:
+            log.debug("kprobe: skipping %s: %s", probe.name, error)
 
-        def done(probe: Probe, result: libbpf.BpfLink | OSError) -> None:
-            nonlocal attached
-            if isinstance(result, OSError):
-                log.debug("kprobe: skipping %s: %s", probe.name, result)
-            else:
-                self.held.links.append(result)
-                attached += 1
-
-        attach_each(obj, self.probes, BATCH, stopped, done)
+        attached = attach_keeping(obj, self.probes, BATCH, stopped, self.held, failed)
         return f"{attached} non-skb functions"
