@@ -1099,7 +1099,7 @@ int pwru_krp_clone(struct pt_regs *ctx)
 	parent = *found;
 	bpf_map_delete_elem(&clone_parents, &task);
 	if (child)
-		clone_born(ctx, parent, child, PWRU_EVENT_KPROBE, bpf_get_attach_cookie(ctx));
+		clone_born(ctx, parent, child, PWRU_EVENT_KPROBE, kprobe_id(ctx));
 	return 0;
 }
 

@@ -28,6 +28,7 @@ import select
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -120,6 +121,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     data = {"package": pkg, "kernel": os.uname().release, "pytest_exit": int(exitstatus)}
     data.update(_RESULTS)
     Path(out, f"{pkg}.json").write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pwru_bin() -> None:
+    """The pwru console command next to this interpreter (the guest's PATH lacks pyenv),
+    for every guest test (netlab's PwruRun runs $PWRU_BIN)."""
+    if not os.environ.get("PWRU_BIN"):
+        os.environ["PWRU_BIN"] = str(Path(sys.executable).with_name("pwru"))
+    assert os.access(os.environ["PWRU_BIN"], os.X_OK), f"no pwru at {os.environ['PWRU_BIN']}"
 
 
 @pytest.fixture(scope="session")

@@ -138,14 +138,6 @@ PAST_INPUT = {"ip_local_deliver_finish", "ip_protocol_deliver_rcu", "tcp_v4_rcv"
 
 
 # --------------------------------------------------------------------------- pwru
-@pytest.fixture(scope="session", autouse=True)
-def _pwru_bin() -> None:
-    """The pwru console command next to this interpreter (the guest's PATH lacks pyenv)."""
-    if not os.environ.get("PWRU_BIN"):
-        os.environ["PWRU_BIN"] = str(Path(sys.executable).with_name("pwru"))
-    assert os.access(os.environ["PWRU_BIN"], os.X_OK), f"no pwru at {os.environ['PWRU_BIN']}"
-
-
 def parallel(fns: list[Callable[[], T]]) -> list[T]:
     """Call every fn at once; all finish before the first error (if any) is raised."""
     with ThreadPoolExecutor(max_workers=len(fns)) as pool:
