@@ -60,12 +60,14 @@ def has_probe_id(code: bytes) -> bool:
 
 
 def patch_probe_id(code: bytes, probe_id: int) -> bytes:
-    """Write ``probe_id`` into the single (still unpatched) probe-id marker of ``code``."""
+    """Write ``probe_id`` into the probe-id markers of ``code``: one probe_id() call in
+    the source, but clang may copy the inlined marker into several branches."""
     found = _probe_id_markers(code)
-    if len(found) != 1:
-        raise SpliceError(f"expected one probe-id marker, found {len(found)}")
+    if not found:
+        raise SpliceError("expected a probe-id marker, found none")
     out = bytearray(code)
-    struct.pack_into("<i", out, found[0] * INSN_SIZE + 4, probe_id)
+    for slot in found:
+        struct.pack_into("<i", out, slot * INSN_SIZE + 4, probe_id)
     return bytes(out)
 
 
