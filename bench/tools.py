@@ -263,7 +263,7 @@ class RingWatch:
     ring is empty when its consumer has caught up with its producer."""
 
     def __init__(self, pid: int) -> None:
-        ids = map_ids(pid, BPF_MAP_TYPE_RINGBUF)
+        ids = sorted(set(map_ids(pid, BPF_MAP_TYPE_RINGBUF)))  # one map may have several fds
         if len(ids) != 1:
             raise RuntimeError(f"pid {pid} holds {len(ids)} ring buffers, not one")
         libbpf = ctypes.CDLL("libbpf.so.1", use_errno=True)
