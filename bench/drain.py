@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench import pcapcount
-from bench.tools import Flood, Loader, RingWatch, cpu_seconds, ringcount, rss_kib
+from bench.tools import NO_ROTATION_MB, Flood, Loader, RingWatch, cpu_seconds, ringcount, rss_kib
 from netlab import Lab, PwruRun, pwru_command
 
 SETTLED_S = 0.3  # no progress for this long after the flood: the consumer is done
@@ -112,7 +112,10 @@ def output_args(output: str, path: Path) -> list[str]:
     """pwru's flags to write ``output`` to ``path``."""
     if output == "pcap":
         return ["--output-pcap", str(path)]
-    return ["--output-file", str(path)] + (["--output-json"] if output == "json" else [])
+    # one file: pwru rotates --output-file at 100 MB by default, and the count reads one
+    return ["--output-file", str(path), "--output-file-max-size", str(NO_ROTATION_MB)] + (
+        ["--output-json"] if output == "json" else []
+    )
 
 
 def measured_outputs() -> list[str]:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from bench.drain import file_written, lost_printed, wait_settled
-from bench.tools import Flood, Loader, RingWatch, map_ids, ringcount
+from bench.tools import NO_ROTATION_MB, Flood, Loader, RingWatch, map_ids, ringcount
 from netlab import Lab, PwruRun, sh
 
 
@@ -45,7 +45,8 @@ def traced_run(
     out = workdir / "counted.txt"
     counter = ringcount(tracepoints, lab.b.inode, count_only=True)
     try:
-        run = PwruRun(["--filter-netns", lab.b.netns_path, "--output-file", str(out)], workdir)
+        args = ["--output-file", str(out), "--output-file-max-size", str(NO_ROTATION_MB)]
+        run = PwruRun(["--filter-netns", lab.b.netns_path, *args], workdir)
         ring = RingWatch(run.proc.pid)
         try:
             time.sleep(0.2)

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from netlab import Lab
 
+NO_ROTATION_MB = 1 << 20  # --output-file-max-size for files the benchmarks count
+
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "bench" / "c" / "build"
 FLOOD_PORT = 9999

@@ -14,6 +14,8 @@
   than ``--output-file-max-age`` days old (0 = forever); then it gzips the rest
   (``--output-file-compress``) to ``<backup>.gz.tmp``, renamed to ``<backup>.gz`` when
   complete, and removes the uncompressed file. ``close()`` waits for that thread.
+* Only a regular file rotates: ``--output-file /dev/null`` (or a FIFO, a terminal) is
+  written straight through and never renamed.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import os
 import queue
 import re
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -96,16 +99,24 @@ class RotatingFile:
         self._mill = _Mill(lambda: prune_and_compress(path, rotation))
         self._fd = -1
         self._size = 0
+        self.rotates = True  # False for a device or FIFO (see the module docstring)
         self._open()
-        self._mill.request()
+        if self.rotates:
+            self._mill.request()
 
     def _open(self) -> None:
         """Append to the file if it has room, else move it aside first (as lumberjack)."""
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), 0o755, exist_ok=True)
         try:
-            size = os.stat(self.path).st_size
+            st = os.stat(self.path)
+            size = st.st_size
         except FileNotFoundError:
             size = -1
+        else:
+            if not stat.S_ISREG(st.st_mode):
+                self._fd = os.open(self.path, os.O_WRONLY)
+                self.rotates = False
+                return
         if size >= self.rotation.max_bytes:
             self._move_aside()
             size = -1
@@ -119,7 +130,7 @@ class RotatingFile:
     def write_lines(self, lines: Sequence[str]) -> None:
         """Write events (each may span lines; a newline is added to each)."""
         data = ("\n".join(lines) + "\n").encode()
-        if self._size + len(data) <= self.rotation.max_bytes:
+        if not self.rotates or self._size + len(data) <= self.rotation.max_bytes:
             self._write(data)
             return
         for line in lines:  # a rotation falls in this batch: event by event

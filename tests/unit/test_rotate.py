@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -173,3 +174,27 @@ def test_unwritable_path_raises(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(OSError):
         RotatingFile(str(tmp_path / "file" / "t.txt"), Rotation())
+
+
+def test_a_fifo_or_device_is_written_through_never_renamed(tmp_path: Path) -> None:
+    """--output-file /dev/null must stay /dev/null: only regular files rotate (a FIFO
+    stands in for the device here, so a regression cannot rename the real one)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = bytearray()
+
+    def drain() -> None:
+        with open(fifo, "rb") as f:
+            while chunk := f.read(1 << 16):
+                got.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    out = RotatingFile(str(fifo), Rotation(max_mb=1))
+    line = "x" * 999
+    for _ in range(3):  # 3 MB through a 1 MB limit
+        out.write_lines([line] * 1024)
+    out.close()
+    reader.join(timeout=10)
+    assert len(got) == 3 * 1024 * 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"] and fifo.is_fifo()
