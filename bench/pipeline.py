@@ -23,6 +23,7 @@ import statistics
 import time
 from pathlib import Path
 
+from bench.tools import NO_ROTATION_MB
 from netlab import Lab, PwruRun
 
 FLOOD = """
@@ -86,6 +87,8 @@ def bench_throughput(
             lab.b.netns_path,
             "--output-file",
             str(out),
+            "--output-file-max-size",
+            str(NO_ROTATION_MB),
             "--ringbuf-size",
             str(ringbuf_mb),
         ],
