@@ -147,11 +147,16 @@ def run_pwru(lab: Lab, workdir: Path, output: str, seconds: float) -> Drained:
     finally:
         ring.close()
         run.stop()
-    events = count_events(out, output)
-    out.unlink()
-    lost = lost_printed(run.stderr)
+    events, lost = written_and_lost(run, out, output)
     seconds = done - flood.started
     return Drained(f"pwru {output}", events, lost, seconds, flooded.pps, cpu, peak)
+
+
+def written_and_lost(run: PwruRun, out: Path, output: str) -> tuple[int, int]:
+    """Events a stopped pwru wrote to ``out`` (removed then) and the lost count it printed."""
+    events = count_events(out, output)
+    out.unlink()
+    return events, lost_printed(run.stderr)
 
 
 def bench_drain(
@@ -247,9 +252,7 @@ def burst_pwru(lab: Lab, workdir: Path, output: str, most_seconds: float) -> Dra
     finally:
         ring.close()
         run.stop()
-    events = count_events(out, output)
-    out.unlink()
-    lost = lost_printed(run.stderr)
+    events, lost = written_and_lost(run, out, output)
     return Drained(f"pwru {output}", events, lost, done - resumed, offered, cpu, peak)
 
 

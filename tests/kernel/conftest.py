@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from netlab import Lab
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -23,15 +20,6 @@ def _need_root() -> None:
     assert os.geteuid() == 0, (
         "kernel tests load BPF programs and create namespaces: run them as root"
     )
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    lab = Lab.create()
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -88,15 +87,6 @@ def dependency_wheels(python: str, arch: str) -> Path:
             "--implementation", "cp", "--dest", target, "pcapy-ng>=2.0",
         )  # fmt: skip
     return target
-
-
-@pytest.fixture
-def lab() -> Iterator[Lab]:
-    lab = Lab.create()
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def debian_root(
