@@ -262,51 +262,116 @@ static __noinline __u32 read_xdp_metadata(struct xdp_buff *xdp, __u64 *out)
 	return 0;
 }
 
-static __always_inline __u32 skb_netns(struct sk_buff *skb)
+/*
+ * Reading sk_buff fields. tp_btf programs get the skb as a BTF-typed pointer and
+ * load its fields directly (``btf``: a plain load with a fault fixup); kprobes (a
+ * bare address) and the tc fentry (whose BTF says __sk_buff) must go through
+ * bpf_probe_read_kernel. When nothing matches, these helper calls were most of
+ * what a probe hit cost, so the hot path (the filters) takes ``btf`` from its
+ * caller, a constant the compiler folds, and the rest reads through helpers.
+ */
+#define SKB_FIELD(btf, skb, field) ((btf) ? (skb)->field : BPF_CORE_READ(skb, field))
+
+static __always_inline __u32 skb_netns(struct sk_buff *skb, bool btf)
 {
-	__u32 netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	__u32 netns = btf ? skb->dev->nd_net.net->ns.inum
+			  : BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
 
 	/* Locally generated skbs may have no device yet: use the socket's. */
 	if (netns == 0) {
-		struct sock *sk = BPF_CORE_READ(skb, sk);
+		struct sock *sk = SKB_FIELD(btf, skb, sk);
 
 		if (sk)
-			netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+			netns = btf ? sk->__sk_common.skc_net.net->ns.inum
+				    : BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	}
 	return netns;
 }
 
-static __always_inline bool filter_meta(struct sk_buff *skb)
+static __always_inline bool filter_meta(struct sk_buff *skb, bool btf)
 {
-	if (CFG.netns && skb_netns(skb) != CFG.netns)
+	if (CFG.netns && skb_netns(skb, btf) != CFG.netns)
 		return false;
-	if (CFG.mark_mask && (BPF_CORE_READ(skb, mark) & CFG.mark_mask) != CFG.mark)
+	if (CFG.mark_mask && (SKB_FIELD(btf, skb, mark) & CFG.mark_mask) != CFG.mark)
 		return false;
-	if (CFG.ifindex && BPF_CORE_READ(skb, dev, ifindex) != CFG.ifindex)
+	if (CFG.ifindex && (btf ? skb->dev->ifindex : BPF_CORE_READ(skb, dev, ifindex)) != CFG.ifindex)
 		return false;
 	return true;
 }
 
-static __always_inline bool mac_header_set(struct sk_buff *skb)
-{
-	__u16 mac = BPF_CORE_READ(skb, mac_header);
+/* Where an skb's headers are: what every filter and record starts from. */
+struct skb_view {
+	void *head;
+	__u32 tail;
+	__u16 mac;
+	__u16 net;
+};
 
-	return mac != MAC_HEADER_UNSET && mac != BPF_CORE_READ(skb, network_header);
+#define SKB_SPAN 64 /* bytes: network_header .. head, one read (see read_span) */
+
+/*
+ * The view through a helper: network_header, mac_header, tail and head sit close
+ * together in every sk_buff layout, so one read copies them all. The offsets are
+ * CO-RE constants; the verifier drops the fallback of the layout it does not see.
+ */
+static __always_inline void read_span(struct sk_buff *skb, struct skb_view *v)
+{
+	__u32 lo = bpf_core_field_offset(skb->network_header) & ~7, net, mac, tail, head;
+	__u64 span[SKB_SPAN / 8];
+
+	/* lo keeps the fields' alignment (the verifier wants aligned stack loads); the
+	 * barrier stops clang from turning span + (x - lo) into a bitwise or */
+	barrier_var(lo);
+	net = bpf_core_field_offset(skb->network_header) - lo;
+	mac = bpf_core_field_offset(skb->mac_header) - lo;
+	tail = bpf_core_field_offset(skb->tail) - lo;
+	head = bpf_core_field_offset(skb->head) - lo;
+
+	if (head + 8 <= SKB_SPAN && mac + 2 <= SKB_SPAN && tail + 4 <= SKB_SPAN &&
+	    bpf_probe_read_kernel(span, head + 8, (void *)skb + lo) == 0) {
+		v->net = *(__u16 *)((void *)span + net);
+		v->mac = *(__u16 *)((void *)span + mac);
+		v->tail = *(__u32 *)((void *)span + tail);
+		v->head = *(void **)((void *)span + head);
+		return;
+	}
+	v->net = BPF_CORE_READ(skb, network_header);
+	v->mac = BPF_CORE_READ(skb, mac_header);
+	v->tail = BPF_CORE_READ(skb, tail);
+	v->head = BPF_CORE_READ(skb, head);
+}
+
+static __always_inline void read_view(struct sk_buff *skb, struct skb_view *v, bool btf)
+{
+	if (btf) {
+		v->net = skb->network_header;
+		v->mac = skb->mac_header;
+		v->tail = skb->tail;
+		/* A filter's packet address derives from head. Loaded directly, the
+		 * verifier types it as a pointer, which defeats its pruning in
+		 * protochain's loops (seconds to verify, or E2BIG); those get a copy. */
+		v->head = CFG.filter_loops ? BPF_CORE_READ(skb, head) : skb->head;
+	} else {
+		read_span(skb, v);
+	}
+}
+
+static __always_inline bool mac_header_set(struct skb_view *v)
+{
+	return v->mac != MAC_HEADER_UNSET && v->mac != v->net;
 }
 
 /* Offset of the network header from skb->head, guessing it when unset. */
-static __always_inline __u16 network_offset(struct sk_buff *skb)
+static __always_inline __u16 network_offset(struct skb_view *v)
 {
-	__u16 net = BPF_CORE_READ(skb, network_header);
-
-	if (net == 0 && mac_header_set(skb))
-		net = BPF_CORE_READ(skb, mac_header) + ETH_HLEN;
-	return net;
+	if (v->net == 0 && mac_header_set(v))
+		return v->mac + ETH_HLEN;
+	return v->net;
 }
 
 static __always_inline void set_meta(struct pwru_event *ev, struct sk_buff *skb)
 {
-	ev->netns = skb_netns(skb);
+	ev->netns = skb_netns(skb, false);
 	ev->mark = BPF_CORE_READ(skb, mark);
 	ev->ifindex = BPF_CORE_READ(skb, dev, ifindex);
 	ev->len = BPF_CORE_READ(skb, len);
@@ -319,16 +384,15 @@ static __always_inline void set_meta(struct pwru_event *ev, struct sk_buff *skb)
  * (or is still 0 on locally built packets that already have a network header).
  * Netlink and other non-IP skbs have neither and get no tuple.
  */
-static __always_inline bool ip_header(struct sk_buff *skb, __u16 *l3)
+static __always_inline bool ip_header(struct sk_buff *skb, struct skb_view *v, __u16 *l3)
 {
 	__u16 proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
-	__u16 net = network_offset(skb);
-	void *head = BPF_CORE_READ(skb, head);
+	__u16 net = network_offset(v);
 	__u8 version;
 
 	if (net == 0 || (proto && proto != ETH_P_IP && proto != ETH_P_IPV6))
 		return false;
-	if (bpf_probe_read_kernel(&version, 1, head + net))
+	if (bpf_probe_read_kernel(&version, 1, v->head + net))
 		return false;
 	version >>= 4;
 	if ((proto == ETH_P_IP && version != 4) || (proto == ETH_P_IPV6 && version != 6))
@@ -395,14 +459,14 @@ static __always_inline bool parse_tuple(struct pwru_tuple *t, void *head, __u16 
  * Offset (from skb->head) of the inner Ethernet header when this skb is a
  * VXLAN (UDP 4789) or Geneve (UDP 6081) packet, else 0.
  */
-static __always_inline __u16 tunnel_inner_offset(struct sk_buff *skb)
+static __always_inline __u16 tunnel_inner_offset(struct sk_buff *skb, struct skb_view *v)
 {
 	struct pwru_tuple outer = {};
-	void *head = BPF_CORE_READ(skb, head);
+	void *head = v->head;
 	__u16 l3, l4;
 	__u8 geneve0;
 
-	if (!ip_header(skb, &l3) || !parse_tuple(&outer, head, l3, &l4) ||
+	if (!ip_header(skb, v, &l3) || !parse_tuple(&outer, head, l3, &l4) ||
 	    outer.l4_proto != IPPROTO_UDP)
 		return 0;
 	if (outer.dport == bpf_htons(VXLAN_PORT))
@@ -413,22 +477,21 @@ static __always_inline __u16 tunnel_inner_offset(struct sk_buff *skb)
 	return 0;
 }
 
-static __always_inline bool filter_pcap(struct sk_buff *skb)
+static __always_inline bool filter_pcap(struct skb_view *v)
 {
-	void *head = BPF_CORE_READ(skb, head);
-	void *end = head + BPF_CORE_READ(skb, tail);
+	void *end = v->head + v->tail;
 
-	if (mac_header_set(skb))
-		return filter_pcap_l2(head + BPF_CORE_READ(skb, mac_header), end);
-	return filter_pcap_l3(head + network_offset(skb), end);
+	if (mac_header_set(v))
+		return filter_pcap_l2(v->head + v->mac, end);
+	return filter_pcap_l3(v->head + network_offset(v), end);
 }
 
 /* --filter-tunnel-pcap-l2/l3: the inner packet must match (both, when both are given). */
-static __always_inline bool filter_tunnel(struct sk_buff *skb)
+static __always_inline bool filter_tunnel(struct sk_buff *skb, struct skb_view *v)
 {
-	void *head = BPF_CORE_READ(skb, head);
-	void *end = head + BPF_CORE_READ(skb, tail);
-	__u16 inner = tunnel_inner_offset(skb);
+	void *head = v->head;
+	void *end = head + v->tail;
+	__u16 inner = tunnel_inner_offset(skb, v);
 
 	if (!inner)
 		return false;
@@ -465,7 +528,8 @@ static __always_inline void remember_stack(__u64 addr)
 	bpf_map_update_elem(&skb_stack, &addr, &stack, BPF_ANY);
 }
 
-static __always_inline bool filter_skb(struct sk_buff *skb)
+/* ``btf``: the skb is a BTF-typed pointer (tp_btf), see SKB_FIELD. */
+static __always_inline bool filter_skb(struct sk_buff *skb, bool btf)
 {
 	__u64 addr = (__u64)skb;
 	__u8 *tracked, how = TRACKED_BY_MATCH;
@@ -488,11 +552,15 @@ static __always_inline bool filter_skb(struct sk_buff *skb)
 			return true;
 		}
 	}
-	if (!filter_meta(skb))
+	struct skb_view v;
+
+	if (!filter_meta(skb, btf))
 		return false;
-	if (CFG.have_pcap_filter && !filter_pcap(skb))
+	if (CFG.have_pcap_filter || CFG.have_tunnel_filter)
+		read_view(skb, &v, btf);
+	if (CFG.have_pcap_filter && !filter_pcap(&v))
 		return false;
-	if (CFG.have_tunnel_filter && !filter_tunnel(skb))
+	if (CFG.have_tunnel_filter && !filter_tunnel(skb, &v))
 		return false;
 	if (CFG.have_skb_expr && !filter_skb_expr(skb))
 		return false;
@@ -505,17 +573,24 @@ static __always_inline bool filter_skb(struct sk_buff *skb)
 
 static __always_inline bool set_tuple(struct pwru_tuple *t, struct sk_buff *skb)
 {
+	struct skb_view v;
 	__u16 l3, l4;
 
-	return ip_header(skb, &l3) && parse_tuple(t, BPF_CORE_READ(skb, head), l3, &l4);
+	read_span(skb, &v);
+	return ip_header(skb, &v, &l3) && parse_tuple(t, v.head, l3, &l4);
 }
 
 /* The inner packet's tuple, for --output-tunnel (inner Ethernet + IPv4/IPv6). */
 static __always_inline bool set_tunnel_tuple(struct pwru_tuple *t, struct sk_buff *skb)
 {
-	void *head = BPF_CORE_READ(skb, head);
-	__u16 inner = tunnel_inner_offset(skb), l4;
+	struct skb_view v;
+	__u16 inner, l4;
 	__be16 ethertype;
+	void *head;
+
+	read_span(skb, &v);
+	head = v.head;
+	inner = tunnel_inner_offset(skb, &v);
 
 	if (!inner || bpf_probe_read_kernel(&ethertype, 2, head + inner + 12))
 		return false;
@@ -606,15 +681,18 @@ static __always_inline __u64 copy_frags(struct sk_buff *skb, __u8 *out, __u64 co
 
 static __always_inline void set_packet(struct pwru_packet *pkt, struct sk_buff *skb)
 {
-	void *head = BPF_CORE_READ(skb, head);
+	struct skb_view v;
 	__u64 start, end, tail, want, copied;
+	void *head;
 	__u16 l3;
 
 	__builtin_memset(pkt, 0, sizeof(*pkt));
-	if (mac_header_set(skb)) {
-		start = BPF_CORE_READ(skb, mac_header);
+	read_span(skb, &v);
+	head = v.head;
+	if (mac_header_set(&v)) {
+		start = v.mac;
 		pkt->link = PWRU_LINK_ETHERNET;
-	} else if (ip_header(skb, &l3)) {
+	} else if (ip_header(skb, &v, &l3)) {
 		start = l3;
 		pkt->link = PWRU_LINK_RAW_IP;
 	} else {
@@ -622,7 +700,7 @@ static __always_inline void set_packet(struct pwru_packet *pkt, struct sk_buff *
 	}
 	/* the packet ends skb->len bytes after skb->data */
 	end = (__u64)((void *)BPF_CORE_READ(skb, data) - head) + BPF_CORE_READ(skb, len);
-	tail = BPF_CORE_READ(skb, tail);
+	tail = v.tail;
 	if (start >= end || start > tail) {
 		pkt->flags = PWRU_PACKET_TRUNCATED;
 		return;
@@ -774,6 +852,7 @@ static __always_inline struct pwru_event *new_event(__u64 addr, __u32 type, __u3
 struct site {
 	__u32 type;
 	__u32 probe;
+	bool btf; /* the skb pointer is BTF-typed: tp_btf programs (see SKB_FIELD) */
 	__u64 func_ip;
 	__u64 caller_ip;
 };
@@ -819,7 +898,7 @@ static __always_inline int report_skb(void *ctx, struct sk_buff *skb, struct sit
 static __always_inline int handle_skb_at(void *ctx, struct sk_buff *skb, struct site at,
 					 __u32 flags, __u64 reason)
 {
-	if (!skb || !filter_skb(skb))
+	if (!skb || !filter_skb(skb, at.btf))
 		return 0;
 	return report_skb(ctx, skb, at, flags, reason);
 }
@@ -827,7 +906,8 @@ static __always_inline int handle_skb_at(void *ctx, struct sk_buff *skb, struct 
 static __always_inline int handle_skb(void *ctx, struct sk_buff *skb, __u32 type, __u32 probe,
 				      __u64 func_ip, __u32 flags, __u64 reason, __u64 caller)
 {
-	struct site at = { .type = type, .probe = probe, .func_ip = func_ip, .caller_ip = caller };
+	struct site at = { .type = type, .probe = probe, .func_ip = func_ip, .caller_ip = caller,
+			   .btf = type == PWRU_EVENT_TRACEPOINT };
 
 	return handle_skb_at(ctx, skb, at, flags, reason);
 }
@@ -885,7 +965,8 @@ SEC("pwru_tp/kfree_skb")
 int pwru_tp_kfree_skb(__u64 *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
-	struct site at = { .type = PWRU_EVENT_TRACEPOINT, .probe = probe_id(), .caller_ip = ctx[1] };
+	struct site at = { .type = PWRU_EVENT_TRACEPOINT, .probe = probe_id(), .caller_ip = ctx[1],
+			   .btf = true };
 
 	handle_skb_at(ctx, skb, at, PWRU_EVENT_HAS_REASON, ctx[2]);
 	forget_skb(skb);
@@ -908,7 +989,8 @@ SEC("pwru_tp/consume_skb_location")
 int pwru_tp_consume_skb_loc(__u64 *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
-	struct site at = { .type = PWRU_EVENT_TRACEPOINT, .probe = probe_id(), .caller_ip = ctx[1] };
+	struct site at = { .type = PWRU_EVENT_TRACEPOINT, .probe = probe_id(), .caller_ip = ctx[1],
+			   .btf = true };
 
 	handle_skb_at(ctx, skb, at, 0, 0);
 	forget_skb(skb);
@@ -920,7 +1002,8 @@ SEC("pwru_tp/kfree_skb_noreason")
 int pwru_tp_kfree_skb_noreason(__u64 *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
-	struct site at = { .type = PWRU_EVENT_TRACEPOINT, .probe = probe_id(), .caller_ip = ctx[1] };
+	struct site at = { .type = PWRU_EVENT_TRACEPOINT, .probe = probe_id(), .caller_ip = ctx[1],
+			   .btf = true };
 
 	handle_skb_at(ctx, skb, at, 0, 0);
 	forget_skb(skb);
@@ -997,7 +1080,7 @@ int name(struct pt_regs *ctx)                                                 \
 	struct nf_hook_state *state = (struct nf_hook_state *)PT_REGS_PARM2(ctx); \
 	__u64 hook = 0;                                                       \
                                                                               \
-	if (!skb || !filter_skb(skb))                                         \
+	if (!skb || !filter_skb(skb, false))                                  \
 		return 0;                                                     \
 	if (CFG.diagnose && state)                                            \
 		hook = (__u64)BPF_CORE_READ(state, pf) << 8 | BPF_CORE_READ(state, hook); \
@@ -1168,7 +1251,7 @@ SEC("pwru_fentry/tc")
 int pwru_fentry_tc(__u64 *ctx)
 {
 	struct sk_buff *skb = (struct sk_buff *)ctx[0];
-	bool match = skb && filter_skb(skb);
+	bool match = skb && filter_skb(skb, false); /* BTF says __sk_buff: no direct loads */
 
 	struct site at = { .type = PWRU_EVENT_TC, .probe = probe_id() };
 

@@ -181,7 +181,7 @@ struct pwru_config {
 	__u64 page_offset_base;   /* &page_offset_base, or 0 */
 	__u64 vmemmap_base;       /* &vmemmap_base, or 0 */
 	__u32 page_shift;
-	__u32 _pad2;
+	__u32 filter_loops;      /* a spliced pcap filter loops (protochain): see read_view() */
 };
 
 #define PWRU_MAX_STACK_FRAMES 50

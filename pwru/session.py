@@ -123,7 +123,7 @@ class Session:
             options,
             Spliced(
                 pcap.pcap, pcap.tunnel, skb.has_filter, skb.has_metadata,
-                skb.has_xdp_filter, skb.has_xdp_metadata,
+                skb.has_xdp_filter, skb.has_xdp_metadata, pcap.loops,
             ),  # fmt: skip
             direct_map() if options.capture_size else NO_DIRECT_MAP,
         )

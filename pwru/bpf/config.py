@@ -40,6 +40,7 @@ class Spliced:
     skb_metadata: bool = False
     xdp_expr: bool = False
     xdp_metadata: bool = False
+    loops: bool = False  # a pcap filter body loops (libpcap's protochain)
 
 
 def build_config(
@@ -72,6 +73,7 @@ def build_config(
     config.output_cb = int(options.shows_cb)
     config.have_pcap_filter = int(spliced.pcap)
     config.have_tunnel_filter = int(spliced.tunnel)
+    config.filter_loops = int(spliced.loops)
     config.have_skb_expr = int(spliced.skb_expr)
     config.output_skb_metadata = int(spliced.skb_metadata)
     config.have_xdp_expr = int(spliced.xdp_expr)

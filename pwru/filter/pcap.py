@@ -33,11 +33,13 @@ class CompiledFilters:
     bodies: dict[str, bytes] = field(default_factory=dict)
     pcap: bool = False
     tunnel: bool = False
+    loops: bool = False  # some body jumps backwards (protochain)
     seconds: float = 0.0  # compile + translate time, for --debug and benchmarks
 
 
-def _body(stub: str, expression: str, linktype: int, l2_only_ok: bool) -> bytes:
-    """Compile, translate and encode one stub body; log both programs with --debug."""
+def _body(stub: str, expression: str, linktype: int, l2_only_ok: bool) -> tuple[bytes, bool]:
+    """Compile, translate and encode one stub body, and whether it loops; log both
+    programs with --debug."""
     try:
         prog = cbpf.compile_filter(expression, linktype)
     except FilterError:
@@ -55,7 +57,7 @@ def _body(stub: str, expression: str, linktype: int, l2_only_ok: bool) -> bytes:
             log.debug("  cbpf  %s", line)
         for line in ebpf.disassemble(insns):
             log.debug("  ebpf  %s", line)
-    return ebpf.encode(insns)
+    return ebpf.encode(insns), prog is not None and translate.loops(prog)
 
 
 def compile_filters(pcap: str, tunnel_l2: str = "", tunnel_l3: str = "") -> CompiledFilters:
@@ -66,14 +68,17 @@ def compile_filters(pcap: str, tunnel_l2: str = "", tunnel_l3: str = "") -> Comp
     """
     started = time.perf_counter()
     result = CompiledFilters()
+    wanted: list[tuple[str, str, int, bool]] = []
     if pcap.strip():
-        result.bodies[L2_STUB] = _body(L2_STUB, pcap, DLT_EN10MB, l2_only_ok=False)
-        result.bodies[L3_STUB] = _body(L3_STUB, pcap, DLT_RAW, l2_only_ok=True)
+        wanted += [(L2_STUB, pcap, DLT_EN10MB, False), (L3_STUB, pcap, DLT_RAW, True)]
         result.pcap = True
     if tunnel_l2.strip() or tunnel_l3.strip():
         # The inner packet must match both; an absent one accepts all ("" in libpcap).
-        result.bodies[TUNNEL_L2_STUB] = _body(TUNNEL_L2_STUB, tunnel_l2, DLT_EN10MB, False)
-        result.bodies[TUNNEL_L3_STUB] = _body(TUNNEL_L3_STUB, tunnel_l3, DLT_RAW, False)
+        wanted += [(TUNNEL_L2_STUB, tunnel_l2, DLT_EN10MB, False)]
+        wanted += [(TUNNEL_L3_STUB, tunnel_l3, DLT_RAW, False)]
         result.tunnel = True
+    for stub, expression, linktype, l2_only_ok in wanted:
+        result.bodies[stub], loops = _body(stub, expression, linktype, l2_only_ok)
+        result.loops |= loops
     result.seconds = time.perf_counter() - started
     return result

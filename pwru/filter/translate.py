@@ -42,10 +42,11 @@ is no more specific than one already proven safe; a register only matters
 for that comparison once it has been marked "precise" (some branch outcome
 depended on its exact range). Two choices keep pruning effective:
 
-* The length is written to its stack slot by ``bpf_probe_read_kernel``
-  (copying the slot onto itself) and reloaded for every bounds check. The
-  verifier cannot see through a helper's writes, so each reload is a fresh
-  unknown value: bounds checks never teach it anything about the length,
+* The length is written to its stack slot as two 4-byte halves and
+  reloaded (8 bytes) for every bounds check. The verifier tracks registers
+  only through whole spills, so each reload is a fresh unknown value (a
+  helper copying the slot onto itself did the same, at the price of a
+  helper call per probe hit): bounds checks never teach it anything about the length,
   later checks are never decided by earlier ones, and the length never
   becomes precise. Kept in a register instead, each check raises the
   length's known minimum, a later constant check becomes decidable, the
@@ -179,7 +180,7 @@ class _Translator:
         # loops: header pc -> last pc of a backward jump to it
         self.loop_end: dict[int, int] = {}
         for pc, insn in enumerate(prog):
-            if insn.cls == Class.JMP and insn.op == JmpOp.JA and insn.sk < 0:
+            if _jumps_back(insn):
                 head = pc + 1 + insn.sk
                 self.loop_end[head] = max(pc, self.loop_end.get(head, pc))
         # loop header -> None (counter in r6) or the stack offset of its counter
@@ -229,14 +230,11 @@ class _Translator:
         b.label(ok)
         b.emit(
             ebpf.alu64_reg(AluOp.SUB, R2, R1),
-            ebpf.stx_mem(8, FP, R2, _LEN_SLOT),
-            # copy the slot onto itself through the helper: from now on the
-            # verifier knows nothing about the length (see module doc)
-            ebpf.mov64_reg(R1, FP),
-            ebpf.alu64_imm(AluOp.ADD, R1, _LEN_SLOT),
-            ebpf.mov64_reg(R3, R1),
-            ebpf.mov64_imm(R2, 8),
-            ebpf.call_helper(BPF_FUNC_probe_read_kernel),
+            # stored as two halves: the verifier tracks no register through
+            # that, so every 8-byte reload is a fresh unknown (see module doc)
+            ebpf.stx_mem(4, FP, R2, _LEN_SLOT),
+            ebpf.alu64_imm(AluOp.RSH, R2, 32),
+            ebpf.stx_mem(4, FP, R2, _LEN_SLOT + 4),
             ebpf.mov32_imm(REG_A, 0),
             ebpf.mov32_imm(REG_X, 0),
         )
@@ -498,6 +496,15 @@ def _loop_colours(loop_end: dict[int, int]) -> dict[int, int]:
             out[head] = len(busy)
             busy.append(loop_end[head])
     return out
+
+
+def loops(prog: Sequence[CbpfInsn]) -> bool:
+    """Whether ``prog`` jumps backwards (libpcap's protochain does)."""
+    return any(_jumps_back(insn) for insn in prog)
+
+
+def _jumps_back(insn: CbpfInsn) -> bool:
+    return insn.cls == Class.JMP and insn.op == JmpOp.JA and insn.sk < 0
 
 
 def stack_size(prog: Sequence[CbpfInsn]) -> int:

@@ -200,6 +200,7 @@ def test_every_probe_program_verifies_with_filter(expr: str) -> None:
         have_pcap_filter=1, have_tunnel_filter=1, have_skb_expr=1, track_skb=1,
         track_skb_by_stackid=1,
         stack_frames=50, skb_text_len=4096, shinfo_text_len=4096,
+        filter_loops=int(compiled.loops),
     )  # fmt: skip
     requests = [_request(name) for name in ALL_PROGRAMS]
     loaded = [r.program for r in requests if r is not None]
