@@ -251,13 +251,13 @@ class RecordLayout:
 
     @property
     def has_extras(self) -> bool:
-        return bool(
-            self.stack_frames
-            or self.skb_text_len
-            or self.shinfo_text_len
-            or self.cb
-            or self.capture_bytes
-        )
+        return self.extras_before_packet or bool(self.capture_bytes)
+
+    @property
+    def extras_before_packet(self) -> bool:
+        """Whether anything but packet bytes follows the event (then the packet part
+        does not start at EVENT_SIZE)."""
+        return bool(self.stack_frames or self.skb_text_len or self.shinfo_text_len or self.cb)
 
 
 class Packet(NamedTuple):

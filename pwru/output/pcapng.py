@@ -14,6 +14,13 @@ The writer is our own (``struct``, one ``write`` per block into a buffered file)
 is on the per-event path, and it writes about 1.5 million blocks/s where python-pcapng
 writes about 60,000 (docs/output.md). ``read_blocks`` reads back what it writes (and
 other pcapng files, block by block).
+
+Events of a flow differ in little but their time, skb address and a few packet bytes,
+so the sink takes ring-buffer records undecoded (``add_record``) and builds each block
+from pieces that the record's other bytes decide: the interface, both comments around
+the skb address (and the JSON line around its "ts"), cached like the line cache's
+tails (pwru.output.linecache). Only a record with new bytes there is decoded and
+rendered; the file is the same bytes either way.
 """
 
 from __future__ import annotations
@@ -22,13 +29,14 @@ import platform
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from pwru import __version__
-from pwru.bpf.abi import PWRU_EVENT_FEXIT, PWRU_LINK_ETHERNET
+from pwru.bpf.abi import EVENT_SIZE, PACKET_STRUCT, PWRU_EVENT_FEXIT, PWRU_LINK_ETHERNET
 from pwru.errors import UsageError
 from pwru.options import Options
-from pwru.output.decode import Event, Extras, Packet
+from pwru.output.decode import Event, Extras, Packet, RecordLayout, decode_event, decode_extras
+from pwru.output.linecache import RecordCache, json_tail
 from pwru.output.render import XDP_VERDICTS, NameResolver, Renderer, make_renderer
 from pwru.output.stack import shown_frames
 
@@ -55,8 +63,18 @@ _OPTION = struct.Struct("=HH")
 _SHB_BODY = struct.Struct("=IHHq")  # magic, major, minor, section length (-1: unknown)
 _IDB_BODY = struct.Struct("=HHI")  # link type, reserved, snaplen
 _EPB_BODY = struct.Struct("=IIIII")  # interface, ts high, ts low, captured, original
+# a whole EPB's fixed parts: type, total length, the body's five; end of options, total
+_EPB_HEAD = struct.Struct("=IIIIIII")
+_EPB_TAIL = struct.Struct("=HHI")  # opt_endofopt, total length
+_EPB_FIXED = _EPB_HEAD.size + 2 * _OPTION.size + _EPB_TAIL.size  # with two comments
 _END = _OPTION.pack(OPT_END, 0)
 _PADS = (b"", b"\0", b"\0\0", b"\0\0\0")  # by -length % 4
+# records as they come (PcapngSink.add_record): ts and skb_addr first, then the bytes
+# that decide a block's pieces, through struct pwru_packet; its bytes right after.
+# One unpack: ts, skb_addr, then struct pwru_packet's len and captured.
+_KEY_START = 16
+_PACKET_AT = EVENT_SIZE + PACKET_STRUCT.size
+_RECORD = struct.Struct(f"=QQ{EVENT_SIZE - _KEY_START}xIH")
 
 
 def option(code: int, value: bytes) -> bytes:
@@ -68,6 +86,25 @@ def block(kind: int, body: bytes) -> bytes:
     """A block: type, total length, body, total length again."""
     total = len(body) + 12
     return _BLOCK.pack(kind, total) + body + _U32.pack(total)
+
+
+def commented_packet(
+    interface: int, ts_ns: int, data: bytes, length: int, first: bytes, second: bytes
+) -> bytes:
+    """``PcapngWriter.packet`` with two comments, encoded: the same block, its length
+    added up rather than measured, in one join (PcapngSink writes one per event)."""
+    size, size1, size2 = len(data), len(first), len(second)
+    pad, pad1, pad2 = -size % 4, -size1 % 4, -size2 % 4
+    total = _EPB_FIXED + size + pad + size1 + pad1 + size2 + pad2
+    return b"".join(
+        (
+            _EPB_HEAD.pack(EPB, total, interface, ts_ns >> 32, ts_ns & 0xFFFFFFFF, size, length),
+            data, _PADS[pad],
+            _OPTION.pack(OPT_COMMENT, size1), first, _PADS[pad1],
+            _OPTION.pack(OPT_COMMENT, size2), second, _PADS[pad2],
+            _EPB_TAIL.pack(OPT_END, 0, total),
+        )
+    )  # fmt: skip
 
 
 class PcapngWriter:
@@ -112,18 +149,25 @@ class PcapngWriter:
 
 def event_comment(ev: Event, packet: Packet | None) -> str:
     """What pwru knows of an event, for a person reading the packet list."""
+    before, after = comment_parts(ev, packet)
+    return f"{before}{ev.skb_addr:#x}{after}"
+
+
+def comment_parts(ev: Event, packet: Packet | None) -> tuple[str, str]:
+    """``event_comment`` before the skb address (ending in ``skb=``) and after it: the
+    address is what differs between the events of a flow at one function."""
     words = [f"func={ev.func}"]
     if ev.reason is not None:
         if ev.flags & PWRU_EVENT_FEXIT:
             words.append(f"verdict={XDP_VERDICTS.get(ev.reason, ev.reason)}")
         else:
             words.append(f"reason={ev.reason_name or ev.reason}")
-    words += [f"netns={ev.netns}", f"skb={ev.skb_addr:#x}"]
+    words += [f"netns={ev.netns}", "skb="]
     if packet is None or not packet.link:
-        words.append("(no packet bytes: no MAC or IP header set yet)")
-    elif packet.truncated:
-        words.append(f"({MISSING})")
-    return " ".join(words)
+        return " ".join(words), " (no packet bytes: no MAC or IP header set yet)"
+    if packet.truncated:
+        return " ".join(words), f" ({MISSING})"
+    return " ".join(words), ""
 
 
 def interface_name(names: NameResolver, netns: int, ifindex: int) -> str:
@@ -135,9 +179,20 @@ def interface_name(names: NameResolver, netns: int, ifindex: int) -> str:
     return f"{name} (netns {netns})"
 
 
+class BlockPieces(NamedTuple):
+    """What a record's bytes besides time and skb address decide of its block."""
+
+    interface: int
+    note: bytes  # the first comment up to the skb address (``... skb=``)
+    note_end: bytes  # and after it
+    line: bytes  # the JSON line after its skb address, up to its "ts" value
+    line_end: bytes  # and after it
+
+
 @dataclass
 class PcapngSink:
-    """A printer sink writing every event's packet to ``--output-pcap``."""
+    """A printer sink writing every event's packet to ``--output-pcap`` (a
+    printer.RecordSink and TimedSink)."""
 
     out: BinaryIO
     writer: PcapngWriter
@@ -146,6 +201,7 @@ class PcapngSink:
     snaplen: int
     wall_offset_ns: int
     interfaces: dict[tuple[int, int, int], int] = field(default_factory=dict)
+    pieces: RecordCache[BlockPieces] = field(default_factory=RecordCache)
 
     @classmethod
     def open(
@@ -165,21 +221,69 @@ class PcapngSink:
 
     def add(self, event: Event, extras: Extras) -> None:
         packet = extras.packet
+        self.writer.packet(
+            self._interface(event, packet),
+            event.ts + self.wall_offset_ns,
+            packet.data if packet else b"",
+            packet.len if packet else 0,
+            (event_comment(event, packet), self._line(event, extras)),
+        )
+
+    def add_record(self, data: bytes) -> None:
+        """A record with nothing but packet bytes after the event: ``add`` of it decoded,
+        from cached pieces (see the module docstring)."""
+        pieces = self.pieces.get(data[_KEY_START:_PACKET_AT])
+        if pieces is None:
+            self._miss(data)
+            return
+        ts, skb, length, captured = _RECORD.unpack_from(data)
+        interface, note, note_end, line, line_end = pieces
+        address = b"%#x" % skb
+        self.out.write(
+            commented_packet(
+                interface,
+                ts + self.wall_offset_ns,
+                data[_PACKET_AT : _PACKET_AT + captured],
+                length,
+                note + address + note_end,
+                b'{"skb":"%s"%s%d%s' % (address, line, ts, line_end),
+            )
+        )
+
+    def _miss(self, data: bytes) -> None:
+        """A record whose pieces are not cached: decoded, its pieces kept if it has a
+        packet part and its JSON line the usual shape, else written from the event."""
+        event = decode_event(data, self.names)
+        extras = decode_extras(data, event, RecordLayout(capture_bytes=self.snaplen))
+        event = event._replace(extras=extras)  # as the printer hands it to ``add``
+        interface = self._interface(event, extras.packet)
+        note, note_end = comment_parts(event, extras.packet)
+        line = json_tail(self._line(event, extras), event)
+        if len(data) < _PACKET_AT or line is None:
+            self.add(event, extras)
+            return
+        pieces = BlockPieces(interface, note.encode(), note_end.encode(),
+                             line[0].encode(), line[1].encode())  # fmt: skip
+        self.pieces.put(data[_KEY_START:_PACKET_AT], pieces)
+        self.add_record(data)
+
+    def tick(self) -> None:
+        """Forget the cached pieces once a second, as the line cache does its tails."""
+        self.pieces.expire()
+
+    def _interface(self, event: Event, packet: Packet | None) -> int:
         link = LINKTYPE_ETHERNET if packet and packet.link == PWRU_LINK_ETHERNET else LINKTYPE_RAW
         key = (event.netns, event.ifindex, link)
         interface = self.interfaces.get(key)
         if interface is None:
             interface = self.interfaces[key] = self._describe(*key)
+        return interface
+
+    def _line(self, event: Event, extras: Extras) -> str:
+        """The event's saved-trace JSON line (the second comment)."""
         stack = shown_frames(extras.frames, self.names.symbol) if extras.frames else ()
-        line = self.lines.render(
+        return self.lines.render(
             event, stack, skb_text=extras.skb_text, shinfo_text=extras.shinfo_text
-        )
-        self.writer.packet(
-            interface,
-            event.ts + self.wall_offset_ns,
-            packet.data if packet else b"",
-            packet.len if packet else 0,
-            (event_comment(event, packet), line),
         )
 
     def _describe(self, netns: int, ifindex: int, link: int) -> int:

@@ -11,6 +11,12 @@ closed once when the run ends, after the last event. A sink with a ``tick()``
 (``TimedSink``) is also called once per poll, for work that depends on time.
 Without ``lines`` the printer writes no line per event: the sinks print instead
 (--output-per-packet). Events only sinks want (a clone's birth) get no line.
+
+When lines come from the line cache (pwru.output.linecache) and every sink takes
+records as they are (``RecordSink``: the pcapng writer, which caches its own pieces), a
+record is not decoded at all unless a cache misses. Clone births and map helpers'
+records, which would need decoding to be told apart, come only with a sink that is no
+RecordSink (--summary, --output-per-packet) or with --output-bpfmap (no line cache).
 """
 
 from __future__ import annotations
@@ -67,6 +73,14 @@ class Sink(Protocol):
     def close(self) -> None:
         """The run ended: write what is left (called once, after the last event)."""
         ...
+
+
+@runtime_checkable
+class RecordSink(Sink, Protocol):
+    """A sink that can take ring-buffer records undecoded, when nothing but packet bytes
+    follows the event (RecordLayout.extras_before_packet is false)."""
+
+    def add_record(self, data: bytes) -> None: ...
 
 
 @runtime_checkable
@@ -137,6 +151,7 @@ class Printer:
         self.sinks = list(sinks)
         self.print_lines = lines  # a line per event (else only the sinks print)
         self.lines: LineCache | None = None  # see use_line_cache()
+        self.record_sinks: list[Callable[[bytes], None]] = []  # with the line cache
         self.printed = 0
         self.pending: list[str] = []
         header = renderer.header() if lines else None
@@ -150,6 +165,8 @@ class Printer:
     def on_record(self, data: bytes) -> None:
         """One ring-buffer record: decoded, completed, rendered, given to the sinks."""
         if self.lines is not None:
+            for add_record in self.record_sinks:
+                add_record(data)
             self.pending.append(self.lines.line(data))
             self.count()
             return
@@ -199,10 +216,14 @@ class Printer:
             raise LimitReached("output limit reached")
 
     def use_line_cache(self) -> None:
-        """Reuse rendered lines where the run's options allow it (pwru.output.linecache);
-        call once the sinks are known."""
+        """Reuse rendered lines where the run's options allow it (pwru.output.linecache)
+        and the sinks take records as they are; call once the sinks are known."""
         options = self.renderer.options
-        if LineCache.applies(options, self.layout, bool(self.sinks)):
+        if not self.print_lines or not LineCache.applies(options, self.layout, self.renderer):
+            return
+        takers = [sink for sink in self.sinks if isinstance(sink, RecordSink)]
+        if len(takers) == len(self.sinks):
+            self.record_sinks = [sink.add_record for sink in takers]
             self.lines = LineCache(self.renderer)
 
     def emit(self, line: str) -> None:

@@ -265,6 +265,29 @@ def test_read_reproduces_the_live_outputs(lab: Lab, workdir: Path, flags: list[s
     assert read_back(str(trace)) == text.read_text()
 
 
+def test_pcapng_beside_text_lines_reads_back_as_them(lab: Lab, workdir: Path) -> None:
+    """The usual ``--output-pcap`` run prints text lines: its pcapng sink takes records
+    undecoded and builds blocks from cached pieces (pwru.output.pcapng); the file still
+    has a block per line, commented, and reads back as the lines the run printed."""
+    pcap, text = workdir / "lines.pcapng", workdir / "lines.txt"
+    run = PwruRun(
+        ["--filter-netns", lab.b.netns_path, "--output-pcap", str(pcap),
+         "--output-file", str(text), "udp port 7796"],
+        workdir,
+    )  # fmt: skip
+    lab.a.send_udp(lab.b.ipv4, 7796, count=20, payload=32, sport=40012)
+    assert run.stop() == 0, run.stderr
+    lines = text.read_text().splitlines()[1:]  # after the column header
+    packets = tshark(pcap, "frame.comment", "udp.dstport", "data.data")
+    assert len(packets) == len(lines) >= 20
+    for packet, line in zip(packets, lines):
+        assert f"skb={line.split()[0]}" in packet["frame.comment"], (packet, line)
+    drops = [p for p in packets if "reason=SKB_DROP_REASON_NO_SOCKET" in p["frame.comment"]]
+    assert len(drops) == 20
+    assert all((p["udp.dstport"], p["data.data"]) == ("7796", (b"x" * 32).hex()) for p in drops)
+    assert read_back(str(pcap)) == text.read_text()
+
+
 @pytest.mark.parametrize("content", [b"not a trace\n", b'{"pwru_trace":{"format":1,"opt'])
 def test_read_of_a_foreign_file_is_one_line(workdir: Path, content: bytes) -> None:
     path = workdir / "foreign"

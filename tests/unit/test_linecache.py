@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import io
 import random
 
 import pytest
 
 from pwru.bpf import abi
 from pwru.options import parse_options
-from pwru.output.decode import RecordLayout, decode_event
+from pwru.output.decode import Event, Extras, RecordLayout, decode_event
 from pwru.output.linecache import LineCache
+from pwru.output.pcapng import PcapngSink
+from pwru.output.printer import Printer, StreamOutput
 from pwru.output.render import make_renderer
 from tests.unit.test_decode import raw_event, set_tuple
 from tests.unit.test_render import FakeNames
+
+
+class Collect:
+    """A sink that wants decoded events."""
+
+    def add(self, event: Event, extras: Extras) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def records(n: int, seed: int = 7) -> list[bytes]:
@@ -56,11 +69,34 @@ def test_same_lines_as_the_renderer(argv: list[str]) -> None:
     assert len(cached._tails) <= len(distinct) < len(data) / 3  # mostly reused
 
 
-def test_applies_only_without_timestamps_extras_or_sinks() -> None:
-    assert LineCache.applies(parse_options([]), RecordLayout(), with_sinks=False)
-    assert not LineCache.applies(parse_options(["--timestamp=current"]), RecordLayout(), False)
-    assert not LineCache.applies(parse_options([]), RecordLayout(stack_frames=8), False)
-    assert not LineCache.applies(parse_options([]), RecordLayout(), with_sinks=True)
+def applies(argv: list[str], layout: RecordLayout, packets: bool = True) -> bool:
+    options = parse_options(argv)
+    return LineCache.applies(options, layout, make_renderer(options, FakeNames(), packets=packets))
+
+
+def test_applies_without_timestamps_or_extras_but_unshown_packet_bytes() -> None:
+    assert applies([], RecordLayout())
+    assert not applies(["--timestamp=current"], RecordLayout())
+    assert not applies([], RecordLayout(stack_frames=8))
+    assert not applies([], RecordLayout(cb=True, capture_bytes=64))
+    bpfmap = ["--output-bpfmap", "--filter-track-bpf-helpers", "--filter-trace-tc"]
+    assert not applies(bpfmap, RecordLayout())
+    assert applies([], RecordLayout(capture_bytes=64))  # text shows no packet bytes
+    assert not applies(["--output-json"], RecordLayout(capture_bytes=64))  # JSON does
+    assert applies(["--output-json"], RecordLayout(capture_bytes=64), packets=False)
+
+
+def test_sinks_that_take_records_keep_the_cache() -> None:
+    """A sink that needs decoded events turns the cache off; the pcapng sink does not."""
+    options = parse_options(["--output-pcap", "/dev/null"])
+    layout = RecordLayout(capture_bytes=options.capture_size)
+    for sink, cached in ((Collect(), False), (PcapngSink.open(options, FakeNames(), "", 0), True)):
+        renderer = make_renderer(options, FakeNames(), wall_offset_ns=0)
+        printer = Printer(renderer, StreamOutput(io.StringIO()), layout, sinks=[sink])
+        printer.use_line_cache()
+        assert (printer.lines is not None) == cached
+        assert len(printer.record_sinks) == cached
+        sink.close()
 
 
 def test_tails_expire(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,6 +105,6 @@ def test_tails_expire(monkeypatch: pytest.MonkeyPatch) -> None:
     cached.expire()
     assert cached._tails  # not a second yet
     monkeypatch.setattr("pwru.output.linecache._LIFETIME_S", 0.0)
-    cached._expires = 0.0
+    cached._tails._expires = 0.0
     cached.expire()
     assert not cached._tails
