@@ -1,8 +1,8 @@
 """Microbenchmark of --output-pcap's per-event path, without a kernel.
 
-Run: ``PYTHONPATH=. python3 -m tests.perf.pcap_sink [--events N] [--profile]``. To time
+Run: ``python3 bench/pcapsink.py [--events N] [--profile]``. To time
 another pwru with the same records, run it in that checkout's directory with
-``PYTHONPATH=.:THIS_CHECKOUT`` (its pwru first, these tests after).
+``PYTHONPATH=.:THIS_CHECKOUT`` (its pwru first, this bench after).
 
 Records are built like a UDP flood's (bench/drain.py: 64-byte payloads from netns a
 dropped by iptables in b): a packet's events go through a dozen probes, and records
@@ -25,8 +25,12 @@ import os
 import pstats
 import socket
 import struct
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pwru.bpf import abi
 from pwru.kernel.netns import current_netns
