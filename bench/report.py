@@ -116,6 +116,19 @@ def overhead_goal(o: Mapping[str, Any], prefix: str, name: str, goal: float) -> 
     return at_least(name, o[f"{prefix}_pwru_vs_floor"], goal, detail)
 
 
+def bpf_cost_row(c: Mapping[str, Any]) -> Goal:
+    """Not a goal of its own: the BPF side of the row above, in nanoseconds per hit."""
+    pwru, floor = c["pwru"], c["floor"]
+    return Goal(
+        "  BPF run time per probe hit, pwru / floor",
+        f"{pwru['ns_per_run']:.0f} / {floor['ns_per_run']:.0f} ns",
+        "-",
+        None,
+        f"kernel.bpf_stats_enabled; {pwru['runs_per_packet']:.1f} hits per packet; pwru's own "
+        f"work {c['pwru_minus_floor_ns']:.0f} ns per hit",
+    )
+
+
 def host_goals(r: Mapping[str, Any]) -> list[Goal]:
     goals: list[Goal] = []
     if "drain" in r:
@@ -127,6 +140,8 @@ def host_goals(r: Mapping[str, Any]) -> list[Goal]:
         goals.append(
             overhead_goal(r["overhead"], "tp", "non-matching filter, tracepoints / floor", 0.9)
         )
+    if "bpf_cost" in r:
+        goals.append(bpf_cost_row(r["bpf_cost"]))
     if "ready" in r:
         ready = r["ready"]
         goals.append(

@@ -14,7 +14,8 @@ Traffic stays inside two network namespaces made for the run (veth pair), from
 * loss: nothing lost at a fixed offered rate; above the drain rate, the lost count
   pwru prints against its lost_events map and an independent count (bench/loss.py).
 * overhead: flood rate with ``pwru 'host 192.0.2.99'`` against no-op programs on the
-  same tracepoints, the floor (bench/overhead.py).
+  same tracepoints, the floor (bench/overhead.py); and what one probe hit costs inside
+  BPF, pwru's programs against the floor's, from the kernel's accounting (bench/bpfcost.py).
 * soak: pwru's RSS at a steady event rate (bench/soak.py).
 * guest: the kprobe-multi and kprobe yardsticks in one 6.12 boot (bench/guest.py).
 
@@ -36,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import drain, loss, overhead, pipeline, report, soak, tools  # noqa: E402
+from bench import bpfcost, drain, loss, overhead, pipeline, report, soak, tools  # noqa: E402
 from netlab import Lab  # noqa: E402
 
 PARTS = ("pipeline", "drain", "burst", "loss", "overhead", "soak")
@@ -121,6 +122,9 @@ def run_yardsticks(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             tools.log("overhead")
             results["overhead"] = overhead.bench_tracepoint_overhead(
                 lab, workdir, tracepoints, args.overhead_rounds, args.overhead_seconds
+            )
+            results["bpf_cost"] = bpfcost.bench_bpf_cost(
+                lab, workdir, tracepoints, args.overhead_seconds
             )
         if "soak" in args.parts:
             tools.log("soak")
