@@ -483,10 +483,13 @@ def _format_libbpf_message(fmt: bytes, args: Any) -> str:
 
 def _print_to_logging(level: int, fmt: bytes, args: Any) -> int:
     try:
+        py_level = _LEVELS.get(level, logging.DEBUG)
+        if level != _LIBBPF_WARN and not log.isEnabledFor(py_level):
+            return 0  # a load prints ~6000 debug lines: formatting them cost ~40 ms
         text = _format_libbpf_message(fmt, args)
         if level == _LIBBPF_WARN:
             _recent_warnings.append(text)
-        log.log(_LEVELS.get(level, logging.DEBUG), "%s", text.rstrip("\n"))
+        log.log(py_level, "%s", text.rstrip("\n"))
     except Exception:  # never let an exception cross into C
         pass
     return 0
