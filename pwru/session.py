@@ -284,11 +284,13 @@ def settle() -> None:
     collector alone)."""
     gc.collect()
     gc.freeze()
+    gc.enable()  # the command disables collections while setting up (cli.main)
 
 
 def run(options: Options) -> int:
     """Trace until a signal or the line limit; returns the exit code."""
     if options.read:
+        gc.enable()  # a long trace is read with the collector on, as before
         return replay(options)
     stop = StopFlag()
     previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}

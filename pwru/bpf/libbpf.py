@@ -12,12 +12,11 @@ splice filters into programs just before they are loaded.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
-import platform
 import re
 import select
 import threading
@@ -379,12 +378,14 @@ def _open_library() -> tuple[ctypes.CDLL, str]:
             logging.getLogger("pwru").warning(
                 "cannot load the bundled libbpf (%s); trying the system's", error
             )
-    for candidate in ("libbpf.so.1", ctypes.util.find_library("bpf")):
-        if candidate:
-            try:
-                return ctypes.CDLL(candidate, use_errno=True), "system"
-            except OSError:
-                continue
+    with contextlib.suppress(OSError):
+        return ctypes.CDLL("libbpf.so.1", use_errno=True), "system"
+    from ctypes.util import find_library  # runs ldconfig: only when the soname fails
+
+    found = find_library("bpf")
+    if found:
+        with contextlib.suppress(OSError):
+            return ctypes.CDLL(found, use_errno=True), "system"
     raise LibbpfMissing(
         "libbpf not found: install libbpf >= 1.0 (Debian/Ubuntu: apt-get install libbpf1)"
     )
@@ -459,7 +460,7 @@ def version() -> tuple[int, int]:
 _libc = ctypes.CDLL(None)
 _recent_warnings: deque[str] = deque(maxlen=4096)
 
-if platform.machine() in ("aarch64", "arm64"):
+if os.uname().machine in ("aarch64", "arm64"):
 
     class _VaList(ctypes.Structure):  # AAPCS64 va_list is a 32-byte struct
         _fields_ = [("stack", _P), ("gr_top", _P), ("vr_top", _P), ("gr_offs", _I), ("vr_offs", _I)]

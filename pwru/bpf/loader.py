@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -48,11 +47,11 @@ SECTIONS: dict[str, tuple[int, int]] = {
 def object_path(machine: str | None = None) -> Path:
     """The packaged BPF object for this CPU architecture."""
     arch = {"x86_64": "x86", "amd64": "x86", "aarch64": "arm64", "arm64": "arm64"}.get(
-        (machine or platform.machine()).lower()
+        (machine or os.uname().machine).lower()
     )
     if arch is None:
         raise EnvironmentProblem(
-            f"unsupported CPU architecture {platform.machine()} (x86_64 and arm64 only)"
+            f"unsupported CPU architecture {os.uname().machine} (x86_64 and arm64 only)"
         )
     path = OBJECT_DIR / f"pwru_{arch}.bpf.o"
     if not path.is_file():

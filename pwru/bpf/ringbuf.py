@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import mmap
-import platform
+import os
 import select
 from typing import Callable, Protocol
 
@@ -128,6 +128,6 @@ class MappedRing:
 
 def open_ring(map_fd: int, size: int, on_record: OnRecord) -> Ring:
     """The fastest correct reader for this CPU: mapped pages on x86_64, libbpf elsewhere."""
-    if platform.machine() in ("x86_64", "AMD64"):
+    if os.uname().machine in ("x86_64", "AMD64"):
         return MappedRing(map_fd, size, on_record)
     return RingBuffer(map_fd, on_record)
