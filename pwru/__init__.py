@@ -11,8 +11,22 @@ trace back; both yield ``pwru.Event`` values (docs/python.md).
 
 __version__ = "0.1.0"
 
-# The Python API (docs/python.md); after __version__, which its modules import.
-from pwru.api import Event, Options, Tracer, read_trace  # noqa: E402
-from pwru.errors import PwruError, UsageError  # noqa: E402
+from typing import TYPE_CHECKING, Any
+
+from pwru.errors import PwruError, UsageError
+
+if TYPE_CHECKING:
+    from pwru.api import Event, Options, Tracer, read_trace
 
 __all__ = ["Event", "Options", "PwruError", "Tracer", "UsageError", "__version__", "read_trace"]
+_API = ("Event", "Options", "Tracer", "read_trace")
+
+
+def __getattr__(name: str) -> Any:
+    """The Python API (docs/python.md), imported on first use: the pwru command does
+    not need it, and importing it cost the command ~40 ms of its start."""
+    if name in _API:
+        from pwru import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'pwru' has no attribute {name!r}")

@@ -6,6 +6,7 @@ Exit codes: 0 after a normal end (Ctrl-C, SIGTERM, --output-limit-lines),
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from collections.abc import Sequence
@@ -41,6 +42,10 @@ def _report(error: PwruError) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Importing and setting up make many objects and little garbage: no collections
+    # until the session is ready (session.settle() collects once, freezes what is
+    # left and turns them back on).
+    gc.disable()
     from pwru.options import parse_options
 
     args = sys.argv[1:] if argv is None else list(argv)
@@ -71,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        gc.enable()
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ with the modern spelling, for the caller to print on stderr.
 from __future__ import annotations
 
 import argparse
-import difflib
-import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -252,6 +250,8 @@ def parse_capture_bytes(text: str) -> int:
 
 def parse_ip(text: str) -> str:
     try:
+        import ipaddress  # only for the flags that take an address
+
         return str(ipaddress.ip_address(text.strip()))
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid IP address {text!r}") from None
@@ -743,6 +743,8 @@ def options_from(**values: Any) -> Options:
     defaults = Options()
     for name, value in values.items():
         if name not in vars(defaults) or name == "notes":
+            import difflib  # only to suggest a name for a misspelt one
+
             close = difflib.get_close_matches(name, vars(defaults), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise UsageError(f"unknown option {name!r}{hint}")

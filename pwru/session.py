@@ -12,6 +12,7 @@ killed pwru leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import re
 import signal
@@ -35,9 +36,7 @@ from pwru.options import Options, unapplied_filters
 from pwru.output.decode import RecordLayout
 from pwru.output.names import SystemNames
 from pwru.output.printer import LimitReached, Output, Printer, check_writable, open_output
-from pwru.output.readback import open_trace
 from pwru.output.render import make_renderer
-from pwru.output.savedtrace import reading_options
 from pwru.output.sinks import make_sinks
 from pwru.trace import select
 from pwru.trace.backend import Backend, TraceContext
@@ -167,6 +166,8 @@ class Session:
             self.obj.events.fd, options.ringbuf_size_bytes, self.printer.on_record
         )
         self._signal_ready()
+        for parsed in (kernel_btf, running_btf):
+            parsed.release()  # nothing reads types once every probe is attached
         self.printer.flush()
 
     def _plan(self, ctx: TraceContext) -> None:
@@ -231,6 +232,9 @@ class Session:
 
 def replay(options: Options) -> int:
     """--read: show a saved trace with the usual outputs; no privileges, no BPF."""
+    from pwru.output.readback import open_trace  # only --read needs them
+    from pwru.output.savedtrace import reading_options
+
     trace = open_trace(options.read)
     shown = reading_options(trace.header.options, options)
     if shown.output_pcap and not trace.header.options.capture_bytes:
@@ -273,9 +277,20 @@ def replay(options: Options) -> int:
     return 0
 
 
+def settle() -> None:
+    """Once ready, free what setting up left behind and keep what remains out of every
+    later garbage collection: while tracing, the command then holds less memory and
+    spends no time scanning its own modules (the Python API leaves the caller's
+    collector alone)."""
+    gc.collect()
+    gc.freeze()
+    gc.enable()  # the command disables collections while setting up (cli.main)
+
+
 def run(options: Options) -> int:
     """Trace until a signal or the line limit; returns the exit code."""
     if options.read:
+        gc.enable()  # a long trace is read with the collector on, as before
         return replay(options)
     stop = StopFlag()
     previous = {s: signal.signal(s, stop) for s in STOP_SIGNALS}
@@ -285,6 +300,7 @@ def run(options: Options) -> int:
     try:
         session.setup()
         log.debug("ready after %.3f s", time.monotonic() - started)
+        settle()
         session.run()
     except (Stop, LimitReached, KeyboardInterrupt):
         stopped_normally = True

@@ -12,12 +12,11 @@ splice filters into programs just before they are loaded.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
-import platform
 import re
 import select
 import threading
@@ -379,12 +378,14 @@ def _open_library() -> tuple[ctypes.CDLL, str]:
             logging.getLogger("pwru").warning(
                 "cannot load the bundled libbpf (%s); trying the system's", error
             )
-    for candidate in ("libbpf.so.1", ctypes.util.find_library("bpf")):
-        if candidate:
-            try:
-                return ctypes.CDLL(candidate, use_errno=True), "system"
-            except OSError:
-                continue
+    with contextlib.suppress(OSError):
+        return ctypes.CDLL("libbpf.so.1", use_errno=True), "system"
+    from ctypes.util import find_library  # runs ldconfig: only when the soname fails
+
+    found = find_library("bpf")
+    if found:
+        with contextlib.suppress(OSError):
+            return ctypes.CDLL(found, use_errno=True), "system"
     raise LibbpfMissing(
         "libbpf not found: install libbpf >= 1.0 (Debian/Ubuntu: apt-get install libbpf1)"
     )
@@ -459,7 +460,7 @@ def version() -> tuple[int, int]:
 _libc = ctypes.CDLL(None)
 _recent_warnings: deque[str] = deque(maxlen=4096)
 
-if platform.machine() in ("aarch64", "arm64"):
+if os.uname().machine in ("aarch64", "arm64"):
 
     class _VaList(ctypes.Structure):  # AAPCS64 va_list is a 32-byte struct
         _fields_ = [("stack", _P), ("gr_top", _P), ("vr_top", _P), ("gr_offs", _I), ("vr_offs", _I)]
@@ -483,10 +484,13 @@ def _format_libbpf_message(fmt: bytes, args: Any) -> str:
 
 def _print_to_logging(level: int, fmt: bytes, args: Any) -> int:
     try:
+        py_level = _LEVELS.get(level, logging.DEBUG)
+        if level != _LIBBPF_WARN and not log.isEnabledFor(py_level):
+            return 0  # a load prints ~6000 debug lines: formatting them cost ~40 ms
         text = _format_libbpf_message(fmt, args)
         if level == _LIBBPF_WARN:
             _recent_warnings.append(text)
-        log.log(_LEVELS.get(level, logging.DEBUG), "%s", text.rstrip("\n"))
+        log.log(py_level, "%s", text.rstrip("\n"))
     except Exception:  # never let an exception cross into C
         pass
     return 0

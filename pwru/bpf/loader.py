@@ -14,9 +14,10 @@ straight with bpf_prog_load, without reopening the object.
 from __future__ import annotations
 
 import logging
-import platform
+import os
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,11 +47,11 @@ SECTIONS: dict[str, tuple[int, int]] = {
 def object_path(machine: str | None = None) -> Path:
     """The packaged BPF object for this CPU architecture."""
     arch = {"x86_64": "x86", "amd64": "x86", "aarch64": "arm64", "arm64": "arm64"}.get(
-        (machine or platform.machine()).lower()
+        (machine or os.uname().machine).lower()
     )
     if arch is None:
         raise EnvironmentProblem(
-            f"unsupported CPU architecture {platform.machine()} (x86_64 and arm64 only)"
+            f"unsupported CPU architecture {os.uname().machine} (x86_64 and arm64 only)"
         )
     path = OBJECT_DIR / f"pwru_{arch}.bpf.o"
     if not path.is_file():
@@ -199,14 +200,41 @@ class ProbeObject:
         probe of each program, a fresh copy for the others (added to ``fds`` at once,
         so the caller releases it whatever happens next)."""
         loaded_by_libbpf: set[str] = set()
+        copied: list[Probe] = []
+        for probe in probes:
+            if probe.program in loaded_by_libbpf:
+                copied.append(probe)
+            loaded_by_libbpf.add(probe.program)
+        copies = iter(self._load_copies(copied, fds))
+        loaded_by_libbpf.clear()
         for probe in probes:
             if probe.program not in loaded_by_libbpf:
                 loaded_by_libbpf.add(probe.program)
                 yield probe, self.program_fd(probe.program)
             else:
-                fd = self.load_copy(probe.program, probe.id, probe.attach_btf_id, probe.target_fd)
-                fds.append(fd)
-                yield probe, fd
+                yield probe, next(copies)
+
+    def _load_copies(self, probes: list[Probe], fds: list[int]) -> list[int]:
+        """A copy per probe, loaded on every CPU at once: the kernel verifies each copy
+        again (~3 ms here, far longer in a slow guest), and ctypes lets other threads
+        run meanwhile. Each fd goes to ``fds`` as soon as it exists (list.append is
+        atomic); the first failure, in probe order, is raised once all loads ended."""
+
+        def one(probe: Probe) -> int:
+            fd = self.load_copy(probe.program, probe.id, probe.attach_btf_id, probe.target_fd)
+            fds.append(fd)
+            return fd
+
+        workers = min(len(probes), os.cpu_count() or 1, 8)
+        if workers < 2:
+            return [one(probe) for probe in probes]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(one, probe) for probe in probes]
+        for future in futures:
+            error = future.exception()
+            if error is not None:
+                raise error
+        return [future.result() for future in futures]
 
     def attach_raw(self, probes: list[Probe], fds: list[int]) -> None:
         """Attach tp_btf/fentry/fexit probes (BPF_RAW_TRACEPOINT_OPEN; the attach point

@@ -1,8 +1,11 @@
 """Reading the events ring buffer: straight from its mapped pages where that is safe.
 
 A BPF ring buffer is shared memory: a consumer page (our read position), a producer
-page (the kernel's write position) and the data pages, mapped twice in a row so a
-record that wraps around the end reads as one piece. Each record starts with an
+page (the kernel's write position) and the data pages. The kernel offers the data
+pages twice in a row, so that a record that wraps around the end reads as one piece;
+pwru maps them once and joins the two parts of such a (rare) record itself, because
+the second mapping counted the whole ring twice in pwru's resident memory (32 MiB
+for the default 16 MiB ring). Each record starts with an
 8-byte header: its length, with a BUSY bit while the kernel still writes it and a
 DISCARD bit for a record the program gave up. Reading the pages from Python costs no
 ctypes callback per record (libbpf's ``ring_buffer__poll`` makes one), and lets pwru
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import mmap
-import platform
+import os
 import select
 from typing import Callable, Protocol
 
@@ -54,10 +57,11 @@ class MappedRing:
         page = mmap.PAGESIZE
         self._on_record = on_record
         self._mask = size - 1
+        self._size = size
         self._consumer = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         try:
             self._producer = mmap.mmap(
-                map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
+                map_fd, page + size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page
             )
         except BaseException:
             self._consumer.close()
@@ -77,7 +81,7 @@ class MappedRing:
         """Handle up to ``limit`` complete records; the read position moves past each
         one before the next, so the kernel can reuse the space at once."""
         consumer_pos, headers = self._consumer_pos, self._headers
-        data, mask = self._data, self._mask
+        data, mask, size = self._data, self._mask, self._size
         pos = consumer_pos[0]
         end = self._producer_pos[0]
         handled = 0
@@ -89,8 +93,13 @@ class MappedRing:
             length = header & ~(_BUSY | _DISCARD)
             if not header & _DISCARD:
                 handled += 1
-                # one copy: bytes hash, compare and slice faster than views of the ring
-                self._on_record(bytes(data[start + _HEADER : start + _HEADER + length]))
+                first = start + _HEADER  # headers are 8-aligned: never split by the end
+                if first + length <= size:
+                    # one copy: bytes hash, compare and slice faster than views of the ring
+                    self._on_record(bytes(data[first : first + length]))
+                else:
+                    wrapped = length - (size - first)  # the rest is at the ring's start
+                    self._on_record(bytes(data[first:size]) + bytes(data[:wrapped]))
             pos += (length + _HEADER + 7) & ~7
             consumer_pos[0] = pos
         return handled
@@ -119,6 +128,6 @@ class MappedRing:
 
 def open_ring(map_fd: int, size: int, on_record: OnRecord) -> Ring:
     """The fastest correct reader for this CPU: mapped pages on x86_64, libbpf elsewhere."""
-    if platform.machine() in ("x86_64", "AMD64"):
+    if os.uname().machine in ("x86_64", "AMD64"):
         return MappedRing(map_fd, size, on_record)
     return RingBuffer(map_fd, on_record)

@@ -56,7 +56,6 @@ either and decides from the type); the error says which one to write.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -326,6 +325,8 @@ def _big_endian(btf: KernelBtf, tid: int) -> bool:
 
 
 def _suggest(word: str, candidates: Sequence[str], cutoff: float = 0.6) -> str:
+    import difflib  # only for a misspelt name
+
     close = difflib.get_close_matches(word, candidates, n=1, cutoff=cutoff)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

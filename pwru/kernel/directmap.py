@@ -16,7 +16,7 @@ kernels have it on) or that are built without CONFIG_RANDOMIZE_MEMORY.
 
 from __future__ import annotations
 
-import platform
+import os
 import re
 import resource
 from pathlib import Path
@@ -38,7 +38,7 @@ NO_DIRECT_MAP = DirectMap(0, 0, 0)
 
 def direct_map(kallsyms: str = KALLSYMS, machine: str | None = None) -> DirectMap:
     """The direct map's variables of the running kernel, or NO_DIRECT_MAP."""
-    if (machine or platform.machine()) != "x86_64":
+    if (machine or os.uname().machine) != "x86_64":
         return NO_DIRECT_MAP
     try:
         text = Path(kallsyms).read_text()

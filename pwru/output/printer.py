@@ -31,7 +31,6 @@ from pwru.options import Options
 from pwru.output.decode import Event, Extras, RecordLayout, decode_event, decode_extras
 from pwru.output.linecache import LineCache
 from pwru.output.render import Renderer
-from pwru.output.rotate import RotatingFile, Rotation
 from pwru.output.stack import caller_of, shown_frames
 
 
@@ -100,6 +99,8 @@ def open_output(options: Options) -> Output:
     path = options.output_file
     if not path:
         return StreamOutput(sys.stdout)
+    from pwru.output.rotate import RotatingFile, Rotation  # gzip, tempfile: not for stdout
+
     rotation = Rotation(
         options.output_file_max_size,
         options.output_file_max_backups,

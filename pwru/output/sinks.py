@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from pwru.diagnose.netfilter import FirewallWatch
-from pwru.diagnose.places import Namespaces
-from pwru.diagnose.story import PacketListener, PacketTracker
-from pwru.diagnose.storyview import PacketView
-from pwru.diagnose.summary import DropSummary
-from pwru.kernel.netns import resolve_netns
 from pwru.options import Options
 from pwru.output.printer import Printer, Sink
 from pwru.output.render import NameResolver
 from pwru.output.savedtrace import header_line
 from pwru.trace.probes import Probe, ProbeKind
+
+if TYPE_CHECKING:
+    from pwru.diagnose.story import PacketListener
 
 log = logging.getLogger("pwru")
 
@@ -42,6 +40,14 @@ def make_sinks(
         sinks.append(PcapngSink.open(options, names, header, renderer.wall_offset_ns))
     if not (options.summary or options.output_per_packet):
         return sinks
+    # the packet views are imported only when asked for: most runs print lines
+    from pwru.diagnose.netfilter import FirewallWatch
+    from pwru.diagnose.places import Namespaces
+    from pwru.diagnose.story import PacketTracker
+    from pwru.diagnose.storyview import PacketView
+    from pwru.diagnose.summary import DropSummary
+    from pwru.kernel.netns import resolve_netns
+
     namespaces = Namespaces()
     listeners: list[PacketListener] = []
     if options.output_per_packet:

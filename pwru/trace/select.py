@@ -14,20 +14,19 @@ programs (any backend) and the BPF helpers they call (kprobes).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pwru.errors import UsageError
 from pwru.kernel import features
-from pwru.kernel.discovery import AttachTarget
 from pwru.trace import BackendName
 from pwru.trace.backend import Backend, TraceContext
-from pwru.trace.helpers import BpfHelperProbes
-from pwru.trace.kprobe import KprobeBackend
-from pwru.trace.kprobe_multi import KprobeMultiBackend
-from pwru.trace.nonskb import NonSkbProbes
-from pwru.trace.skbfuncs import discover_functions
-from pwru.trace.tcxdp import TcXdpPrograms
-from pwru.trace.tracepoint import TracepointBackend
-from pwru.trace.tracking import CloneTracking
+
+# Each backend is imported when a run chooses it: a tracepoint run loads none of
+# the kprobe machinery (function discovery, kallsyms, the helpers' disassembly).
+if TYPE_CHECKING:
+    from pwru.kernel.discovery import AttachTarget
+    from pwru.trace.kprobe import KprobeBackend
+    from pwru.trace.kprobe_multi import KprobeMultiBackend
 
 Note = Callable[[str], None]
 
@@ -48,6 +47,9 @@ def requested(name: BackendName, note: Note) -> BackendName:
 
 def _kprobe_backend(ctx: TraceContext, name: BackendName) -> KprobeBackend | KprobeMultiBackend:
     """kprobe-multi or kprobe over the discovered functions; AUTO tries kprobe-multi."""
+    from pwru.trace.kprobe_multi import KprobeMultiBackend
+    from pwru.trace.skbfuncs import discover_functions
+
     functions, notes = discover_functions(ctx)
     if name == BackendName.KPROBE:
         return _kprobes(ctx, functions, notes)
@@ -64,6 +66,8 @@ def _kprobe_backend(ctx: TraceContext, name: BackendName) -> KprobeBackend | Kpr
 
 def _kprobes(ctx: TraceContext, functions: list[AttachTarget], notes: list[str]) -> KprobeBackend:
     """The kprobe backend; without BPF cookies (before 5.15) it says how events are named."""
+    from pwru.trace.kprobe import KprobeBackend
+
     cookies = features.attach_cookies()
     if not cookies:
         notes.append(f"events are named by the probed address: {cookies.why_not}")
@@ -76,6 +80,8 @@ def choose(ctx: TraceContext, note: Note) -> list[Backend]:
     name = requested(BackendName(options.backend), note)
     parts: list[Backend] = []
     if name == BackendName.TRACEPOINT:
+        from pwru.trace.tracepoint import TracepointBackend
+
         if options.filter_non_skb_funcs:
             raise UsageError(
                 "--filter-non-skb-funcs needs kprobes, which this kernel does not have"
@@ -87,14 +93,27 @@ def choose(ctx: TraceContext, note: Note) -> list[Backend]:
             )
         parts.append(tracepoints)
     else:
-        parts.append(_kprobe_backend(ctx, name))
-        if options.filter_track_skb or options.filter_track_skb_by_stackid:
-            parts.append(CloneTracking(ctx))
-        if options.filter_non_skb_funcs:
-            parts.append(NonSkbProbes(ctx))
+        parts += _kprobe_parts(ctx, name)
     if options.filter_trace_tc or options.filter_trace_xdp:
+        from pwru.trace.helpers import BpfHelperProbes
+        from pwru.trace.tcxdp import TcXdpPrograms
+
         programs = TcXdpPrograms(ctx)
         parts.append(programs)
         if options.filter_track_bpf_helpers:  # planned after the programs it reads
             parts.append(BpfHelperProbes(ctx, programs))
+    return parts
+
+
+def _kprobe_parts(ctx: TraceContext, name: BackendName) -> list[Backend]:
+    """A kprobe backend, then clone tracking and non-skb functions if asked for."""
+    from pwru.trace.nonskb import NonSkbProbes
+    from pwru.trace.tracking import CloneTracking
+
+    options = ctx.options
+    parts: list[Backend] = [_kprobe_backend(ctx, name)]
+    if options.filter_track_skb or options.filter_track_skb_by_stackid:
+        parts.append(CloneTracking(ctx))
+    if options.filter_non_skb_funcs:
+        parts.append(NonSkbProbes(ctx))
     return parts

@@ -331,6 +331,17 @@ def test_skb_tracepoints() -> None:
     ]
 
 
+def test_release_forgets_every_type() -> None:
+    b, t = kernel_like()
+    btf = KernelBtf(b.build(), "test")
+    assert btf.type_name(t["sk_buff"]) == "sk_buff"
+    btf.release()
+    with pytest.raises(BtfError, match="no type with id"):
+        btf.type_name(t["sk_buff"])
+    assert btf.find_type_id("sk_buff", "struct") is None
+    assert btf.skb_tracepoints() == []
+
+
 def test_skb_functions() -> None:
     b, t = kernel_like()
     i, skb = t["int"], t["skb_ptr"]
