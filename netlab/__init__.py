@@ -192,7 +192,10 @@ class PwruRun:
         workdir: Path,
         timeout: float = 30.0,
         env: Mapping[str, str] | None = None,
+        poll_s: float = 0.02,
     ) -> None:
+        """``poll_s``: how often to look for the ready file (what a start measured by
+        this call may be late by)."""
         self.ready_file = workdir / f"ready-{secrets.token_hex(3)}"
         self.out_path = workdir / f"out-{secrets.token_hex(3)}"
         self.err_path = workdir / f"err-{secrets.token_hex(3)}"
@@ -217,7 +220,7 @@ class PwruRun:
             if time.monotonic() > deadline:
                 self.stop()
                 raise AssertionError(f"pwru not ready after {timeout}s: {self.stderr}")
-            time.sleep(0.02)
+            time.sleep(poll_s)
 
     def _close_files(self) -> None:
         self._out.close()
