@@ -571,26 +571,21 @@ static __always_inline bool filter_skb(struct sk_buff *skb, bool btf)
 	return true;
 }
 
-static __always_inline bool set_tuple(struct pwru_tuple *t, struct sk_buff *skb)
+static __always_inline bool set_tuple(struct pwru_tuple *t, struct sk_buff *skb,
+				      struct skb_view *v)
 {
-	struct skb_view v;
 	__u16 l3, l4;
 
-	read_span(skb, &v);
-	return ip_header(skb, &v, &l3) && parse_tuple(t, v.head, l3, &l4);
+	return ip_header(skb, v, &l3) && parse_tuple(t, v->head, l3, &l4);
 }
 
 /* The inner packet's tuple, for --output-tunnel (inner Ethernet + IPv4/IPv6). */
-static __always_inline bool set_tunnel_tuple(struct pwru_tuple *t, struct sk_buff *skb)
+static __always_inline bool set_tunnel_tuple(struct pwru_tuple *t, struct sk_buff *skb,
+					     struct skb_view *v)
 {
-	struct skb_view v;
-	__u16 inner, l4;
+	__u16 inner = tunnel_inner_offset(skb, v), l4;
+	void *head = v->head;
 	__be16 ethertype;
-	void *head;
-
-	read_span(skb, &v);
-	head = v.head;
-	inner = tunnel_inner_offset(skb, &v);
 
 	if (!inner || bpf_probe_read_kernel(&ethertype, 2, head + inner + 12))
 		return false;
@@ -679,20 +674,18 @@ static __always_inline __u64 copy_frags(struct sk_buff *skb, __u8 *out, __u64 co
 	return copied;
 }
 
-static __always_inline void set_packet(struct pwru_packet *pkt, struct sk_buff *skb)
+static __always_inline void set_packet(struct pwru_packet *pkt, struct sk_buff *skb,
+				       struct skb_view *v)
 {
-	struct skb_view v;
 	__u64 start, end, tail, want, copied;
-	void *head;
+	void *head = v->head;
 	__u16 l3;
 
 	__builtin_memset(pkt, 0, sizeof(*pkt));
-	read_span(skb, &v);
-	head = v.head;
-	if (mac_header_set(&v)) {
-		start = v.mac;
+	if (mac_header_set(v)) {
+		start = v->mac;
 		pkt->link = PWRU_LINK_ETHERNET;
-	} else if (ip_header(skb, &v, &l3)) {
+	} else if (ip_header(skb, v, &l3)) {
 		start = l3;
 		pkt->link = PWRU_LINK_RAW_IP;
 	} else {
@@ -700,7 +693,7 @@ static __always_inline void set_packet(struct pwru_packet *pkt, struct sk_buff *
 	}
 	/* the packet ends skb->len bytes after skb->data */
 	end = (__u64)((void *)BPF_CORE_READ(skb, data) - head) + BPF_CORE_READ(skb, len);
-	tail = v.tail;
+	tail = v->tail;
 	if (start >= end || start > tail) {
 		pkt->flags = PWRU_PACKET_TRUNCATED;
 		return;
@@ -857,14 +850,24 @@ struct site {
 	__u64 caller_ip;
 };
 
+/* The view a record's tuples and packet bytes start from: read once, and only when
+ * one of them is output. */
+static __always_inline void record_view(struct sk_buff *skb, struct skb_view *v)
+{
+	__builtin_memset(v, 0, sizeof(*v));
+	if (CFG.output_tuple || CFG.output_tunnel || CFG.capture_bytes)
+		read_span(skb, v);
+}
+
 /* What an skb's event carries besides the header: meta, tuples, metadata, extras. */
-static __always_inline void fill_skb(struct pwru_event *ev, void *ctx, struct sk_buff *skb)
+static __always_inline void fill_skb(struct pwru_event *ev, void *ctx, struct sk_buff *skb,
+				     struct skb_view *v)
 {
 	if (CFG.output_meta)
 		set_meta(ev, skb);
-	if (CFG.output_tuple && set_tuple(&ev->tuple, skb))
+	if (CFG.output_tuple && set_tuple(&ev->tuple, skb, v))
 		ev->flags |= PWRU_EVENT_HAS_TUPLE;
-	if (CFG.output_tunnel && set_tunnel_tuple(&ev->tunnel_tuple, skb))
+	if (CFG.output_tunnel && set_tunnel_tuple(&ev->tunnel_tuple, skb, v))
 		ev->flags |= PWRU_EVENT_HAS_TUNNEL;
 	if (CFG.output_skb_metadata)
 		read_skb_metadata(skb, ev->skb_metadata);
@@ -879,6 +882,7 @@ static __always_inline int report_skb(void *ctx, struct sk_buff *skb, struct sit
 				      __u32 flags, __u64 reason)
 {
 	struct pwru_event *ev = new_event((__u64)skb, at.type, at.probe, false);
+	struct skb_view v;
 
 	if (!ev)
 		return 0;
@@ -888,9 +892,10 @@ static __always_inline int report_skb(void *ctx, struct sk_buff *skb, struct sit
 		ev->reason = reason;
 		ev->flags |= flags;
 	}
-	fill_skb(ev, ctx, skb);
+	record_view(skb, &v);
+	fill_skb(ev, ctx, skb, &v);
 	if (CFG.capture_bytes)
-		set_packet((struct pwru_packet *)((char *)ev + RECORD_SIZE), skb);
+		set_packet((struct pwru_packet *)((char *)ev + RECORD_SIZE), skb, &v);
 	send_record(ev, 0);
 	return 0;
 }
@@ -1374,14 +1379,17 @@ static __always_inline struct pwru_event *packet_event(void *ctx, __u64 packet, 
 	bool xdp = type == PWRU_EVENT_XDP;
 	struct pwru_event *ev = new_event(packet, xdp ? PWRU_EVENT_XDP : PWRU_EVENT_KPROBE, probe,
 					  bpfmap);
+	struct skb_view v;
 
 	if (!ev)
 		return NULL;
 	ev->func_ip = func_ip;
-	if (xdp)
+	if (xdp) {
 		fill_xdp(ev, ctx, (struct xdp_buff *)packet);
-	else
-		fill_skb(ev, ctx, (struct sk_buff *)packet);
+	} else {
+		record_view((struct sk_buff *)packet, &v);
+		fill_skb(ev, ctx, (struct sk_buff *)packet, &v);
+	}
 	return ev;
 }
 

@@ -299,35 +299,29 @@ class KernelBtf:
             positions = self._by_kind[kinds] = sorted(chain.from_iterable(runs))
         return positions
 
-    def _name_offsets(self, name: str) -> set[int]:
-        """Every string offset, here or in a base, at which ``name`` can be read."""
-        needle = name.encode() + b"\0"
-        found: set[int] = set()
+    def _occurrences(self, needle: bytes) -> Iterator[int]:
+        """String offsets, here and in the bases, at which ``needle`` occurs (for a
+        split BTF's table, also its start when the table begins with ``needle``
+        minus a leading NUL: such tables need no NUL first)."""
         btf: KernelBtf | None = self
         while btf is not None:
+            if needle[:1] == b"\0" and btf._strs.startswith(needle[1:]):
+                yield btf._str_start - 1
             pos = btf._strs.find(needle)
             while pos >= 0:
-                found.add(btf._str_start + pos)
+                yield btf._str_start + pos
                 pos = btf._strs.find(needle, pos + 1)
             btf = btf._base
-        return found
+
+    def _name_offsets(self, name: str) -> set[int]:
+        """Every string offset, here or in a base, at which ``name`` can be read."""
+        return set(self._occurrences(name.encode() + b"\0"))
 
     def _prefix_offsets(self, prefix: str) -> set[int]:
         """Every string offset, here or in a base, of a string that starts with
         ``prefix``: typedefs are then picked by one set lookup, not by decoding
         each of their names."""
-        needle = b"\0" + prefix.encode()
-        found: set[int] = set()
-        btf: KernelBtf | None = self
-        while btf is not None:
-            if btf._strs.startswith(needle[1:]):  # split BTF strings need no leading NUL
-                found.add(btf._str_start)
-            pos = btf._strs.find(needle)
-            while pos >= 0:
-                found.add(btf._str_start + pos + 1)
-                pos = btf._strs.find(needle, pos + 1)
-            btf = btf._base
-        return found
+        return {at + 1 for at in self._occurrences(b"\0" + prefix.encode())}
 
     def _find_all(self, name_offsets: set[int], kind: int) -> list[int]:
         """Ids, base first, of the types of ``kind`` named at one of ``name_offsets``."""

@@ -34,7 +34,7 @@ from pwru.output.render import JsonRenderer, Renderer, TextRenderer
 
 _TS_SKB = struct.Struct("=QQ")  # struct pwru_event.ts and .skb_addr, at offset 0
 # after ts and skb_addr: func_ip and caller_ip (names without cookies, CALLER) .. comm
-_KEY_START = 16
+KEY_START = 16  # record bytes from here on decide a line (pcapng's pieces too)
 _LIMIT = 1 << 16  # tails kept at most
 _LIFETIME_S = 1.0
 V = TypeVar("V")
@@ -97,7 +97,7 @@ class LineCache:
 
     def line(self, data: bytes) -> str:
         """The line of one record."""
-        tail = self._tails.get(data[_KEY_START:EVENT_SIZE])
+        tail = self._tails.get(data[KEY_START:EVENT_SIZE])
         if tail is None:
             return self._miss(data)
         ts, skb = _TS_SKB.unpack_from(data)
@@ -118,7 +118,7 @@ class LineCache:
             head = f"{event.skb_addr:<#18x} "
             parts = (line[len(head) :], "") if line.startswith(head) else None
         if parts is not None:
-            self._tails.put(data[_KEY_START:EVENT_SIZE], parts)
+            self._tails.put(data[KEY_START:EVENT_SIZE], parts)
         return line
 
     def expire(self) -> None:

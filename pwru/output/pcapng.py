@@ -36,7 +36,7 @@ from pwru.bpf.abi import EVENT_SIZE, PACKET_STRUCT, PWRU_EVENT_FEXIT, PWRU_LINK_
 from pwru.errors import UsageError
 from pwru.options import Options
 from pwru.output.decode import Event, Extras, Packet, RecordLayout, decode_event, decode_extras
-from pwru.output.linecache import RecordCache, json_tail
+from pwru.output.linecache import KEY_START, RecordCache, json_tail
 from pwru.output.render import XDP_VERDICTS, NameResolver, Renderer, make_renderer
 from pwru.output.stack import shown_frames
 
@@ -72,9 +72,8 @@ _PADS = (b"", b"\0", b"\0\0", b"\0\0\0")  # by -length % 4
 # records as they come (PcapngSink.add_record): ts and skb_addr first, then the bytes
 # that decide a block's pieces, through struct pwru_packet; its bytes right after.
 # One unpack: ts, skb_addr, then struct pwru_packet's len and captured.
-_KEY_START = 16
 _PACKET_AT = EVENT_SIZE + PACKET_STRUCT.size
-_RECORD = struct.Struct(f"=QQ{EVENT_SIZE - _KEY_START}xIH")
+_RECORD = struct.Struct(f"=QQ{EVENT_SIZE - KEY_START}xIH")
 
 
 def option(code: int, value: bytes) -> bytes:
@@ -232,7 +231,7 @@ class PcapngSink:
     def add_record(self, data: bytes) -> None:
         """A record with nothing but packet bytes after the event: ``add`` of it decoded,
         from cached pieces (see the module docstring)."""
-        pieces = self.pieces.get(data[_KEY_START:_PACKET_AT])
+        pieces = self.pieces.get(data[KEY_START:_PACKET_AT])
         if pieces is None:
             self._miss(data)
             return
@@ -264,7 +263,7 @@ class PcapngSink:
             return
         pieces = BlockPieces(interface, note.encode(), note_end.encode(),
                              line[0].encode(), line[1].encode())  # fmt: skip
-        self.pieces.put(data[_KEY_START:_PACKET_AT], pieces)
+        self.pieces.put(data[KEY_START:_PACKET_AT], pieces)
         self.add_record(data)
 
     def tick(self) -> None:
