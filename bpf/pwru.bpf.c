@@ -221,6 +221,21 @@ static __noinline __u32 filter_pcap_l3(void *data, void *data_end)
 	return data < data_end;
 }
 
+/*
+ * The same filters for tp_btf programs on kernels that type skb->head as memory
+ * plain loads may read (6.18+, see filter_pcap): the control plane splices in
+ * bodies that load packet bytes directly, no helper call.
+ */
+static __noinline __u32 filter_pcap_l2_direct(void *data, void *data_end)
+{
+	return data < data_end;
+}
+
+static __noinline __u32 filter_pcap_l3_direct(void *data, void *data_end)
+{
+	return data < data_end;
+}
+
 static __noinline __u32 filter_pcap_tunnel_l2(void *data, void *data_end)
 {
 	return data < data_end;
@@ -477,10 +492,20 @@ static __always_inline __u16 tunnel_inner_offset(struct sk_buff *skb, struct skb
 	return 0;
 }
 
-static __always_inline bool filter_pcap(struct skb_view *v)
+/*
+ * ``btf`` programs whose head was loaded directly (read_view) may run the direct
+ * bodies; CFG.filter_direct says the kernel allows it (a feature probe), and as a
+ * .rodata constant it keeps the verifier from looking at the other branch.
+ */
+static __always_inline bool filter_pcap(struct skb_view *v, bool btf)
 {
 	void *end = v->head + v->tail;
 
+	if (btf && CFG.filter_direct) {
+		if (mac_header_set(v))
+			return filter_pcap_l2_direct(v->head + v->mac, end);
+		return filter_pcap_l3_direct(v->head + network_offset(v), end);
+	}
 	if (mac_header_set(v))
 		return filter_pcap_l2(v->head + v->mac, end);
 	return filter_pcap_l3(v->head + network_offset(v), end);
@@ -558,7 +583,7 @@ static __always_inline bool filter_skb(struct sk_buff *skb, bool btf)
 		return false;
 	if (CFG.have_pcap_filter || CFG.have_tunnel_filter)
 		read_view(skb, &v, btf);
-	if (CFG.have_pcap_filter && !filter_pcap(&v))
+	if (CFG.have_pcap_filter && !filter_pcap(&v, btf))
 		return false;
 	if (CFG.have_tunnel_filter && !filter_tunnel(skb, &v))
 		return false;
@@ -926,6 +951,22 @@ static __always_inline __u64 kprobe_caller(struct pt_regs *ctx)
 	return ip;
 }
 
+/*
+ * A kprobe hit: the probe id (bpf_get_attach_cookie), the function's address
+ * (bpf_get_func_ip) and the caller are asked only once the skb matched, since
+ * helper calls are what a non-matching hit would otherwise spend most on.
+ */
+static __always_inline int handle_kprobe(struct pt_regs *ctx, struct sk_buff *skb, __u32 type,
+					 __u32 flags, __u64 reason, bool caller)
+{
+	if (!skb || !filter_skb(skb, false))
+		return 0;
+	struct site at = { .type = type, .probe = kprobe_id(ctx), .func_ip = kprobe_ip(ctx),
+			   .caller_ip = caller ? kprobe_caller(ctx) : 0 };
+
+	return report_skb(ctx, skb, at, flags, reason);
+}
+
 /* The kernel frees this skb: stop following its address (--filter-track-skb). */
 static __always_inline void forget_skb(struct sk_buff *skb)
 {
@@ -1026,8 +1067,7 @@ int pwru_tp_kfree_skb_noreason(__u64 *ctx)
 SEC(sec "/skb" #pos)                                                         \
 int name##pos(struct pt_regs *ctx)                                           \
 {                                                                            \
-	return handle_skb(ctx, (struct sk_buff *)PT_REGS_##parm(ctx), type,  \
-			  kprobe_id(ctx), kprobe_ip(ctx), 0, 0, 0);          \
+	return handle_kprobe(ctx, (struct sk_buff *)PT_REGS_##parm(ctx), type, 0, 0, false); \
 }
 
 KPROBE_SKB_PROG("pwru_kprobe", pwru_kp_skb, PWRU_EVENT_KPROBE, 0, PARM1)
@@ -1050,10 +1090,8 @@ KPROBE_SKB_PROG("pwru_kprobe_multi", pwru_km_skb, PWRU_EVENT_KPROBE_MULTI, 4, PA
 SEC(sec "/reason")                                                            \
 int name(struct pt_regs *ctx)                                                 \
 {                                                                             \
-	return handle_skb(ctx, (struct sk_buff *)PT_REGS_##skb_parm(ctx), type, \
-			  kprobe_id(ctx), kprobe_ip(ctx),                     \
-			  PWRU_EVENT_HAS_REASON, PT_REGS_##reason_parm(ctx),  \
-			  kprobe_caller(ctx));                                \
+	return handle_kprobe(ctx, (struct sk_buff *)PT_REGS_##skb_parm(ctx), type, \
+			     PWRU_EVENT_HAS_REASON, PT_REGS_##reason_parm(ctx), true); \
 }
 
 KPROBE_REASON_PROG("pwru_kprobe", pwru_kp_kfree_reason, PWRU_EVENT_KPROBE, PARM1, PARM2)
@@ -1066,8 +1104,7 @@ KPROBE_REASON_PROG("pwru_kprobe_multi", pwru_km_skdrop_reason, PWRU_EVENT_KPROBE
 SEC(sec "/kfree")                                                             \
 int name(struct pt_regs *ctx)                                                 \
 {                                                                             \
-	return handle_skb(ctx, (struct sk_buff *)PT_REGS_PARM1(ctx), type,    \
-			  kprobe_id(ctx), kprobe_ip(ctx), 0, 0, kprobe_caller(ctx)); \
+	return handle_kprobe(ctx, (struct sk_buff *)PT_REGS_PARM1(ctx), type, 0, 0, true); \
 }
 
 KPROBE_KFREE_PROG("pwru_kprobe", pwru_kp_kfree, PWRU_EVENT_KPROBE)
@@ -1109,7 +1146,7 @@ int name(struct pt_regs *ctx)                                                 \
 {                                                                             \
 	struct sk_buff *skb = (struct sk_buff *)PT_REGS_PARM1(ctx);           \
                                                                               \
-	handle_skb(ctx, skb, type, kprobe_id(ctx), kprobe_ip(ctx), 0, 0, 0);   \
+	handle_kprobe(ctx, skb, type, 0, 0, false);                           \
 	forget_skb(skb);                                                      \
 	return 0;                                                             \
 }
@@ -1572,4 +1609,32 @@ SEC("pwru_selftest/l3")
 int pwru_selftest_l3(struct __sk_buff *ctx)
 {
 	return selftest(ctx, false);
+}
+
+/*
+ * The direct bodies, tested the same way: the kernel's own sk_buff (6.3+ kfunc)
+ * gives a BTF-typed skb whose head the verifier types as tp_btf programs see it.
+ */
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym __weak;
+
+static __always_inline int selftest_direct(struct __sk_buff *ctx, bool l2)
+{
+	struct sk_buff *skb = bpf_cast_to_kern_ctx(ctx);
+	void *data = skb->data, *end = skb->head + skb->tail;
+
+	if (l2)
+		return filter_pcap_l2_direct(data, end);
+	return filter_pcap_l3_direct(data + ETH_HLEN, end);
+}
+
+SEC("pwru_selftest/l2_direct")
+int pwru_selftest_l2_direct(struct __sk_buff *ctx)
+{
+	return selftest_direct(ctx, true);
+}
+
+SEC("pwru_selftest/l3_direct")
+int pwru_selftest_l3_direct(struct __sk_buff *ctx)
+{
+	return selftest_direct(ctx, false);
 }

@@ -181,7 +181,9 @@ struct pwru_config {
 	__u64 page_offset_base;   /* &page_offset_base, or 0 */
 	__u64 vmemmap_base;       /* &vmemmap_base, or 0 */
 	__u32 page_shift;
-	__u32 filter_loops;      /* a spliced pcap filter loops (protochain): see read_view() */
+	__u8 filter_loops;       /* a spliced pcap filter loops (protochain): see read_view() */
+	__u8 filter_direct;      /* tp_btf programs run filter_pcap_*_direct: see filter_pcap() */
+	__u16 _pad2;
 };
 
 #define PWRU_MAX_STACK_FRAMES 50

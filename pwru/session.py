@@ -23,7 +23,7 @@ from types import FrameType
 from typing import Callable
 
 from pwru.bpf import loader
-from pwru.bpf.config import Spliced, build_config
+from pwru.bpf.config import Spliced, build_config, skb_direct_loads
 from pwru.bpf.ringbuf import Ring, open_ring
 from pwru.errors import EnvironmentProblem, UsageError
 from pwru.filter.pcap import compile_filters
@@ -118,11 +118,14 @@ class Session:
         features.check_privileges()
         features.raise_fd_limit()
         features.ringbuf().require("pwru")
+        # tp_btf programs attach by the running kernel's own BTF ids
+        running_btf = KernelBtf.load(VMLINUX) if options.kernel_btf else kernel_btf
         config = build_config(
             options,
             Spliced(
                 pcap.pcap, pcap.tunnel, skb.has_filter, skb.has_metadata,
                 skb.has_xdp_filter, skb.has_xdp_metadata, pcap.loops,
+                pcap.direct and skb_direct_loads(running_btf),
             ),  # fmt: skip
             direct_map() if options.capture_size else NO_DIRECT_MAP,
         )
@@ -130,8 +133,6 @@ class Session:
             log.debug("filters compiled and translated in %.1f ms", pcap.seconds * 1000)
         self.out = open_output(options)
         check_writable(options.output_pcap, "--output-pcap")
-        # tp_btf programs attach by the running kernel's own BTF ids
-        running_btf = KernelBtf.load(VMLINUX) if options.kernel_btf else kernel_btf
         wanted = func_matcher(options)
         self._plan(TraceContext(options, kernel_btf, running_btf, self.ksyms, wanted))
         self.stop.check()

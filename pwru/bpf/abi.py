@@ -185,7 +185,9 @@ class Config(ctypes.Structure):
         ("page_offset_base", ctypes.c_uint64),  # &page_offset_base, or 0
         ("vmemmap_base", ctypes.c_uint64),  # &vmemmap_base, or 0
         ("page_shift", ctypes.c_uint32),
-        ("filter_loops", ctypes.c_uint32),
+        ("filter_loops", ctypes.c_uint8),
+        ("filter_direct", ctypes.c_uint8),  # tp_btf programs read packets with plain loads
+        ("_pad2", ctypes.c_uint16),
     ]
 
 

@@ -23,6 +23,7 @@ from pwru.bpf.abi import (
 )
 from pwru.errors import UsageError
 from pwru.kernel import features
+from pwru.kernel.btf import KernelBtf
 from pwru.kernel.directmap import NO_DIRECT_MAP, DirectMap
 from pwru.kernel.netns import resolve_ifindex, resolve_netns
 from pwru.options import Options
@@ -41,6 +42,7 @@ class Spliced:
     xdp_expr: bool = False
     xdp_metadata: bool = False
     loops: bool = False  # a pcap filter body loops (libpcap's protochain)
+    direct: bool = False  # tp_btf programs run the direct-load pcap bodies
 
 
 def build_config(
@@ -74,6 +76,7 @@ def build_config(
     config.have_pcap_filter = int(spliced.pcap)
     config.have_tunnel_filter = int(spliced.tunnel)
     config.filter_loops = int(spliced.loops)
+    config.filter_direct = int(spliced.direct)
     config.have_skb_expr = int(spliced.skb_expr)
     config.output_skb_metadata = int(spliced.skb_metadata)
     config.have_xdp_expr = int(spliced.xdp_expr)
@@ -84,6 +87,17 @@ def build_config(
     config.diagnose = int(options.summary or options.output_per_packet)
     _set_capture(config, options.capture_size, direct_map, bpfmap=options.output_bpfmap)
     return config
+
+
+def skb_direct_loads(btf: KernelBtf) -> bool:
+    """Whether tp_btf programs may read packet bytes with plain loads (a feature
+    probe on the kfree_skb tracepoint, whose first argument is the skb)."""
+    tracepoint = btf.find_type_id("btf_trace_kfree_skb", "typedef")
+    skb = btf.find_type_id("sk_buff", "struct")
+    head = btf.struct_member(skb, "head") if skb is not None else None
+    if tracepoint is None or head is None:
+        return False
+    return bool(features.skb_direct_loads(tracepoint, head.offset_bits // 8))
 
 
 def set_kprobe_helpers(config: Config) -> None:

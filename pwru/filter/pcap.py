@@ -22,6 +22,8 @@ log = logging.getLogger("pwru.filter")
 
 L2_STUB = "filter_pcap_l2"
 L3_STUB = "filter_pcap_l3"
+L2_DIRECT_STUB = "filter_pcap_l2_direct"  # the same filters with plain packet loads
+L3_DIRECT_STUB = "filter_pcap_l3_direct"
 TUNNEL_L2_STUB = "filter_pcap_tunnel_l2"
 TUNNEL_L3_STUB = "filter_pcap_tunnel_l3"
 
@@ -34,22 +36,31 @@ class CompiledFilters:
     pcap: bool = False
     tunnel: bool = False
     loops: bool = False  # some body jumps backwards (protochain)
+    direct: bool = False  # the pcap filter also has direct-load bodies (it does not loop)
     seconds: float = 0.0  # compile + translate time, for --debug and benchmarks
 
 
-def _body(stub: str, expression: str, linktype: int, l2_only_ok: bool) -> tuple[bytes, bool]:
-    """Compile, translate and encode one stub body, and whether it loops; log both
-    programs with --debug."""
+_Compiled = tuple[cbpf.CbpfInsn, ...] | None
+
+
+def _compile(expression: str, linktype: int, l2_only_ok: bool) -> _Compiled:
+    """libpcap's program; None for one valid at L2 only (checked by the caller) and
+    meaningless at L3."""
     try:
         prog = cbpf.compile_filter(expression, linktype)
     except FilterError:
         if not l2_only_ok:
             raise
-        prog = None  # valid at L2 (checked by the caller), meaningless at L3
+        return None
+    return None if prog is None else tuple(prog)
+
+
+def _body(stub: str, expression: str, linktype: int, prog: _Compiled, direct: bool) -> bytes:
+    """Translate and encode one stub body; log both programs with --debug."""
     if prog is None:
         insns = translate.reject_all(name=stub)
     else:
-        insns = translate.translate(prog, name=stub)
+        insns = translate.translate(prog, name=stub, direct=direct)
     if log.isEnabledFor(logging.DEBUG):
         kind = "L2 (DLT_EN10MB)" if linktype == DLT_EN10MB else "L3 (DLT_RAW)"
         log.debug("%s for %r, %s:", stub, expression, kind)
@@ -57,7 +68,10 @@ def _body(stub: str, expression: str, linktype: int, l2_only_ok: bool) -> tuple[
             log.debug("  cbpf  %s", line)
         for line in ebpf.disassemble(insns):
             log.debug("  ebpf  %s", line)
-    return ebpf.encode(insns), prog is not None and translate.loops(prog)
+    return ebpf.encode(insns)
+
+
+_DIRECT_STUBS = {L2_STUB: L2_DIRECT_STUB, L3_STUB: L3_DIRECT_STUB}
 
 
 def compile_filters(pcap: str, tunnel_l2: str = "", tunnel_l3: str = "") -> CompiledFilters:
@@ -77,8 +91,14 @@ def compile_filters(pcap: str, tunnel_l2: str = "", tunnel_l3: str = "") -> Comp
         wanted += [(TUNNEL_L2_STUB, tunnel_l2, DLT_EN10MB, False)]
         wanted += [(TUNNEL_L3_STUB, tunnel_l3, DLT_RAW, False)]
         result.tunnel = True
-    for stub, expression, linktype, l2_only_ok in wanted:
-        result.bodies[stub], loops = _body(stub, expression, linktype, l2_only_ok)
-        result.loops |= loops
+    progs = [(stub, expr, link, _compile(expr, link, ok)) for stub, expr, link, ok in wanted]
+    result.loops = any(prog is not None and translate.loops(prog) for *_, prog in progs)
+    # a looping body keeps every filter on the helper path (see read_view in the BPF code)
+    result.direct = result.pcap and not result.loops
+    for stub, expression, linktype, prog in progs:
+        result.bodies[stub] = _body(stub, expression, linktype, prog, direct=False)
+        if result.direct and stub in _DIRECT_STUBS:
+            direct = _DIRECT_STUBS[stub]
+            result.bodies[direct] = _body(direct, expression, linktype, prog, direct=True)
     result.seconds = time.perf_counter() - started
     return result

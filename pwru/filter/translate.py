@@ -32,6 +32,14 @@ length is 0 and every load takes the helper path, which then fails (and
 rejects) exactly as before. Loads at X + k, and beyond 64 bytes, always take
 the helper path.
 
+Direct loads. Where the kernel lets a program read packet memory with plain
+loads (tp_btf programs on Linux 6.18+, whose ``skb->head`` the verifier types
+as read-only untrusted memory; the kernel fixes up a faulting load to 0), a
+second body of each filter (``direct=True``) reads every field with one
+load instruction after the same bounds check: no window, no helper call.
+Filters that loop keep the helper body: a pointer-typed data register
+defeats the verifier's pruning in protochain's loops.
+
 Semantics are libpcap's interpreter (bpf_filter.c): A, X and M[] start at 0;
 loads are big-endian and a load that does not fit in ``length`` bytes returns
 0; ``len`` is ``length``; division or modulo by X == 0 returns 0; shifts by 32
@@ -172,8 +180,11 @@ def _check(prog: Sequence[CbpfInsn]) -> None:
 
 
 class _Translator:
-    def __init__(self, prog: Sequence[CbpfInsn], name: str, max_backward_jumps: int) -> None:
+    def __init__(
+        self, prog: Sequence[CbpfInsn], name: str, max_backward_jumps: int, direct: bool = False
+    ) -> None:
         self.prog = prog
+        self.direct = direct
         self.name = name
         self.max_backward_jumps = max_backward_jumps
         self.b = Builder()
@@ -186,7 +197,8 @@ class _Translator:
         # loop header -> None (counter in r6) or the stack offset of its counter
         colour = _loop_colours(self.loop_end)
         # one read of the window costs what one load costs: worth it from two loads
-        self.windowed = sum(_in_window(insn) for insn in prog) >= 2
+        # (direct loads need no window: each load is one instruction already)
+        self.windowed = not direct and sum(_in_window(insn) for insn in prog) >= 2
         top = _WIN if self.windowed else _LEN_SLOT  # lowest slot of the fixed layout
         self.counter_slot: dict[int, int | None] = {
             head: None if c == 0 else top - 8 * c for head, c in colour.items()
@@ -329,8 +341,11 @@ class _Translator:
                 ebpf.mov64_reg(R3, _DATA),
                 ebpf.alu64_reg(AluOp.ADD, R3, R1),
             )
-        b.emit(*ebpf.probe_read_to_stack(_BUF, size, self.reject))
-        b.emit(ebpf.ldx_mem(size, dst, FP, _BUF))
+        if self.direct:
+            b.emit(ebpf.ldx_mem(size, dst, R3, 0))
+        else:
+            b.emit(*ebpf.probe_read_to_stack(_BUF, size, self.reject))
+            b.emit(ebpf.ldx_mem(size, dst, FP, _BUF))
         if size > 1:
             b.emit(ebpf.endian(dst, 8 * size, big=True))
         if done is not None:
@@ -518,8 +533,10 @@ def translate(
     *,
     name: str,
     max_backward_jumps: int = DEFAULT_MAX_BACKWARD_JUMPS,
+    direct: bool = False,
 ) -> list[Insn]:
     """The eBPF body of subprogram ``name`` that runs cBPF ``prog`` (see module doc).
+    ``direct``: packet bytes are plain loads (see "Direct loads" there).
 
     Raises TranslateError for programs libpcap's validator would refuse
     (division by a constant 0, jumps out of the program, unknown opcodes, ...).
@@ -527,7 +544,7 @@ def translate(
     if max_backward_jumps < 0:
         raise TranslateError("max_backward_jumps must be >= 0")
     _check(prog)
-    return _Translator(prog, name, max_backward_jumps).run()
+    return _Translator(prog, name, max_backward_jumps, direct).run()
 
 
 def reject_all(*, name: str) -> list[Insn]:

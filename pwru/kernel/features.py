@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pwru.bpf import libbpf
 from pwru.bpf.libbpf import LibbpfError
 from pwru.errors import EnvironmentProblem
+from pwru.filter.opcodes import AluOp
 from pwru.kernel.btf import VMLINUX
 
 _KPROBE_PMU = "/sys/bus/event_source/devices/kprobe/type"
@@ -161,6 +162,37 @@ def fexit(attach_btf_id: int) -> Feature:
         )
     except LibbpfError as error:
         return Feature(False, f"the kernel refuses fexit: {os.strerror(error.errno or 0)}")
+    os.close(fd)
+    return YES
+
+
+@functools.cache
+def skb_direct_loads(attach_btf_id: int, head_offset: int) -> Feature:
+    """Plain loads from a tp_btf program's ``skb->head`` (6.18+ types it as read-only
+    untrusted memory; older kernels as a number): the pcap filter's fast path.
+    ``attach_btf_id``: a tracepoint whose first argument is the skb."""
+    from pwru.filter import ebpf  # the instruction encoder; only asked with a filter
+
+    insns = ebpf.encode([
+        ebpf.ldx_mem(8, ebpf.R2, ebpf.R1, 0),  # the skb
+        ebpf.ldx_mem(8, ebpf.R3, ebpf.R2, head_offset),  # skb->head
+        ebpf.ldx_mem(1, ebpf.R4, ebpf.R3, 0),  # a byte at a constant offset ...
+        ebpf.alu64_reg(AluOp.ADD, ebpf.R3, ebpf.R4),
+        ebpf.ldx_mem(2, ebpf.R0, ebpf.R3, 1),  # ... and at a variable one
+        ebpf.mov64_imm(ebpf.R0, 0),
+        ebpf.exit_insn(),
+    ])  # fmt: skip
+    try:
+        fd = libbpf.prog_load(
+            libbpf.BPF_PROG_TYPE_TRACING,
+            "pwru_direct",
+            insns,
+            expected_attach_type=libbpf.BPF_TRACE_RAW_TP,
+            attach_btf_id=attach_btf_id,
+            log_size=4096,
+        )
+    except LibbpfError as error:
+        return Feature(False, f"plain loads from skb->head are refused: {error}")
     os.close(fd)
     return YES
 

@@ -12,6 +12,7 @@ same bytes, for DLT_EN10MB (whole frame) and DLT_RAW (frame minus Ethernet).
 
 from __future__ import annotations
 
+import os
 import random
 from collections import Counter
 from functools import cache, lru_cache
@@ -21,6 +22,7 @@ import pytest
 
 from pwru.bpf import libbpf, loader
 from pwru.bpf.abi import Config
+from pwru.bpf.config import skb_direct_loads
 from pwru.bpf.loader import LoadRequest
 from pwru.filter import cbpf
 from pwru.filter.cbpf import DLT_EN10MB, DLT_RAW
@@ -106,12 +108,26 @@ def run_in_kernel(prog_fd: int, frames: list[bytes]) -> list[int | None]:
     return results
 
 
+@cache
+def direct_loads_here() -> bool:
+    """Whether tp_btf programs on this kernel run the direct-load filter bodies."""
+    return skb_direct_loads(KernelBtf.load())
+
+
+def test_direct_loads_probe_matches_the_kernel() -> None:
+    """6.18 and later let tp_btf programs load skb->head's bytes: the probe must see
+    it there (else the fast path silently goes unused), and refuse it before."""
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    assert direct_loads_here() == ((major, minor) >= (6, 18))
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _report_totals() -> object:
     yield
     print(
         f"\nkernel differential: {TOTALS['expressions']} expressions, "
-        f"{TOTALS['compared']} packet runs compared, {TOTALS['agree']} agree, "
+        f"{TOTALS['compared']} packet runs compared ({TOTALS['direct']} with direct loads), "
+        f"{TOTALS['agree']} agree, "
         f"{TOTALS['refused']} refused by the test run, "
         f"{TOTALS['libpcap_hang']} skipped (libpcap hang)"
     )
@@ -122,30 +138,20 @@ def test_kernel_filter_agrees_with_libpcap(expr: str) -> None:
     pkts = list(kernel_packets())
     assert len(pkts) >= 10_000
     compiled = compile_filters(expr)
-    obj = loader.load(
-        Config(),
-        [LoadRequest("pwru_selftest_l2"), LoadRequest("pwru_selftest_l3")],
-        compiled.bodies,
-        4096,
-    )
+    direct = compiled.direct and direct_loads_here()
+    programs = ["pwru_selftest_l2", "pwru_selftest_l3"]
+    if direct:
+        programs += ["pwru_selftest_l2_direct", "pwru_selftest_l3_direct"]
+    obj = loader.load(Config(), [LoadRequest(p) for p in programs], compiled.bodies, 4096)
     try:
         l2_frames = pkts
         raw = [p[14:] for p in pkts]
         l3_frames = [bytes(12) + NEUTRAL_ETHERTYPE + r for r in raw]
-        checks = [
-            (
-                "L2",
-                obj.program_fd("pwru_selftest_l2"),
-                l2_frames,
-                libpcap_answers(expr, DLT_EN10MB, pkts),
-            ),
-            (
-                "L3",
-                obj.program_fd("pwru_selftest_l3"),
-                l3_frames,
-                libpcap_answers(expr, DLT_RAW, raw),
-            ),
-        ]
+        l2_want = libpcap_answers(expr, DLT_EN10MB, pkts)
+        l3_want = libpcap_answers(expr, DLT_RAW, raw)
+        layers = {"l2": (l2_frames, l2_want), "l3": (l3_frames, l3_want)}
+        # pwru_selftest_<layer>[_direct]
+        checks = [(p, obj.program_fd(p), *layers[p.split("_")[2]]) for p in programs]
         for layer, fd, frames, want in checks:
             got = run_in_kernel(fd, frames)
             compared = 0
@@ -162,6 +168,7 @@ def test_kernel_filter_agrees_with_libpcap(expr: str) -> None:
                 compared += 1
             TOTALS["compared"] += compared
             TOTALS["agree"] += compared
+            TOTALS["direct"] += compared if layer.endswith("_direct") else 0
             assert compared >= 9_000, f"{expr!r} {layer}: only {compared} packets compared"
         TOTALS["expressions"] += 1
     finally:
@@ -201,6 +208,7 @@ def test_every_probe_program_verifies_with_filter(expr: str) -> None:
         track_skb_by_stackid=1,
         stack_frames=50, skb_text_len=4096, shinfo_text_len=4096,
         filter_loops=int(compiled.loops),
+        filter_direct=int(compiled.direct and direct_loads_here()),
     )  # fmt: skip
     requests = [_request(name) for name in ALL_PROGRAMS]
     loaded = [r.program for r in requests if r is not None]

@@ -61,7 +61,12 @@ def _bswap(v: int, nbytes: int) -> int:
 class Machine:
     """Runs one eBPF function. ``regions`` maps base address -> bytes (fake kernel memory)."""
 
-    def __init__(self, code: bytes, *, max_steps: int = 1_000_000) -> None:
+    def __init__(
+        self, code: bytes, *, max_steps: int = 1_000_000, direct_loads: bool = False
+    ) -> None:
+        """``direct_loads``: plain loads may read the regions (the direct filter
+        bodies); otherwise only the stack, and anything else is an error."""
+        self.direct_loads = direct_loads
         self.insns = ebpf.decode(code)
         self.max_steps = max_steps
         self.regs: list[int | None] = [None] * 11
@@ -72,6 +77,7 @@ class Machine:
         self.result = 0
         self.steps = 0
         self.helper_calls = 0  # bpf_probe_read_kernel calls of the last run
+        self.memory_loads = 0  # plain loads outside the stack, likewise
         self.executed: set[int] = set()
         slot_to_index: dict[int, int] = {}
         pos = 0
@@ -103,6 +109,7 @@ class Machine:
         self.regions = list(regions)
         self.fault_reads = fault_reads
         self.helper_calls = 0
+        self.memory_loads = 0
         ops = self.ops
         pc = 0
         steps = 0
@@ -133,10 +140,24 @@ class Machine:
         return start
 
     def _load(self, addr: int, size: int, i: int) -> int:
+        lo = FP_ADDR - STACK_SIZE
+        if self.direct_loads and not lo <= addr < FP_ADDR:
+            return self._load_memory(addr, size, i)
         start = self._stack_index(addr, size, i)
         if not all(self.init[start : start + size]):
             raise InterpError(f"insn {i}: read of uninitialised stack at r10{start - STACK_SIZE}")
         return int.from_bytes(self.stack[start : start + size], "little")
+
+    def _load_memory(self, addr: int, size: int, i: int) -> int:
+        """A plain load from kernel memory (the direct filter bodies): as the kernel's
+        fault fixup, a load outside every region gives 0 with ``fault_reads``."""
+        self.memory_loads += 1
+        for base, blob in self.regions:
+            if base <= addr and addr + size <= base + len(blob):
+                return int.from_bytes(blob[addr - base : addr - base + size], "little")
+        if not self.fault_reads:
+            raise InterpError(f"insn {i}: load of {size} bytes at {addr:#x} out of bounds")
+        return 0
 
     def _store(self, addr: int, size: int, value: int, i: int) -> None:
         start = self._stack_index(addr, size, i)

@@ -418,6 +418,42 @@ def test_differential_against_libpcap(expr: str) -> None:
             assert 0 < matched < len(pkts), (expr, linktype, matched)
 
 
+@pytest.mark.parametrize("expr", [e for e in EXPRESSIONS if "protochain" not in e])
+def test_direct_bodies_agree_with_libpcap(expr: str) -> None:
+    """The direct-load bodies (tp_btf programs on 6.18+): same verdicts as libpcap,
+    and no helper call at all, every packet byte a plain load."""
+    for linktype, pkts in ((DLT_EN10MB, list(packets())), (DLT_RAW, raw_packets())):
+        compiled = machine_for(expr, linktype)
+        if compiled is None:
+            continue  # L2-only expressions on DLT_RAW: covered above
+        program, _, prog = compiled
+        body = translate.translate(prog, name="f", direct=True)
+        machine = Machine(ebpf.encode(body), direct_loads=True)
+        loads = 0
+        for pkt in pkts:
+            want = program.filter(pkt)  # type: ignore[attr-defined]
+            assert run_filter(machine, pkt) == want, (expr, linktype, pkt.hex())
+            assert machine.helper_calls == 0
+            loads += machine.memory_loads
+        packet_modes = (Mode.ABS, Mode.IND, CbpfMode.MSH)
+        reads_packet = any(i.cls in (Class.LD, Class.LDX) and i.mode in packet_modes for i in prog)
+        assert loads > 0 or not reads_packet
+
+
+def test_direct_load_fault_reads_zero() -> None:
+    """A plain load the kernel cannot complete reads 0 (the fault fixup), where the
+    helper body rejects: 'not tcp' on an unreadable IPv4 frame sees protocol 0."""
+    prog = cbpf.compile_filter("ip and not tcp", DLT_EN10MB)
+    assert prog is not None
+    pkt = ether(random.Random(1), 0x0800, ipv4(random.Random(2)), tags=0)
+    helper = Machine(ebpf.encode(translate.translate(prog, name="f")))
+    body = translate.translate(prog, name="f", direct=True)
+    direct = Machine(ebpf.encode(body), direct_loads=True)
+    assert helper.run((0x1000, 0x1000 + len(pkt)), [], fault_reads=True) == 0
+    assert direct.run((0x1000, 0x1000 + len(pkt)), [], fault_reads=True) == 0  # ethertype 0
+    assert direct.memory_loads == 1
+
+
 def test_raw_link_type_outcomes() -> None:
     for expr in EXPRESSIONS:
         try:
