@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Callable
 
 from pwru.bpf import loader
+from pwru.bpf.abi import Config
 from pwru.bpf.config import Spliced, build_config, skb_direct_loads
 from pwru.bpf.ringbuf import Ring, open_ring
 from pwru.errors import EnvironmentProblem, UsageError
@@ -125,7 +126,6 @@ class Session:
             Spliced(
                 pcap.pcap, pcap.tunnel, skb.has_filter, skb.has_metadata,
                 skb.has_xdp_filter, skb.has_xdp_metadata, pcap.loops,
-                pcap.direct and skb_direct_loads(running_btf),
             ),  # fmt: skip
             direct_map() if options.capture_size else NO_DIRECT_MAP,
         )
@@ -135,6 +135,8 @@ class Session:
         check_writable(options.output_pcap, "--output-pcap")
         wanted = func_matcher(options)
         self._plan(TraceContext(options, kernel_btf, running_btf, self.ksyms, wanted))
+        if pcap.direct:
+            self._choose_packet_loads(config, running_btf)
         self.stop.check()
         self.obj = loader.load(
             config,
@@ -178,6 +180,14 @@ class Session:
         for part in self.parts:
             for line in part.notes:
                 note(line)
+
+    def _choose_packet_loads(self, config: Config, btf: KernelBtf) -> None:
+        """Tracepoint programs run the pcap filter with plain loads where the kernel
+        allows them (asked only when such a program is planned: a probe load)."""
+        if any(r.program.startswith("pwru_tp_") for r in self.requests):
+            config.filter_direct = int(skb_direct_loads(btf))
+            how = "plain loads" if config.filter_direct else "bpf_probe_read_kernel"
+            log.debug("pcap filter in tracepoint programs reads packets with %s", how)
 
     def _attach(self) -> None:
         assert self.obj is not None

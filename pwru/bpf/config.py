@@ -42,7 +42,6 @@ class Spliced:
     xdp_expr: bool = False
     xdp_metadata: bool = False
     loops: bool = False  # a pcap filter body loops (libpcap's protochain)
-    direct: bool = False  # tp_btf programs run the direct-load pcap bodies
 
 
 def build_config(
@@ -76,7 +75,6 @@ def build_config(
     config.have_pcap_filter = int(spliced.pcap)
     config.have_tunnel_filter = int(spliced.tunnel)
     config.filter_loops = int(spliced.loops)
-    config.filter_direct = int(spliced.direct)
     config.have_skb_expr = int(spliced.skb_expr)
     config.output_skb_metadata = int(spliced.skb_metadata)
     config.have_xdp_expr = int(spliced.xdp_expr)

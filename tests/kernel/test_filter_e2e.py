@@ -32,6 +32,25 @@ def test_host_and_port_filter(lab: Lab, workdir: Path) -> None:
     assert set(seen) == {(lab.a.ipv4, 41001, lab.b.ipv4, 7801, "udp")}
 
 
+def test_tracepoints_filter_with_plain_loads_here(lab: Lab, workdir: Path) -> None:
+    """On this kernel (6.18) the tracepoint programs run the direct-load filter bodies:
+    the same packets match as through the helper path, and --debug says which path ran
+    (a protochain filter keeps the helper path)."""
+    expr = f"udp and dst host {lab.b.ipv4} and dst port 7811"
+    run = PwruRun(["--debug", "--filter-netns", lab.b.netns_path, expr], workdir)
+    lab.a.send_udp(lab.b.ipv4, 7811, sport=41011)
+    lab.a.send_udp(lab.b.ipv4, 7812, sport=41012)
+    assert run.stop() == 0
+    assert "pcap filter in tracepoint programs reads packets with plain loads" in run.stderr
+    assert set(tuples(run.lines())) == {(lab.a.ipv4, 41011, lab.b.ipv4, 7811, "udp")}
+    looping = PwruRun(["--debug", "--filter-netns", lab.b.netns_path, "ip6 protochain 17"], workdir)
+    lab.a.send_udp(lab.b.ipv6, 7813, sport=41013)
+    lab.a.send_udp(lab.b.ipv4, 7813, sport=41014)
+    assert looping.stop() == 0
+    assert "reads packets with" not in looping.stderr
+    assert {sp for _, sp, _, _, _ in tuples(looping.lines())} == {41013}, looping.stdout
+
+
 def test_ipv6_net_filter(lab: Lab, workdir: Path) -> None:
     run = PwruRun(
         ["--filter-netns", lab.b.netns_path, "ip6 and src net 2001:db8:2::/64 and udp"], workdir
