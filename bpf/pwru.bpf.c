@@ -952,6 +952,18 @@ static __always_inline __u64 kprobe_caller(struct pt_regs *ctx)
 }
 
 /*
+ * A kprobe's skb is a bare address. Where the kernel allows it (bpf_rdonly_cast,
+ * 6.2+, callable from kprobes), the control plane splices in a body that turns it
+ * into a BTF-typed pointer, whose fields the filters then load directly, as
+ * tp_btf programs do; config.kprobe_btf says so. The default body is never called.
+ */
+static __noinline struct sk_buff *skb_btf_cast(struct sk_buff *skb)
+{
+	barrier_var(skb); /* else clang sees the identity and drops the call */
+	return skb;
+}
+
+/*
  * A kprobe hit: the probe id (bpf_get_attach_cookie), the function's address
  * (bpf_get_func_ip) and the caller are asked only once the skb matched, since
  * helper calls are what a non-matching hit would otherwise spend most on.
@@ -959,7 +971,9 @@ static __always_inline __u64 kprobe_caller(struct pt_regs *ctx)
 static __always_inline int handle_kprobe(struct pt_regs *ctx, struct sk_buff *skb, __u32 type,
 					 __u32 flags, __u64 reason, bool caller)
 {
-	if (!skb || !filter_skb(skb, false))
+	if (!skb)
+		return 0;
+	if (CFG.kprobe_btf ? !filter_skb(skb_btf_cast(skb), true) : !filter_skb(skb, false))
 		return 0;
 	struct site at = { .type = type, .probe = kprobe_id(ctx), .func_ip = kprobe_ip(ctx),
 			   .caller_ip = caller ? kprobe_caller(ctx) : 0 };

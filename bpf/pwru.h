@@ -183,7 +183,8 @@ struct pwru_config {
 	__u32 page_shift;
 	__u8 filter_loops;       /* a spliced pcap filter loops (protochain): see read_view() */
 	__u8 filter_direct;      /* tp_btf programs run filter_pcap_*_direct: see filter_pcap() */
-	__u16 _pad2;
+	__u8 kprobe_btf;         /* skb_btf_cast was spliced in: see handle_kprobe() */
+	__u8 _pad2;
 };
 
 #define PWRU_MAX_STACK_FRAMES 50

@@ -24,7 +24,7 @@ from typing import Callable
 
 from pwru.bpf import loader
 from pwru.bpf.abi import Config
-from pwru.bpf.config import Spliced, build_config, skb_direct_loads
+from pwru.bpf.config import Spliced, build_config, choose_skb_loads
 from pwru.bpf.ringbuf import Ring, open_ring
 from pwru.errors import EnvironmentProblem, UsageError
 from pwru.filter.pcap import compile_filters
@@ -124,8 +124,13 @@ class Session:
         config = build_config(
             options,
             Spliced(
-                pcap.pcap, pcap.tunnel, skb.has_filter, skb.has_metadata,
-                skb.has_xdp_filter, skb.has_xdp_metadata, pcap.loops,
+                pcap.pcap,
+                pcap.tunnel,
+                skb.has_filter,
+                skb.has_metadata,
+                skb.has_xdp_filter,
+                skb.has_xdp_metadata,
+                pcap.loops,
             ),  # fmt: skip
             direct_map() if options.capture_size else NO_DIRECT_MAP,
         )
@@ -135,13 +140,12 @@ class Session:
         check_writable(options.output_pcap, "--output-pcap")
         wanted = func_matcher(options)
         self._plan(TraceContext(options, kernel_btf, running_btf, self.ksyms, wanted))
-        if pcap.direct:
-            self._choose_packet_loads(config, running_btf)
+        skb_loads = self._choose_skb_loads(config, running_btf, pcap.direct)
         self.stop.check()
         self.obj = loader.load(
             config,
             self.requests,
-            filters={**pcap.bodies, **skb.bodies},
+            filters={**pcap.bodies, **skb.bodies, **skb_loads},
             ringbuf_bytes=options.ringbuf_size_bytes,
             btf_custom_path=options.kernel_btf or None,
         )
@@ -181,13 +185,17 @@ class Session:
             for line in part.notes:
                 note(line)
 
-    def _choose_packet_loads(self, config: Config, btf: KernelBtf) -> None:
-        """Tracepoint programs run the pcap filter with plain loads where the kernel
-        allows them (asked only when such a program is planned: a probe load)."""
-        if any(r.program.startswith("pwru_tp_") for r in self.requests):
-            config.filter_direct = int(skb_direct_loads(btf))
-            how = "plain loads" if config.filter_direct else "bpf_probe_read_kernel"
-            log.debug("pcap filter in tracepoint programs reads packets with %s", how)
+    def _choose_skb_loads(
+        self, config: Config, btf: KernelBtf, pcap_direct: bool
+    ) -> dict[str, bytes]:
+        """Plain loads of skb fields and packet bytes where the kernel allows them."""
+        bodies = choose_skb_loads(config, btf, [r.program for r in self.requests], pcap_direct)
+        log.debug(
+            "kprobes read the skb %s; the pcap filter reads packets with %s",
+            "with plain loads (bpf_rdonly_cast)" if config.kprobe_btf else "with helpers",
+            "plain loads" if config.filter_direct else "bpf_probe_read_kernel",
+        )
+        return bodies
 
     def _attach(self) -> None:
         assert self.obj is not None

@@ -187,7 +187,8 @@ class Config(ctypes.Structure):
         ("page_shift", ctypes.c_uint32),
         ("filter_loops", ctypes.c_uint8),
         ("filter_direct", ctypes.c_uint8),  # tp_btf programs read packets with plain loads
-        ("_pad2", ctypes.c_uint16),
+        ("kprobe_btf", ctypes.c_uint8),  # kprobes read the skb through skb_btf_cast
+        ("_pad2", ctypes.c_uint8),
     ]
 
 

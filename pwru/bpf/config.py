@@ -9,6 +9,7 @@ and prunes the code of everything switched off.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from pwru.bpf.abi import (
@@ -22,13 +23,15 @@ from pwru.bpf.abi import (
     RawPacket,
 )
 from pwru.errors import UsageError
+from pwru.filter import ebpf
 from pwru.kernel import features
 from pwru.kernel.btf import KernelBtf
 from pwru.kernel.directmap import NO_DIRECT_MAP, DirectMap
 from pwru.kernel.netns import resolve_ifindex, resolve_netns
 from pwru.options import Options
 
-STACK_FRAMES_FOR_CALLER = 8  # enough to step over tracing frames to the caller
+STACK_FRAMES_FOR_CALLER = 8
+SKB_BTF_CAST_STUB = "skb_btf_cast"  # enough to step over tracing frames to the caller
 
 
 @dataclass(frozen=True)
@@ -87,15 +90,39 @@ def build_config(
     return config
 
 
-def skb_direct_loads(btf: KernelBtf) -> bool:
-    """Whether tp_btf programs may read packet bytes with plain loads (a feature
-    probe on the kfree_skb tracepoint, whose first argument is the skb)."""
-    tracepoint = btf.find_type_id("btf_trace_kfree_skb", "typedef")
+def choose_skb_loads(
+    config: Config, btf: KernelBtf, programs: Collection[str], pcap_direct: bool
+) -> dict[str, bytes]:
+    """How the planned ``programs`` read the skb, each way feature-probed, set in
+    ``config``; returns the stub bodies that go with it.
+
+    * config.kprobe_btf: kprobes turn their skb address into a BTF-typed pointer
+      (``bpf_rdonly_cast``) and load its fields directly, as tp_btf programs do;
+    * config.filter_direct: the pcap filter loads packet bytes directly too
+      (``pcap_direct``: it has such bodies; 6.18+ kernels allow it).
+    """
     skb = btf.find_type_id("sk_buff", "struct")
     head = btf.struct_member(skb, "head") if skb is not None else None
-    if tracepoint is None or head is None:
-        return False
-    return bool(features.skb_direct_loads(tracepoint, head.offset_bits // 8))
+    if skb is None or head is None:
+        return {}
+    head_offset = head.offset_bits // 8
+    bodies: dict[str, bytes] = {}
+    cast = btf.find_type_id("bpf_rdonly_cast", "func")
+    kprobes = any(p.startswith(("pwru_kp_", "pwru_km_")) for p in programs)
+    if kprobes and cast is not None and features.kprobe_btf_cast(cast, skb, head_offset, False):
+        config.kprobe_btf = 1
+        insns = [ebpf.mov64_imm(ebpf.R2, skb), ebpf.call_kfunc(cast), ebpf.exit_insn()]
+        bodies[SKB_BTF_CAST_STUB] = ebpf.encode(insns)
+    tracepoint = btf.find_type_id("btf_trace_kfree_skb", "typedef")
+    tracepoints = any(p.startswith("pwru_tp_") for p in programs)
+    if pcap_direct and (tracepoints or config.kprobe_btf):
+        direct = not tracepoints or (
+            tracepoint is not None and bool(features.skb_direct_loads(tracepoint, head_offset))
+        )
+        if config.kprobe_btf and cast is not None:
+            direct = direct and bool(features.kprobe_btf_cast(cast, skb, head_offset, True))
+        config.filter_direct = int(direct)
+    return bodies
 
 
 def set_kprobe_helpers(config: Config) -> None:

@@ -285,6 +285,11 @@ def call_helper(helper_id: int) -> Insn:
     return Insn(Class.JMP | JmpOp.CALL, 0, 0, 0, helper_id)
 
 
+def call_kfunc(btf_id: int) -> Insn:
+    """A call of the vmlinux kfunc whose BTF FUNC id is ``btf_id``."""
+    return Insn(Class.JMP | JmpOp.CALL, 0, CallSrc.KFUNC, 0, btf_id)
+
+
 def probe_read_to_stack(slot: int, size: int, on_error: JumpTarget) -> list[Insn]:
     """bpf_probe_read_kernel(fp + slot, size, r3): copy ``size`` bytes from the kernel
     address in r3 to the stack; jump to ``on_error`` when the read fails. Clobbers r0-r5."""

@@ -198,6 +198,32 @@ def skb_direct_loads(attach_btf_id: int, head_offset: int) -> Feature:
 
 
 @functools.cache
+def kprobe_btf_cast(cast_id: int, skb_id: int, head_offset: int, direct: bool) -> Feature:
+    """kprobes calling ``bpf_rdonly_cast`` (FUNC id ``cast_id``) on their skb address,
+    to load its fields with plain loads; with ``direct``, also packet bytes from
+    ``skb->head`` (as tp_btf programs do on 6.18+)."""
+    from pwru.filter import ebpf
+
+    insns = [
+        ebpf.ldx_mem(8, ebpf.R1, ebpf.R1, 0),  # a register of the probed function
+        ebpf.mov64_imm(ebpf.R2, skb_id),
+        ebpf.call_kfunc(cast_id),
+        ebpf.ldx_mem(8, ebpf.R3, ebpf.R0, head_offset),  # skb->head
+    ]
+    if direct:
+        insns.append(ebpf.ldx_mem(1, ebpf.R4, ebpf.R3, 0))
+    insns += [ebpf.mov64_imm(ebpf.R0, 0), ebpf.exit_insn()]
+    try:
+        fd = libbpf.prog_load(
+            libbpf.BPF_PROG_TYPE_KPROBE, "pwru_kp_btf", ebpf.encode(insns), log_size=4096
+        )
+    except LibbpfError as error:
+        return Feature(False, f"kprobes cannot read the skb through bpf_rdonly_cast: {error}")
+    os.close(fd)
+    return YES
+
+
+@functools.cache
 def ringbuf() -> Feature:
     """BPF ring buffers (5.8+), which carry every event."""
     if libbpf.probe_map_type(libbpf.BPF_MAP_TYPE_RINGBUF):

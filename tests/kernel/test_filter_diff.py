@@ -22,7 +22,7 @@ import pytest
 
 from pwru.bpf import libbpf, loader
 from pwru.bpf.abi import Config
-from pwru.bpf.config import skb_direct_loads
+from pwru.bpf.config import choose_skb_loads
 from pwru.bpf.loader import LoadRequest
 from pwru.filter import cbpf
 from pwru.filter.cbpf import DLT_EN10MB, DLT_RAW
@@ -111,7 +111,9 @@ def run_in_kernel(prog_fd: int, frames: list[bytes]) -> list[int | None]:
 @cache
 def direct_loads_here() -> bool:
     """Whether tp_btf programs on this kernel run the direct-load filter bodies."""
-    return skb_direct_loads(KernelBtf.load())
+    config = Config()
+    choose_skb_loads(config, KernelBtf.load(), ["pwru_tp_skb0"], pcap_direct=True)
+    return bool(config.filter_direct)
 
 
 def test_direct_loads_probe_matches_the_kernel() -> None:
@@ -197,9 +199,12 @@ def test_expression_set_is_broad() -> None:
         assert needle in joined, needle
 
 
+@pytest.mark.parametrize("plain_loads", [True, False], ids=["plain-loads", "helpers"])
 @pytest.mark.parametrize("expr", KERNEL_EXPRESSIONS)
-def test_every_probe_program_verifies_with_filter(expr: str) -> None:
-    """kprobe and kprobe-multi programs load here even though they cannot attach."""
+def test_every_probe_program_verifies_with_filter(expr: str, plain_loads: bool) -> None:
+    """kprobe and kprobe-multi programs load here even though they cannot attach: with
+    the skb read through bpf_rdonly_cast and the direct filter bodies where this
+    kernel allows them (asserted for 6.18), and through helpers as older kernels do."""
     compiled = compile_filters(expr, tunnel_l2=expr, tunnel_l3="")
     # every optional part of the programs switched on, so the verifier sees it all
     config = Config(
@@ -208,12 +213,16 @@ def test_every_probe_program_verifies_with_filter(expr: str) -> None:
         track_skb_by_stackid=1,
         stack_frames=50, skb_text_len=4096, shinfo_text_len=4096,
         filter_loops=int(compiled.loops),
-        filter_direct=int(compiled.direct and direct_loads_here()),
     )  # fmt: skip
+    bodies = dict(compiled.bodies)
+    if plain_loads:
+        bodies |= choose_skb_loads(config, KernelBtf.load(), ALL_PROGRAMS, compiled.direct)
+        assert config.kprobe_btf == int(direct_loads_here())
+        assert config.filter_direct == int(compiled.direct and direct_loads_here())
     requests = [_request(name) for name in ALL_PROGRAMS]
     loaded = [r.program for r in requests if r is not None]
     assert len(loaded) >= len(ALL_PROGRAMS) - 1  # 6.18 has no tracepoint with the skb 5th
-    obj = loader.load(config, [r for r in requests if r is not None], compiled.bodies, 4096)
+    obj = loader.load(config, [r for r in requests if r is not None], bodies, 4096)
     try:
         for name in loaded:
             assert obj.program_fd(name) > 0, name
