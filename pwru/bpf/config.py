@@ -99,30 +99,62 @@ def choose_skb_loads(
     * config.kprobe_btf: kprobes turn their skb address into a BTF-typed pointer
       (``bpf_rdonly_cast``) and load its fields directly, as tp_btf programs do;
     * config.filter_direct: the pcap filter loads packet bytes directly too
-      (``pcap_direct``: it has such bodies; 6.18+ kernels allow it).
+      (``pcap_direct``: it has such bodies; 6.18+ kernels allow it), set only when
+      every kind of planned program may.
     """
-    skb = btf.find_type_id("sk_buff", "struct")
-    head = btf.struct_member(skb, "head") if skb is not None else None
-    if skb is None or head is None:
-        return {}
-    head_offset = head.offset_bits // 8
-    bodies: dict[str, bytes] = {}
-    cast = btf.find_type_id("bpf_rdonly_cast", "func")
     kprobes = any(p.startswith(("pwru_kp_", "pwru_km_")) for p in programs)
-    if kprobes and cast is not None and features.kprobe_btf_cast(cast, skb, head_offset, False):
-        config.kprobe_btf = 1
-        insns = [ebpf.mov64_imm(ebpf.R2, skb), ebpf.call_kfunc(cast), ebpf.exit_insn()]
-        bodies[SKB_BTF_CAST_STUB] = ebpf.encode(insns)
-    tracepoint = btf.find_type_id("btf_trace_kfree_skb", "typedef")
     tracepoints = any(p.startswith("pwru_tp_") for p in programs)
+    if not kprobes and not (pcap_direct and tracepoints):
+        return {}  # nothing to ask (the BTF lookups cost a few ms of the start)
+    ids = _SkbIds.find(btf)
+    if ids is None:
+        return {}
+    bodies: dict[str, bytes] = {}
+    if kprobes and ids.cast_ok(direct=False):
+        config.kprobe_btf = 1
+        bodies[SKB_BTF_CAST_STUB] = ids.cast_body()
     if pcap_direct and (tracepoints or config.kprobe_btf):
-        direct = not tracepoints or (
-            tracepoint is not None and bool(features.skb_direct_loads(tracepoint, head_offset))
-        )
-        if config.kprobe_btf and cast is not None:
-            direct = direct and bool(features.kprobe_btf_cast(cast, skb, head_offset, True))
-        config.filter_direct = int(direct)
+        tracepoints_ok = not tracepoints or ids.tracepoint_direct_ok()
+        kprobes_ok = not config.kprobe_btf or ids.cast_ok(direct=True)
+        config.filter_direct = int(tracepoints_ok and kprobes_ok)
     return bodies
+
+
+@dataclass(frozen=True)
+class _SkbIds:
+    """The BTF ids and offset the skb-access probes and the cast stub need."""
+
+    skb: int  # struct sk_buff
+    head_offset: int  # of skb->head, bytes
+    cast: int | None  # FUNC bpf_rdonly_cast (6.2+)
+    kfree_tracepoint: int | None  # typedef btf_trace_kfree_skb
+
+    @classmethod
+    def find(cls, btf: KernelBtf) -> _SkbIds | None:
+        skb = btf.find_type_id("sk_buff", "struct")
+        head = btf.struct_member(skb, "head") if skb is not None else None
+        if skb is None or head is None:
+            return None
+        cast = btf.find_type_id("bpf_rdonly_cast", "func")
+        tracepoint = btf.find_type_id("btf_trace_kfree_skb", "typedef")
+        return cls(skb, head.offset_bits // 8, cast, tracepoint)
+
+    def cast_ok(self, direct: bool) -> bool:
+        return self.cast is not None and bool(
+            features.kprobe_btf_cast(self.cast, self.skb, self.head_offset, direct)
+        )
+
+    def tracepoint_direct_ok(self) -> bool:
+        tracepoint = self.kfree_tracepoint
+        return tracepoint is not None and bool(
+            features.skb_direct_loads(tracepoint, self.head_offset)
+        )
+
+    def cast_body(self) -> bytes:
+        """skb_btf_cast's body: return bpf_rdonly_cast(r1, <struct sk_buff>)."""
+        assert self.cast is not None
+        insns = [ebpf.mov64_imm(ebpf.R2, self.skb), ebpf.call_kfunc(self.cast), ebpf.exit_insn()]
+        return ebpf.encode(insns)
 
 
 def set_kprobe_helpers(config: Config) -> None:
