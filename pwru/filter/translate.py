@@ -18,16 +18,18 @@ Registers and stack (r6..r9 are ours: the caller's copies live in its frame)::
     r10 - 8           read buffer for one packet load (4 bytes used)
     r10 - 16          length = data_end - data (0 if data_end < data)
     r10 - 24          window length (programs with a window, see below)
-    r10 - 88          the window: the packet's first 64 bytes
+    r10 - 24 - W      the window: the packet's first W bytes (W <= 64, see below)
     below that        counters of further overlapping loops (libpcap emits
                       none), then M[k] for the scratch words used, 4 bytes each
 
 The window. Every packet load is a helper call (``bpf_probe_read_kernel``,
 tens of nanoseconds), and a filter runs at every probe hit. So a program
 with two or more constant-offset loads inside the first 64 bytes (EtherType, IP protocol,
-IPv6 addresses and ports, ...) reads min(length, 64) bytes into its frame
+IPv6 addresses and ports, ...) reads min(length, W) bytes into its frame
 once, up front, and serves those loads from there, byte by byte (the
-verifier insists on aligned stack access). If that read fails the window
+verifier insists on aligned stack access). W is the end of the furthest
+such load rounded up to 8 bytes (40 for ``ip host 192.0.2.1`` on Ethernet): a
+shorter copy and fewer slots to zero. If that read fails the window
 length is 0 and every load takes the helper path, which then fails (and
 rejects) exactly as before. Loads at X + k, and beyond 64 bytes, always take
 the helper path.
@@ -122,8 +124,7 @@ DEFAULT_MAX_BACKWARD_JUMPS = 64
 _BUF = -8
 _LEN_SLOT = -16
 _WINLEN_SLOT = -24
-WINDOW = 64  # bytes
-_WIN = _WINLEN_SLOT - WINDOW  # the window is r10 + _WIN .. r10 + _WIN + WINDOW - 1
+WINDOW = 64  # bytes at most; a program's window ends with its furthest load in it
 
 REG_A = R8
 REG_X = R9
@@ -198,8 +199,11 @@ class _Translator:
         colour = _loop_colours(self.loop_end)
         # one read of the window costs what one load costs: worth it from two loads
         # (direct loads need no window: each load is one instruction already)
-        self.windowed = not direct and sum(_in_window(insn) for insn in prog) >= 2
-        top = _WIN if self.windowed else _LEN_SLOT  # lowest slot of the fixed layout
+        ends = [insn.k + Size(insn.size).nbytes for insn in prog if _in_window(insn)]
+        self.windowed = not direct and len(ends) >= 2
+        self.window = -(-max(ends, default=0) // 8) * 8 if self.windowed else 0
+        self.win = _WINLEN_SLOT - self.window  # the window: r10 + win .. r10 + win + window
+        top = self.win if self.windowed else _LEN_SLOT  # lowest slot of the fixed layout
         self.counter_slot: dict[int, int | None] = {
             head: None if c == 0 else top - 8 * c for head, c in colour.items()
         }
@@ -262,21 +266,21 @@ class _Translator:
             self.reset_counter(head)
 
     def read_window(self) -> None:
-        """Copy min(length, WINDOW) packet bytes into the window (see module doc)."""
+        """Copy min(length, window) packet bytes into the window (see module doc)."""
         short, done = f"{self.name}.win_short", f"{self.name}.win_done"
         b = self.b
         b.emit(
             ebpf.ldx_mem(8, R2, FP, _LEN_SLOT),
-            ebpf.jmp_imm(JmpOp.JLE, R2, WINDOW, short),
-            ebpf.mov64_imm(R2, WINDOW),
+            ebpf.jmp_imm(JmpOp.JLE, R2, self.window, short),
+            ebpf.mov64_imm(R2, self.window),
         )
         b.label(short)
         b.emit(ebpf.stx_mem(8, FP, R2, _WINLEN_SLOT))
         # zeroed first: the verifier then knows every window byte is initialised
-        b.emit(*(ebpf.st_mem(8, FP, _WIN + off, 0) for off in range(0, WINDOW, 8)))
+        b.emit(*(ebpf.st_mem(8, FP, self.win + off, 0) for off in range(0, self.window, 8)))
         b.emit(
             ebpf.mov64_reg(R1, FP),
-            ebpf.alu64_imm(AluOp.ADD, R1, _WIN),
+            ebpf.alu64_imm(AluOp.ADD, R1, self.win),
             ebpf.mov64_reg(R3, _DATA),
             ebpf.call_helper(BPF_FUNC_probe_read_kernel),
             ebpf.jmp_imm(JmpOp.JEQ, R0, 0, done),
@@ -290,7 +294,7 @@ class _Translator:
         b = self.b
         size = Size(insn.size).nbytes
         slow, done = self.local(pc, "slow"), self.local(pc, "loaded")
-        base = _WIN + insn.k
+        base = self.win + insn.k
         b.emit(
             ebpf.ldx_mem(8, R0, FP, _WINLEN_SLOT),
             ebpf.jmp_imm(JmpOp.JLT, R0, insn.k + size, slow),

@@ -534,7 +534,8 @@ def test_loop_counters() -> None:
     text = "\n".join(ebpf.disassemble(body))
     assert text.count("r6 = 0") == 3  # prologue + one reset per loop header
     assert text.count("r6 += 1") == 4  # two backward jumps per protochain
-    assert translate.stack_size(prog) == 92  # buffer, length, window length + 64, M[0]
+    # buffer, length, window length, a 24-byte window (its furthest load: byte 20), M[0]
+    assert translate.stack_size(prog) == 52
     machine = Machine(ebpf.encode(body))
     rnd = random.Random(5)
     # 50 headers fail the first loop's walk (no UDP) after 50 iterations,
@@ -1232,7 +1233,7 @@ def test_listings_digest() -> None:
         prog = random_program(rnd)
         digest.update("\n".join(cbpf.disassemble(prog)).encode())
         digest.update("\n".join(ebpf.disassemble(translate.translate(prog, name="f"))).encode())
-    assert digest.hexdigest() == "a7d3df2b0b3dfa103243630f22de61c3ea2a60c8e53a421e12d9734b9d3ec1a9"
+    assert digest.hexdigest() == "f66dbaa864bbb3e9c9fad5ffc69a8a1ef38eaf2d63118c30ce6c370d5e048f8e"
 
 
 def test_cbpf_encoding_round_trip() -> None:
@@ -1261,6 +1262,19 @@ def test_interpreter_is_strict() -> None:
         Machine(code).run([0x1000], [(0x1000, b"x")])
 
 
+def test_window_ends_with_its_furthest_load() -> None:
+    """The window copies no byte past the furthest constant load it serves (rounded
+    up to 8): 40 bytes for IPv4 addresses behind Ethernet, 24 without it."""
+    for expr, linktype, window in (
+        ("ip host 192.0.2.1", DLT_EN10MB, 40),  # daddr: bytes 30-33
+        ("host 192.0.2.1", DLT_EN10MB, 48),  # ARP's target address: bytes 38-41
+        ("host 192.0.2.1", DLT_RAW, 24),  # daddr: bytes 16-19
+    ):
+        prog = cbpf.compile_filter(expr, linktype)
+        assert prog is not None
+        assert translate.stack_size(prog) == 24 + window, (expr, linktype)
+
+
 def test_window_serves_constant_loads() -> None:
     """'tcp and dst port 80' on a full IPv4 TCP frame: the EtherType, protocol, fragment
     and header-length loads come from the window (one read), the two port loads at X + k
@@ -1276,6 +1290,8 @@ def test_window_serves_constant_loads() -> None:
     assert run_filter(machine, pkt) != 0
     # the window + the indexed dst port load
     assert machine.helper_calls == 2
+    # buffer, length, window length, and the window up to its furthest load (IPv6 port)
+    assert translate.stack_size(prog) == 8 + 8 + 8 + 64
     assert run_filter(machine, pkt[:20]) == 0
     without = Machine(ebpf.encode(translate.translate(prog[:1] + prog[-2:], name="f")))
     assert run_filter(without, pkt) == 0x40000  # one load only: no window read
