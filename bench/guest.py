@@ -15,7 +15,9 @@ tests/vm/kernels.txt (tests/vm/run-in-guest.sh: the host's root read-only, TCG,
 * pwru's start: its --debug "ready after" minus its attach time is the set-up before
   attaching (Python start not included; the wall time to --ready-file is reported too).
 
-Run ``make bench-guest`` (or ``bench/run.py --guest``); ~10 minutes.
+Run ``make bench-guest`` (or ``bench/run.py --guest``); ~10 minutes. ``--kernel 7.3`` runs
+the same in another kernel of tests/vm/kernels.txt (7.3 lets kprobes load packet bytes
+directly, see docs/filters.md).
 """
 
 from __future__ import annotations
@@ -108,19 +110,24 @@ def measure_backend(
     return result
 
 
-def kernel_package() -> str:
-    """The 6.12 row of tests/vm/kernels.txt, resolved to a package name."""
+def kernel_package(version: str) -> str:
+    """The ``version`` row (6.12, the issue's) of tests/vm/kernels.txt, resolved to a
+    package name."""
     rows = subprocess.run(
         [str(tools.REPO / "tests/vm/resolve-kernels.sh")], capture_output=True, text=True
     ).stdout
     for row in rows.splitlines():
-        if row.startswith("linux-image-6.12."):
+        if row.startswith(f"linux-image-{version}."):
             return row.split()[0]
-    raise SystemExit("bench: no 6.12 kernel in tests/vm/kernels.txt (tests/vm/setup-host.sh?)")
+    raise SystemExit(
+        f"bench: no {version} kernel in tests/vm/kernels.txt (tests/vm/setup-host.sh?)"
+    )
 
 
-def run_guest(seconds: float, rounds: int, kprobe_rounds: int) -> dict[str, object]:
-    """The host side: build, boot the 6.12 guest once, return what it measured."""
+def run_guest(
+    seconds: float, rounds: int, kprobe_rounds: int, version: str = "6.12"
+) -> dict[str, object]:
+    """The host side: build, boot the guest once, return what it measured."""
     tools.build_tools()
     # the guest cannot write __pycache__: compile here once (~1 s of TCG per pwru start)
     subprocess.run(
@@ -128,7 +135,7 @@ def run_guest(seconds: float, rounds: int, kprobe_rounds: int) -> dict[str, obje
         cwd=tools.REPO,
         capture_output=True,
     )
-    package = kernel_package()
+    package = kernel_package(version)
     out_dir = VM_DIR / "bench-speed"
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / "guest.json"
@@ -161,6 +168,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="kprobe-multi rounds")
     parser.add_argument("--kprobe-rounds", type=int, default=1, help="single-kprobe rounds")
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    parser.add_argument("--kernel", default="6.12", help="guest kernel of tests/vm/kernels.txt")
     parser.add_argument("--in-guest", metavar="OUT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.in_guest:
@@ -168,8 +176,8 @@ def main() -> None:
         return
     from bench import report
 
-    result = run_guest(args.seconds, args.rounds, args.kprobe_rounds)
-    report.print_table(report.guest_goals(result), f"6.12 guest ({result['package']})")
+    result = run_guest(args.seconds, args.rounds, args.kprobe_rounds, args.kernel)
+    report.print_table(report.guest_goals(result), f"{args.kernel} guest ({result['package']})")
     if args.json:
         Path(args.json).write_text(json.dumps({"guest": result}, indent=1))
 
