@@ -40,10 +40,7 @@ class CompiledFilters:
     seconds: float = 0.0  # compile + translate time, for --debug and benchmarks
 
 
-_Compiled = tuple[cbpf.CbpfInsn, ...] | None
-
-
-def _compile(expression: str, linktype: int, l2_only_ok: bool) -> _Compiled:
+def _compile(expression: str, linktype: int, l2_only_ok: bool) -> tuple[cbpf.CbpfInsn, ...] | None:
     """libpcap's program; None for one valid at L2 only (checked by the caller) and
     meaningless at L3."""
     try:
@@ -55,7 +52,9 @@ def _compile(expression: str, linktype: int, l2_only_ok: bool) -> _Compiled:
     return None if prog is None else tuple(prog)
 
 
-def _body(stub: str, expression: str, linktype: int, prog: _Compiled, direct: bool) -> bytes:
+def _body(
+    stub: str, expression: str, linktype: int, prog: tuple[cbpf.CbpfInsn, ...] | None, direct: bool
+) -> bytes:
     """Translate and encode one stub body; log both programs with --debug."""
     if prog is None:
         insns = translate.reject_all(name=stub)
