@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pwru.bpf import libbpf
 from pwru.bpf.libbpf import LibbpfError
 from pwru.errors import EnvironmentProblem
+from pwru.filter import ebpf
 from pwru.filter.opcodes import AluOp
 from pwru.kernel.btf import VMLINUX
 
@@ -147,22 +148,38 @@ def module_btf(btf_dir: str = "/sys/kernel/btf", modules: str = "/proc/modules")
     return YES
 
 
-@functools.cache
-def fexit(attach_btf_id: int) -> Feature:
-    """fexit programs on the kernel function with this BTF id (some kernels refuse
-    every fentry/fexit program with EPERM)."""
+def _refusal(
+    prog_type: int, name: str, insns: bytes, expected_attach_type: int = 0, attach_btf_id: int = 0
+) -> LibbpfError | None:
+    """Load a test program and close it: None if the kernel took it, else its refusal."""
     try:
         fd = libbpf.prog_load(
-            libbpf.BPF_PROG_TYPE_TRACING,
-            "pwru_fexit_test",
-            _RETURN_0,
-            expected_attach_type=libbpf.BPF_TRACE_FEXIT,
+            prog_type,
+            name,
+            insns,
+            expected_attach_type=expected_attach_type,
             attach_btf_id=attach_btf_id,
             log_size=4096,
         )
     except LibbpfError as error:
-        return Feature(False, f"the kernel refuses fexit: {os.strerror(error.errno or 0)}")
+        return error
     os.close(fd)
+    return None
+
+
+@functools.cache
+def fexit(attach_btf_id: int) -> Feature:
+    """fexit programs on the kernel function with this BTF id (some kernels refuse
+    every fentry/fexit program with EPERM)."""
+    error = _refusal(
+        libbpf.BPF_PROG_TYPE_TRACING,
+        "pwru_fexit_test",
+        _RETURN_0,
+        expected_attach_type=libbpf.BPF_TRACE_FEXIT,
+        attach_btf_id=attach_btf_id,
+    )
+    if error:
+        return Feature(False, f"the kernel refuses fexit: {os.strerror(error.errno or 0)}")
     return YES
 
 
@@ -171,8 +188,6 @@ def skb_direct_loads(attach_btf_id: int, head_offset: int) -> Feature:
     """Plain loads from a tp_btf program's ``skb->head`` (6.18+ types it as read-only
     untrusted memory; older kernels as a number): the pcap filter's fast path.
     ``attach_btf_id``: a tracepoint whose first argument is the skb."""
-    from pwru.filter import ebpf  # the instruction encoder; only asked with a filter
-
     insns = ebpf.encode([
         ebpf.ldx_mem(8, ebpf.R2, ebpf.R1, 0),  # the skb
         ebpf.ldx_mem(8, ebpf.R3, ebpf.R2, head_offset),  # skb->head
@@ -182,18 +197,15 @@ def skb_direct_loads(attach_btf_id: int, head_offset: int) -> Feature:
         ebpf.mov64_imm(ebpf.R0, 0),
         ebpf.exit_insn(),
     ])  # fmt: skip
-    try:
-        fd = libbpf.prog_load(
-            libbpf.BPF_PROG_TYPE_TRACING,
-            "pwru_direct",
-            insns,
-            expected_attach_type=libbpf.BPF_TRACE_RAW_TP,
-            attach_btf_id=attach_btf_id,
-            log_size=4096,
-        )
-    except LibbpfError as error:
+    error = _refusal(
+        libbpf.BPF_PROG_TYPE_TRACING,
+        "pwru_direct",
+        insns,
+        expected_attach_type=libbpf.BPF_TRACE_RAW_TP,
+        attach_btf_id=attach_btf_id,
+    )
+    if error:
         return Feature(False, f"plain loads from skb->head are refused: {error}")
-    os.close(fd)
     return YES
 
 
@@ -202,8 +214,6 @@ def kprobe_btf_cast(cast_id: int, skb_id: int, head_offset: int, direct: bool) -
     """kprobes calling ``bpf_rdonly_cast`` (FUNC id ``cast_id``) on their skb address,
     to load its fields with plain loads; with ``direct``, also packet bytes from
     ``skb->head`` (as tp_btf programs do on 6.18+)."""
-    from pwru.filter import ebpf
-
     insns = [
         ebpf.ldx_mem(8, ebpf.R1, ebpf.R1, 0),  # a register of the probed function
         ebpf.mov64_imm(ebpf.R2, skb_id),
@@ -213,13 +223,9 @@ def kprobe_btf_cast(cast_id: int, skb_id: int, head_offset: int, direct: bool) -
     if direct:
         insns.append(ebpf.ldx_mem(1, ebpf.R4, ebpf.R3, 0))
     insns += [ebpf.mov64_imm(ebpf.R0, 0), ebpf.exit_insn()]
-    try:
-        fd = libbpf.prog_load(
-            libbpf.BPF_PROG_TYPE_KPROBE, "pwru_kp_btf", ebpf.encode(insns), log_size=4096
-        )
-    except LibbpfError as error:
+    error = _refusal(libbpf.BPF_PROG_TYPE_KPROBE, "pwru_kp_btf", ebpf.encode(insns))
+    if error:
         return Feature(False, f"kprobes cannot read the skb through bpf_rdonly_cast: {error}")
-    os.close(fd)
     return YES
 
 
